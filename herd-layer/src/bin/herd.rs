@@ -1,0 +1,270 @@
+//! `herd`: the standalone router.
+//!
+//! `herd` serves Ollama's and OpenAI's APIs on port 11435 and routes every
+//! request to the best machine of the fleet. `herd demo` also starts a
+//! simulated fleet of three devices, so herd can be tried without a fleet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use herd_layer::config::{RouterConfig, duration};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "herd",
+    version,
+    about = "One smart endpoint for a fleet of Ollama machines"
+)]
+struct Cli {
+    #[command(flatten)]
+    opts: Opts,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the router (the default).
+    Serve,
+    /// Run the router with a simulated fleet of three devices (and the local Ollama, if one answers).
+    Demo,
+    /// Print the effective configuration as TOML and exit.
+    PrintConfig,
+}
+
+/// Every flag has a `HERD_*` environment variable; flags win over the
+/// environment, which wins over the config file.
+#[derive(Args, Debug)]
+struct Opts {
+    /// TOML config file.
+    #[arg(long, env = "HERD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "HERD_LISTEN", global = true)]
+    listen: Option<SocketAddr>,
+    /// Agentless Ollama URL (repeat, or comma-separate in HERD_NODES).
+    #[arg(
+        long = "node",
+        env = "HERD_NODES",
+        value_delimiter = ',',
+        global = true
+    )]
+    nodes: Vec<String>,
+    /// Token nodes must present to attach.
+    #[arg(long, env = "HERD_FLEET_TOKEN", global = true, hide_env_values = true)]
+    fleet_token: Option<String>,
+    /// Largest request body, bytes.
+    #[arg(long, env = "HERD_MAX_BODY_BYTES", global = true)]
+    max_body_bytes: Option<usize>,
+    /// Requests that may wait per node:model before shedding with 429.
+    #[arg(long, env = "HERD_QUEUE_MAX_WAITING", global = true)]
+    queue_max_waiting: Option<u32>,
+    /// Longest wait for a slot before shedding with 503 (e.g. 30s).
+    #[arg(long, env = "HERD_QUEUE_MAX_WAIT", value_parser = duration::parse, global = true)]
+    queue_max_wait: Option<Duration>,
+    /// A node silent for this long is offline (e.g. 10s).
+    #[arg(long, env = "HERD_REPORT_TIMEOUT", value_parser = duration::parse, global = true)]
+    report_timeout: Option<Duration>,
+    /// Log filter, e.g. info or herd_layer=debug.
+    #[arg(long, env = "HERD_LOG", default_value = "info", global = true)]
+    log: String,
+}
+
+impl Opts {
+    fn config(&self) -> Result<RouterConfig, Box<dyn std::error::Error>> {
+        let mut c = match &self.config {
+            Some(p) => RouterConfig::from_file(p)?,
+            None => RouterConfig::default(),
+        };
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if !self.nodes.is_empty() {
+            c.nodes = self.nodes.clone();
+        }
+        if let Some(v) = &self.fleet_token {
+            c.fleet_token = Some(v.clone());
+        }
+        if let Some(v) = self.max_body_bytes {
+            c.max_body_bytes = v;
+        }
+        if let Some(v) = self.queue_max_waiting {
+            c.queue.max_waiting = v;
+        }
+        if let Some(v) = self.queue_max_wait {
+            c.queue.max_wait = v;
+        }
+        if let Some(v) = self.report_timeout {
+            c.report_timeout = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn herd_node_binary() -> Option<PathBuf> {
+    let beside = std::env::current_exe().ok()?.parent()?.join("herd-node");
+    if beside.exists() {
+        return Some(beside);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("herd-node"))
+            .find(|p| p.exists())
+    })
+}
+
+async fn ollama_answers(url: &str) -> bool {
+    let Some(addr) = herd_layer::fleet::addr_of(url) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.opts.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herd: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = cli.opts.config()?;
+    match cli.cmd.unwrap_or(Cmd::Serve) {
+        Cmd::PrintConfig => {
+            print!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(())
+        }
+        Cmd::Serve => {
+            let running = herd_layer::server::start(cfg).await?;
+            let stop = running.stopper();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            running.wait().await?;
+            Ok(())
+        }
+        Cmd::Demo => {
+            let local = "http://127.0.0.1:11434";
+            let with_ollama = ollama_answers(local).await;
+            if with_ollama && !cfg.nodes.iter().any(|n| n.contains("11434")) {
+                cfg.nodes.push(local.into());
+            }
+            let running = herd_layer::server::start(cfg).await?;
+            let port = running.addr.port();
+            let router = format!("http://127.0.0.1:{port}");
+            let bin = herd_node_binary().ok_or(
+                "herd-node was not found next to herd or on PATH; build both with `cargo build --release`",
+            )?;
+            let mut sim = tokio::process::Command::new(bin)
+                .args(["simulate", "--demo", "--router", &router])
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?;
+            // Wait for the simulated devices to attach.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            while running.fleet.snapshot().online().count() < 3
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let view = running.fleet.snapshot();
+            println!();
+            println!("herd demo is up: router {router}");
+            for n in view.online() {
+                let loaded: Vec<&str> = n.loaded.iter().map(|m| m.name.as_str()).collect();
+                println!(
+                    "  node {:<10} {}  {:>4.0} GiB  loaded: {}{}",
+                    n.id,
+                    n.url,
+                    n.memory_total_gib(),
+                    loaded.join(", "),
+                    if n.simulated { "  (simulated)" } else { "" }
+                );
+            }
+            if with_ollama {
+                println!("  (your local Ollama at {local} is part of the fleet too)");
+            }
+            println!();
+            println!("try:");
+            println!(
+                "  curl -s {router}/api/chat -d '{{\"model\":\"llama3.2:3b\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}],\"stream\":false}}'"
+            );
+            println!("  curl -s '{router}/fleet/explain?model=qwen3:32b'");
+            println!("  curl -s {router}/fleet/status");
+            println!("Ctrl-C stops everything.");
+            let stop = running.stopper();
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                status = sim.wait() => eprintln!("herd: the simulated fleet exited ({status:?})"),
+            }
+            let _ = stop.send(true);
+            let _ = sim.kill().await;
+            running.wait().await?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_env_and_file() {
+        let dir = std::env::temp_dir().join(format!("herd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("herd.toml");
+        std::fs::write(&file, "max_body_bytes = 100\n[queue]\nmax_waiting = 5\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "herd",
+            "--config",
+            file.to_str().unwrap(),
+            "--queue-max-waiting",
+            "9",
+            "--listen",
+            "127.0.0.1:1",
+        ])
+        .unwrap();
+        let c = cli.opts.config().unwrap();
+        assert_eq!(c.max_body_bytes, 100, "file value kept");
+        assert_eq!(c.queue.max_waiting, 9, "flag beats file");
+        assert_eq!(c.listen.port(), 1);
+    }
+}

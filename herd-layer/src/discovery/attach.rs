@@ -1,0 +1,319 @@
+//! Nodes attaching over herd.v1 (`Fleet.Attach`).
+//!
+//! The first message must be a `Hello`; the router answers `Welcome`, or
+//! `Rejected` with a reason the node logs (wrong protocol version, missing or
+//! wrong fleet token, bad node id). Reports then replace the node's state;
+//! invalid reports are refused and logged, never half-applied. When the
+//! stream ends, for whatever reason, the node is offline at once.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fleet::{Fleet, NodeId, NodeState, Source};
+use crate::proto::{self, node_message, router_message};
+
+/// How long a node has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The router's side of each attached node: where to send commands.
+#[derive(Debug, Default)]
+pub struct Attachments {
+    next: AtomicU64,
+    senders: Mutex<HashMap<NodeId, (u64, mpsc::Sender<Result<proto::RouterMessage, Status>>)>>,
+}
+
+/// Sending a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("node {0} is not attached")]
+    NotAttached(String),
+    #[error("node {0} went away")]
+    Gone(String),
+}
+
+impl Attachments {
+    fn insert(&self, node: NodeId, tx: mpsc::Sender<Result<proto::RouterMessage, Status>>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(node, (id, tx));
+        id
+    }
+
+    /// Remove the node's entry if it is still this connection's; true when it was.
+    fn remove(&self, node: &NodeId, conn: u64) -> bool {
+        let mut m = self.lock();
+        if m.get(node).is_some_and(|(c, _)| *c == conn) {
+            m.remove(node);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        HashMap<NodeId, (u64, mpsc::Sender<Result<proto::RouterMessage, Status>>)>,
+    > {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn attached(&self) -> Vec<NodeId> {
+        let mut v: Vec<_> = self.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Send a command to an attached node.
+    pub async fn command(
+        &self,
+        node: &str,
+        kind: proto::command::Kind,
+    ) -> Result<String, CommandError> {
+        let tx = self
+            .lock()
+            .iter()
+            .find(|(n, _)| &***n == node)
+            .map(|(_, (_, tx))| tx.clone())
+            .ok_or_else(|| CommandError::NotAttached(node.to_string()))?;
+        let id = format!("cmd-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let msg = proto::RouterMessage {
+            msg: Some(router_message::Msg::Command(proto::Command {
+                id: id.clone(),
+                kind: Some(kind),
+            })),
+        };
+        tx.send(Ok(msg))
+            .await
+            .map_err(|_| CommandError::Gone(node.to_string()))?;
+        Ok(id)
+    }
+}
+
+/// The tonic service behind `herd.v1.Fleet`.
+#[derive(Clone, Debug)]
+pub struct FleetService {
+    fleet: Fleet,
+    attachments: std::sync::Arc<Attachments>,
+    fleet_token: Option<String>,
+    report_interval: Duration,
+    router_id: String,
+}
+
+impl FleetService {
+    pub fn new(
+        fleet: Fleet,
+        attachments: std::sync::Arc<Attachments>,
+        fleet_token: Option<String>,
+        report_interval: Duration,
+    ) -> Self {
+        FleetService {
+            fleet,
+            attachments,
+            fleet_token,
+            report_interval,
+            router_id: format!("herd-{:08x}", fastrand::u32(..)),
+        }
+    }
+
+    pub fn into_server(self) -> proto::fleet_server::FleetServer<Self> {
+        proto::fleet_server::FleetServer::new(self)
+    }
+
+    fn check_hello(&self, h: &proto::Hello) -> Result<(), String> {
+        if h.protocol_version != proto::ProtocolVersion::ProtocolVersion1 as u32 {
+            return Err(format!(
+                "protocol version {} is not supported; this router speaks version 1",
+                h.protocol_version
+            ));
+        }
+        valid_node_id(&h.node_id)?;
+        if let Some(expected) = &self.fleet_token
+            && !token_eq(expected.as_bytes(), h.fleet_token.as_bytes())
+        {
+            return Err(if h.fleet_token.is_empty() {
+                "this router requires a fleet token; start herd-node with --fleet-token".into()
+            } else {
+                "wrong fleet token".into()
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Compare secrets without leaking where they differ through timing.
+pub fn token_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Node ids are names people read: 1–128 printable characters without spaces.
+pub fn valid_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("node_id must be 1 to 128 characters".into());
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+    {
+        return Err(format!(
+            "node_id {id:?} may only contain letters, digits and - _ . : @"
+        ));
+    }
+    Ok(())
+}
+
+fn valid_report(hello_id: &str, r: &proto::NodeReport) -> Result<(), String> {
+    if r.node_id != hello_id {
+        return Err(format!(
+            "report names node {:?} but this stream belongs to {hello_id:?}",
+            r.node_id
+        ));
+    }
+    let ok =
+        r.ollama_url.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+        });
+    if !ok {
+        return Err(format!("ollama_url {:?} is not an http URL", r.ollama_url));
+    }
+    if let Some(e) = &r.engine
+        && (e.loaded.len() > 10_000 || e.available.len() > 100_000)
+    {
+        return Err("report lists implausibly many models".into());
+    }
+    Ok(())
+}
+
+type AttachStream = Pin<Box<dyn Stream<Item = Result<proto::RouterMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::fleet_server::Fleet for FleetService {
+    type AttachStream = AttachStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<proto::NodeMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
+            Ok(Ok(Some(proto::NodeMessage {
+                msg: Some(node_message::Msg::Hello(h)),
+            }))) => h,
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a Hello",
+                ));
+            }
+        };
+        let (tx, rx) = mpsc::channel(16);
+        if let Err(reason) = self.check_hello(&hello) {
+            tracing::warn!(node = %hello.node_id, ?peer, %reason, "refused a node");
+            let msg = proto::RouterMessage {
+                msg: Some(router_message::Msg::Rejected(proto::Rejected { reason })),
+            };
+            let _ = tx.send(Ok(msg)).await;
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
+        let node: NodeId = hello.node_id.as_str().into();
+        let welcome = proto::RouterMessage {
+            msg: Some(router_message::Msg::Welcome(proto::Welcome {
+                router_id: self.router_id.clone(),
+                router_version: env!("CARGO_PKG_VERSION").into(),
+                report_interval_ms: self.report_interval.as_millis() as u32,
+            })),
+        };
+        let _ = tx.send(Ok(welcome)).await;
+        let conn = self.attachments.insert(node.clone(), tx);
+        tracing::info!(node = %node, ?peer, version = %hello.agent_version, "node attached");
+
+        let fleet = self.fleet.clone();
+        let attachments = self.attachments.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(proto::NodeMessage {
+                        msg: Some(node_message::Msg::Report(r)),
+                    })) => {
+                        if let Err(why) = valid_report(&node, &r) {
+                            tracing::warn!(node = %node, %why, "ignored an invalid report");
+                            continue;
+                        }
+                        let now = tokio::time::Instant::now();
+                        let now_ms = crate::scoring::now_ms();
+                        fleet.update(|v| {
+                            let n = v.nodes.entry(node.clone()).or_insert_with(|| {
+                                NodeState::new(node.clone(), Source::Attached, r.ollama_url.clone())
+                            });
+                            n.source = Source::Attached;
+                            n.apply_report(&r, now, now_ms);
+                        });
+                    }
+                    Ok(Some(proto::NodeMessage {
+                        msg: Some(node_message::Msg::Result(res)),
+                    })) => {
+                        tracing::info!(node = %node, id = %res.id, ok = res.ok, message = %res.message, "command result");
+                    }
+                    Ok(Some(_)) => tracing::debug!(node = %node, "ignored an unexpected message"),
+                    Ok(None) => break "stream closed".to_string(),
+                    Err(e) => break format!("stream failed: {}", e.message()),
+                }
+            };
+            if attachments.remove(&node, conn) {
+                tracing::warn!(node = %node, %reason, "node detached; marking offline");
+                fleet.update(|v| {
+                    if let Some(n) = v.nodes.get_mut(&node) {
+                        n.mark_offline(reason);
+                    }
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_eq(b"secret", b"secret"));
+        assert!(!token_eq(b"secret", b"secreT"));
+        assert!(!token_eq(b"secret", b"secret2"));
+        assert!(!token_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn node_ids_are_validated() {
+        assert!(valid_node_id("mac-studio.local").is_ok());
+        assert!(valid_node_id("").is_err());
+        assert!(valid_node_id("has space").is_err());
+        assert!(valid_node_id(&"x".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn reports_must_match_their_stream_and_name_a_url() {
+        let mut r = proto::NodeReport {
+            node_id: "a".into(),
+            ollama_url: "http://127.0.0.1:11434".into(),
+            ..Default::default()
+        };
+        assert!(valid_report("a", &r).is_ok());
+        assert!(valid_report("b", &r).is_err());
+        r.ollama_url = "ftp://x".into();
+        assert!(valid_report("a", &r).is_err());
+    }
+}

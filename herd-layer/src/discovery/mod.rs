@@ -1,0 +1,110 @@
+//! Discovery: where nodes come from, folded into one [`Fleet`].
+//!
+//! Three sources feed the same view: nodes that attach over herd.v1
+//! ([`attach`]), Ollama URLs the router polls itself ([`agentless`]), and the
+//! clock — a node that stops reporting goes offline after the report timeout
+//! ([`sweep`]). A dropped attachment marks its node offline at once.
+//!
+//! In the request path, the discovery layer hands each attempt a snapshot of
+//! the fleet, so everything below it (scoring, explanations, the pick) sees
+//! one consistent picture, and a retry sees a fresh one.
+
+pub mod agentless;
+pub mod attach;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Layer, Service};
+
+use crate::fleet::Fleet;
+use crate::routed::Routed;
+
+pub use attach::{Attachments, FleetService};
+
+/// Mark nodes offline when they have been silent too long.
+pub async fn sweep(fleet: Fleet, timeout: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500).min(timeout / 4));
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        let stale: Vec<_> = fleet
+            .snapshot()
+            .nodes
+            .values()
+            .filter(|n| {
+                n.online
+                    && n.source == crate::fleet::Source::Attached
+                    && now.duration_since(n.last_seen) > timeout
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        if stale.is_empty() {
+            continue;
+        }
+        fleet.update(|v| {
+            for id in &stale {
+                if let Some(n) = v.nodes.get_mut(id) {
+                    tracing::warn!(node = %id, "no report for {timeout:?}; marking offline");
+                    n.mark_offline(format!("no report for {}s", timeout.as_secs()));
+                }
+            }
+        });
+    }
+}
+
+/// Gives each attempt the current fleet snapshot.
+#[derive(Clone, Debug)]
+pub struct DiscoveryLayer {
+    fleet: Fleet,
+}
+
+impl DiscoveryLayer {
+    pub fn new(fleet: Fleet) -> Self {
+        DiscoveryLayer { fleet }
+    }
+}
+
+impl<S> Layer<S> for DiscoveryLayer {
+    type Service = Discovery<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Discovery {
+            inner,
+            fleet: self.fleet.clone(),
+        }
+    }
+}
+
+/// Attaches a fleet snapshot to each request.
+#[derive(Clone, Debug)]
+pub struct Discovery<S> {
+    inner: S,
+    fleet: Fleet,
+}
+
+impl<S> Service<Routed> for Discovery<S>
+where
+    S: Service<Routed>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Routed) -> Self::Future {
+        req.view = Some(self.fleet.snapshot());
+        self.inner.call(req)
+    }
+}
+
+/// Shared handle for code that needs the fleet and the attachments.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pub fleet: Fleet,
+    pub attachments: Arc<Attachments>,
+}

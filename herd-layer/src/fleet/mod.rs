@@ -1,0 +1,478 @@
+//! The fleet model: what herd believes about every node right now.
+//!
+//! Discovery is the only writer; it folds node reports, agentless polls and
+//! timeouts into one [`FleetView`]. Readers take a cheap snapshot
+//! (`Arc<FleetView>`) per request, so scoring sees one consistent picture and
+//! never waits on a writer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::proto;
+use crate::request::same_model;
+
+/// A node's stable name (its `node_id`).
+pub type NodeId = Arc<str>;
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// How herd learned about a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A herd-node (real or simulated) attached over herd.v1.
+    Attached,
+    /// An Ollama URL given to the router, polled by the router itself.
+    Agentless,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pressure {
+    #[default]
+    Unknown,
+    Normal,
+    Warn,
+    Critical,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Thermal {
+    #[default]
+    Unknown,
+    Nominal,
+    Fair,
+    Serious,
+    Critical,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Full,
+    Paused,
+    SmallOnly,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Ollama,
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadedModel {
+    pub name: String,
+    pub size_bytes: u64,
+    pub vram_bytes: u64,
+    pub context_length: u32,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskModel {
+    pub name: String,
+    pub size_bytes: u64,
+    pub family: String,
+    pub parameter_size: String,
+    pub quantization: String,
+}
+
+/// Everything known about one node.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeState {
+    pub id: NodeId,
+    pub source: Source,
+    /// Base URL of the node's engine, e.g. `http://10.0.0.5:11434`.
+    pub url: String,
+    /// The engine's socket address when the URL names an IP literal.
+    pub addr: Option<SocketAddr>,
+    pub simulated: bool,
+    pub online: bool,
+    /// Why the node is offline, when it is.
+    pub offline_reason: Option<String>,
+    #[serde(skip)]
+    pub last_seen: Instant,
+    pub reports: u64,
+    pub agent_version: String,
+    pub engine: Engine,
+    pub engine_version: String,
+    pub engine_reachable: bool,
+    pub chip: String,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub memory_pressure: Pressure,
+    pub thermal: Thermal,
+    pub cpu_utilization: f64,
+    pub memory_bandwidth_gbps: f64,
+    pub loaded: Vec<LoadedModel>,
+    pub available: Vec<DiskModel>,
+    /// Models that left memory recently, with when (milliseconds since the Unix epoch).
+    pub recently_unloaded: HashMap<String, i64>,
+    /// Concurrent requests per loaded model (OLLAMA_NUM_PARALLEL); 0 when unknown.
+    pub parallel_slots: u32,
+    pub max_loaded_models: u32,
+    pub max_queue: u32,
+    pub mode: Mode,
+    pub draining: bool,
+    /// Learned availability, 0..=1, when the node has learned it.
+    pub availability: Option<f64>,
+    /// Memory the node is willing to give to models; 0 means no ceiling.
+    pub memory_ceiling_bytes: u64,
+}
+
+impl NodeState {
+    /// A node herd knows only by URL; everything else is unknown until it reports.
+    pub fn new(id: NodeId, source: Source, url: String) -> Self {
+        let addr = addr_of(&url);
+        NodeState {
+            id,
+            source,
+            url,
+            addr,
+            simulated: false,
+            online: false,
+            offline_reason: Some("no report yet".into()),
+            last_seen: Instant::now(),
+            reports: 0,
+            agent_version: String::new(),
+            engine: Engine::Ollama,
+            engine_version: String::new(),
+            engine_reachable: false,
+            chip: String::new(),
+            memory_total_bytes: 0,
+            memory_available_bytes: 0,
+            memory_pressure: Pressure::Unknown,
+            thermal: Thermal::Unknown,
+            cpu_utilization: 0.0,
+            memory_bandwidth_gbps: 0.0,
+            loaded: Vec::new(),
+            available: Vec::new(),
+            recently_unloaded: HashMap::new(),
+            parallel_slots: 0,
+            max_loaded_models: 0,
+            max_queue: 0,
+            mode: Mode::Full,
+            draining: false,
+            availability: None,
+            memory_ceiling_bytes: 0,
+        }
+    }
+
+    pub fn loaded_model(&self, model: &str) -> Option<&LoadedModel> {
+        self.loaded.iter().find(|m| same_model(&m.name, model))
+    }
+
+    pub fn disk_model(&self, model: &str) -> Option<&DiskModel> {
+        self.available.iter().find(|m| same_model(&m.name, model))
+    }
+
+    pub fn has_model(&self, model: &str) -> bool {
+        self.loaded_model(model).is_some() || self.disk_model(model).is_some()
+    }
+
+    /// Memory a model could use here: what is free, capped by the node's ceiling.
+    pub fn usable_memory_bytes(&self) -> u64 {
+        if self.memory_ceiling_bytes > 0 {
+            self.memory_available_bytes.min(self.memory_ceiling_bytes)
+        } else {
+            self.memory_available_bytes
+        }
+    }
+
+    pub fn memory_total_gib(&self) -> f64 {
+        self.memory_total_bytes as f64 / GIB
+    }
+
+    /// Fold a report from an attached node into this state.
+    pub fn apply_report(&mut self, r: &proto::NodeReport, now: Instant, now_ms: i64) {
+        self.simulated = r.simulated;
+        self.agent_version = r.agent_version.clone();
+        if !r.ollama_url.is_empty() && r.ollama_url != self.url {
+            self.url = r.ollama_url.clone();
+            self.addr = addr_of(&self.url);
+        }
+        if let Some(hw) = &r.hardware {
+            self.chip = hw.chip.clone();
+            self.memory_bandwidth_gbps = hw.memory_bandwidth_gbps;
+            if let Some(m) = &hw.memory {
+                self.memory_total_bytes = m.total_bytes;
+                self.memory_available_bytes = m.available_bytes;
+                self.memory_pressure = match proto::MemoryPressure::try_from(m.pressure) {
+                    Ok(proto::MemoryPressure::Normal) => Pressure::Normal,
+                    Ok(proto::MemoryPressure::Warn) => Pressure::Warn,
+                    Ok(proto::MemoryPressure::Critical) => Pressure::Critical,
+                    _ => Pressure::Unknown,
+                };
+            }
+            if let Some(t) = &hw.thermal {
+                self.thermal = match proto::ThermalState::try_from(t.state) {
+                    Ok(proto::ThermalState::Nominal) => Thermal::Nominal,
+                    Ok(proto::ThermalState::Fair) => Thermal::Fair,
+                    Ok(proto::ThermalState::Serious) => Thermal::Serious,
+                    Ok(proto::ThermalState::Critical) => Thermal::Critical,
+                    _ => Thermal::Unknown,
+                };
+            }
+            if let Some(c) = &hw.cpu {
+                self.cpu_utilization = c.utilization.clamp(0.0, 1.0);
+            }
+        }
+        if let Some(e) = &r.engine {
+            self.engine = match proto::EngineKind::try_from(e.kind) {
+                Ok(proto::EngineKind::Openai) => Engine::OpenAi,
+                _ => Engine::Ollama,
+            };
+            self.engine_reachable = e.reachable;
+            self.engine_version = e.version.clone();
+            let loaded = e
+                .loaded
+                .iter()
+                .map(|m| LoadedModel {
+                    name: m.name.clone(),
+                    size_bytes: m.size_bytes,
+                    vram_bytes: m.vram_bytes,
+                    context_length: m.context_length,
+                    expires_at_ms: m.expires_at_ms,
+                })
+                .collect();
+            self.set_loaded(loaded, now_ms);
+            self.available = e
+                .available
+                .iter()
+                .map(|m| DiskModel {
+                    name: m.name.clone(),
+                    size_bytes: m.size_bytes,
+                    family: m.family.clone(),
+                    parameter_size: m.parameter_size.clone(),
+                    quantization: m.quantization.clone(),
+                })
+                .collect();
+            self.parallel_slots = e.parallel_slots;
+            self.max_loaded_models = e.max_loaded_models;
+            self.max_queue = e.max_queue;
+        }
+        self.mode = match proto::NodeMode::try_from(r.mode) {
+            Ok(proto::NodeMode::Paused) => Mode::Paused,
+            Ok(proto::NodeMode::SmallOnly) => Mode::SmallOnly,
+            _ => Mode::Full,
+        };
+        self.draining = r.draining;
+        match &r.availability {
+            Some(a) if a.known => {
+                self.availability = Some(a.score.clamp(0.0, 1.0));
+                self.memory_ceiling_bytes = a.memory_ceiling_bytes;
+            }
+            Some(a) => {
+                self.availability = None;
+                self.memory_ceiling_bytes = a.memory_ceiling_bytes;
+            }
+            None => self.availability = None,
+        }
+        self.seen(now);
+    }
+
+    /// Replace the loaded set, remembering what just left memory (the "warm" tier).
+    pub fn set_loaded(&mut self, loaded: Vec<LoadedModel>, now_ms: i64) {
+        for old in &self.loaded {
+            if !loaded.iter().any(|m| same_model(&m.name, &old.name)) {
+                self.recently_unloaded.insert(old.name.clone(), now_ms);
+            }
+        }
+        for m in &loaded {
+            self.recently_unloaded.remove(&m.name);
+        }
+        // Forget entries older than a day so the map stays small.
+        self.recently_unloaded
+            .retain(|_, at| now_ms.saturating_sub(*at) < 24 * 3600 * 1000);
+        self.loaded = loaded;
+    }
+
+    pub fn seen(&mut self, now: Instant) {
+        self.last_seen = now;
+        self.reports += 1;
+        self.online = true;
+        self.offline_reason = None;
+    }
+
+    pub fn mark_offline(&mut self, reason: impl Into<String>) {
+        self.online = false;
+        self.offline_reason = Some(reason.into());
+    }
+}
+
+/// The parsed socket address of a URL's authority, when it is an IP literal
+/// (`localhost` is taken as 127.0.0.1).
+pub fn addr_of(url: &str) -> Option<SocketAddr> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        host.parse().ok()?
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// One consistent picture of the fleet.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FleetView {
+    pub nodes: BTreeMap<NodeId, NodeState>,
+    /// Bumped on every change.
+    pub generation: u64,
+}
+
+impl FleetView {
+    pub fn node(&self, id: &str) -> Option<&NodeState> {
+        self.nodes.get(id)
+    }
+
+    pub fn online(&self) -> impl Iterator<Item = &NodeState> {
+        self.nodes.values().filter(|n| n.online)
+    }
+
+    /// The largest size any node reports for a model (loaded size first, then disk size).
+    pub fn model_size(&self, model: &str) -> Option<u64> {
+        let loaded = self
+            .nodes
+            .values()
+            .filter_map(|n| n.loaded_model(model))
+            .map(|m| m.size_bytes)
+            .max();
+        loaded.or_else(|| {
+            self.nodes
+                .values()
+                .filter_map(|n| n.disk_model(model))
+                .map(|m| m.size_bytes)
+                .max()
+        })
+    }
+
+    /// Every model name in the fleet with the nodes that have it.
+    pub fn models(&self) -> BTreeMap<String, Vec<NodeId>> {
+        let mut out: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
+        for n in self.nodes.values() {
+            let names = n
+                .loaded
+                .iter()
+                .map(|m| &m.name)
+                .chain(n.available.iter().map(|m| &m.name));
+            for name in names {
+                let e = out.entry(name.clone()).or_default();
+                if !e.contains(&n.id) {
+                    e.push(n.id.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The shared, watchable fleet. Cloning is cheap; all clones see one view.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    tx: Arc<watch::Sender<Arc<FleetView>>>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fleet {
+    pub fn new() -> Self {
+        let (tx, _) = watch::channel(Arc::new(FleetView::default()));
+        Fleet { tx: Arc::new(tx) }
+    }
+
+    /// The current view; cheap (an `Arc` clone).
+    pub fn snapshot(&self) -> Arc<FleetView> {
+        self.tx.borrow().clone()
+    }
+
+    /// Apply a change. Readers holding older snapshots are unaffected.
+    pub fn update<R>(&self, f: impl FnOnce(&mut FleetView) -> R) -> R {
+        let mut out = None;
+        self.tx.send_modify(|view| {
+            let v = Arc::make_mut(view);
+            out = Some(f(v));
+            v.generation += 1;
+        });
+        out.expect("send_modify runs the closure")
+    }
+
+    /// Changes as they happen.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<FleetView>> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_of_parses_ip_urls() {
+        assert_eq!(
+            addr_of("http://127.0.0.1:11434"),
+            Some("127.0.0.1:11434".parse().unwrap())
+        );
+        assert_eq!(
+            addr_of("http://localhost:8080/"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(addr_of("http://[::1]:9"), Some("[::1]:9".parse().unwrap()));
+        assert_eq!(addr_of("http://mac.local:11434"), None);
+    }
+
+    #[test]
+    fn unloading_is_remembered() {
+        let mut n = NodeState::new("a".into(), Source::Agentless, "http://127.0.0.1:1".into());
+        let m = |name: &str| LoadedModel {
+            name: name.into(),
+            size_bytes: 1,
+            vram_bytes: 1,
+            context_length: 4096,
+            expires_at_ms: 0,
+        };
+        n.set_loaded(vec![m("a:1b")], 1_000);
+        n.set_loaded(vec![], 2_000);
+        assert_eq!(n.recently_unloaded.get("a:1b"), Some(&2_000));
+        n.set_loaded(vec![m("a:1b")], 3_000);
+        assert!(n.recently_unloaded.is_empty());
+    }
+
+    #[test]
+    fn snapshots_are_isolated_from_updates() {
+        let fleet = Fleet::new();
+        let before = fleet.snapshot();
+        fleet.update(|v| {
+            v.nodes.insert(
+                "n".into(),
+                NodeState::new("n".into(), Source::Agentless, "http://127.0.0.1:1".into()),
+            );
+        });
+        assert!(before.nodes.is_empty());
+        assert_eq!(fleet.snapshot().nodes.len(), 1);
+        assert_eq!(fleet.snapshot().generation, 1);
+    }
+}

@@ -1,0 +1,414 @@
+//! The leaf: forward one attempt to the picked node and stream the answer back.
+//!
+//! A pooled hyper client talks to the node. Requests in Ollama's dialect go
+//! to Ollama nodes unchanged (only the model may be swapped for a fallback);
+//! OpenAI requests are translated to Ollama's native API and the answer back,
+//! so every request yields Ollama's timing stats; OpenAI-only engines get
+//! OpenAI requests as they are.
+//!
+//! The leaf waits for the node's first body bytes before answering, so a
+//! node that fails before producing anything is still a retryable failure.
+//! After that, bytes stream straight through (translated line by line when
+//! needed); a failure mid-stream ends the stream with a well-formed error in
+//! the client's format, never a truncated line. Non-streamed answers are
+//! buffered whole (bounded) and therefore stay retryable to the end.
+
+mod relay;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::fleet::{Engine, NodeId};
+use crate::history::{History, Outcome};
+use crate::request::{ClientFormat, Endpoint};
+use crate::routed::{Body, BoxError, Routed};
+use crate::translate;
+
+pub use relay::Mode;
+
+/// Forwarding tunables (copied from the router config).
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            connect_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(300),
+            max_response_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamErrorKind {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("response broke off: {0}")]
+    Body(String),
+    #[error("response too large (over {0} bytes)")]
+    TooLarge(usize),
+}
+
+/// A failed attempt on one node.
+#[derive(Debug, thiserror::Error)]
+#[error("node {node}: {kind}")]
+pub struct UpstreamError {
+    pub node: NodeId,
+    pub kind: UpstreamErrorKind,
+}
+
+impl UpstreamError {
+    /// Whether another node (or model) might succeed where this one failed.
+    pub fn retryable(&self) -> bool {
+        match &self.kind {
+            UpstreamErrorKind::Status { status, .. } => {
+                // 404: the node lost the model since it last reported.
+                *status >= 500 || *status == 429 || *status == 404
+            }
+            UpstreamErrorKind::TooLarge(_) => false,
+            _ => true,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match &self.kind {
+            UpstreamErrorKind::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The request cannot be expressed for the picked engine (a client error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
+
+/// The scoring layer did not run before the leaf (a stack built wrongly).
+#[derive(Debug, thiserror::Error)]
+#[error("forward needs a pick; the scoring layer must run first")]
+pub struct MissingPick;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The leaf service.
+#[derive(Clone)]
+pub struct Forward {
+    client: HttpClient,
+    cfg: Arc<ForwardConfig>,
+    history: History,
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward").finish_non_exhaustive()
+    }
+}
+
+/// A pooled HTTP client for talking to nodes.
+pub fn client(connect_timeout: Duration) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(http)
+}
+
+impl Forward {
+    pub fn new(cfg: Arc<ForwardConfig>, history: History) -> Self {
+        Forward {
+            client: client(cfg.connect_timeout),
+            cfg,
+            history,
+        }
+    }
+}
+
+/// How the attempt is carried out for this endpoint on this engine.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    path: &'static str,
+    mode: Mode,
+}
+
+fn plan(endpoint: Endpoint, engine: Engine, stream: bool) -> Plan {
+    use Endpoint::*;
+    let (path, mode) = match (engine, endpoint) {
+        (Engine::Ollama, OllamaChat | OllamaGenerate | OllamaEmbed | OllamaEmbeddings) => {
+            (endpoint.path(), Mode::Ndjson)
+        }
+        (Engine::Ollama, OpenAiChat) => ("/api/chat", Mode::ChatToSse),
+        (Engine::Ollama, OpenAiCompletions) => ("/api/generate", Mode::CompletionToSse),
+        (Engine::Ollama, OpenAiEmbeddings) => ("/api/embed", Mode::EmbedToOpenAi),
+        (Engine::OpenAi, _) => (endpoint.path(), Mode::Sse),
+    };
+    let mode = if stream { mode } else { mode.buffered() };
+    Plan { path, mode }
+}
+
+/// The body to send upstream.
+fn upstream_body(req: &Routed, engine: Engine) -> Result<Map<String, Value>, BoxError> {
+    let body = &req.request.body;
+    let model = req.model.as_str();
+    let out = match (engine, req.request.endpoint) {
+        (Engine::Ollama, Endpoint::OpenAiChat) => translate::chat_request(body, model),
+        (Engine::Ollama, Endpoint::OpenAiCompletions) => translate::completion_request(body, model),
+        (Engine::Ollama, Endpoint::OpenAiEmbeddings) => translate::embeddings_request(body, model),
+        _ => {
+            let mut b = (**body).clone();
+            b.insert("model".into(), Value::String(model.to_string()));
+            if engine == Engine::Ollama
+                && matches!(
+                    req.request.endpoint,
+                    Endpoint::OllamaChat | Endpoint::OllamaGenerate
+                )
+            {
+                // Ollama streams unless told otherwise; say it explicitly.
+                b.insert("stream".into(), Value::Bool(req.request.stream));
+            }
+            Ok(b)
+        }
+    };
+    out.map_err(|e| InvalidRequest(e.to_string()).into())
+}
+
+impl Service<Routed> for Forward {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Routed) -> Self::Future {
+        let this = self.clone();
+        ResponseFuture {
+            inner: Box::pin(async move { this.forward(req).await }),
+        }
+    }
+}
+
+impl Forward {
+    async fn forward(self, req: Routed) -> Result<http::Response<Body>, BoxError> {
+        let pick = req.pick.clone().ok_or(MissingPick)?;
+        let started = Instant::now();
+        let plan = plan(req.request.endpoint, pick.engine, req.request.stream);
+        let body = upstream_body(&req, pick.engine)?;
+        let bytes = serde_json::to_vec(&body)?;
+        let url = format!("{}{}", pick.url.trim_end_matches('/'), plan.path);
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(&url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", &req.request.id);
+        if let Some(tp) = &req.request.traceparent {
+            builder = builder.header("traceparent", tp);
+        }
+        let upstream_req = builder.body(Full::new(Bytes::from(bytes)))?;
+        let node = pick.node.clone();
+        let fail = |kind| UpstreamError {
+            node: node.clone(),
+            kind,
+        };
+
+        let rsp = match tokio::time::timeout(
+            self.cfg.response_timeout,
+            self.client.request(upstream_req),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(fail(UpstreamErrorKind::Timeout(self.cfg.response_timeout)).into());
+            }
+            Ok(Err(e)) => return Err(fail(UpstreamErrorKind::Connect(error_chain(&e))).into()),
+            Ok(Ok(rsp)) => rsp,
+        };
+        let status = rsp.status();
+        if !status.is_success() {
+            let body = read_limited(rsp.into_body(), 64 * 1024, self.cfg.idle_timeout)
+                .await
+                .unwrap_or_default();
+            let message = translate::error_message(&body);
+            self.history
+                .record(&pick.node, &req.model, &Outcome::default());
+            return Err(fail(UpstreamErrorKind::Status {
+                status: status.as_u16(),
+                message,
+            })
+            .into());
+        }
+
+        let meta = relay::Meta {
+            request_id: req.request.id.clone(),
+            model: req.model.clone(),
+            client_model: req.request.model.clone(),
+            include_usage: req.request.include_usage,
+            embed_base64: translate::embeddings_base64(&req.request.body),
+            node: pick.node.clone(),
+            started,
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-herd-node", header_value(&pick.node));
+        headers.insert("x-herd-model", header_value(&req.model));
+        headers.insert(
+            "x-herd-attempts",
+            header_value(&(req.attempt + 1).to_string()),
+        );
+        headers.insert("x-request-id", header_value(&req.request.id));
+        if req.fallback_used() {
+            headers.insert("x-herd-fallback", header_value(&req.model));
+        }
+
+        if plan.mode.is_buffered() {
+            let body = read_limited(
+                rsp.into_body(),
+                self.cfg.max_response_bytes,
+                self.cfg.idle_timeout,
+            )
+            .await
+            .map_err(|e| fail(e))?;
+            let (out, outcome) = relay::finish_buffered(plan.mode, &meta, &body)
+                .map_err(|e| fail(UpstreamErrorKind::Body(e)))?;
+            self.history.record(&pick.node, &req.model, &outcome);
+            let mut rsp = http::Response::new(Full::new(out).map_err(|e| match e {}).boxed());
+            *rsp.status_mut() = StatusCode::OK;
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            rsp.headers_mut().extend(headers);
+            return Ok(rsp);
+        }
+
+        // Streaming: wait for the first bytes so a node that dies before
+        // producing anything is still a retryable failure.
+        let mut upstream = rsp.into_body();
+        let first = loop {
+            match tokio::time::timeout(self.cfg.response_timeout, upstream.frame()).await {
+                Err(_) => {
+                    return Err(fail(UpstreamErrorKind::Timeout(self.cfg.response_timeout)).into());
+                }
+                Ok(None) => {
+                    return Err(fail(UpstreamErrorKind::Body("empty response".into())).into());
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(fail(UpstreamErrorKind::Body(error_chain(&e))).into());
+                }
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(d) if !d.is_empty() => break d,
+                    _ => continue,
+                },
+            }
+        };
+        let content_type = match plan.mode.client_format() {
+            ClientFormat::OpenAi => "text/event-stream",
+            ClientFormat::Ollama => "application/x-ndjson",
+        };
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let body = relay::spawn(
+            plan.mode,
+            meta,
+            first,
+            upstream,
+            self.cfg.idle_timeout,
+            self.history.clone(),
+        );
+        let mut rsp = http::Response::new(body);
+        rsp.headers_mut().extend(headers);
+        Ok(rsp)
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The whole chain of an error's causes, for messages that say what happened.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+async fn read_limited<B>(
+    mut body: B,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, UpstreamErrorKind>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+{
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(UpstreamErrorKind::Timeout(idle)),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(UpstreamErrorKind::Body(error_chain(&e))),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(d) = frame.into_data() {
+                    if buf.len() + d.len() > limit {
+                        return Err(UpstreamErrorKind::TooLarge(limit));
+                    }
+                    buf.extend_from_slice(&d);
+                }
+            }
+        }
+    }
+}
+
+/// Forwards one attempt.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>,
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}

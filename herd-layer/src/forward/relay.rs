@@ -1,0 +1,511 @@
+//! Moving an answer from a node to the client: passed through line by line,
+//! or translated, observed on the way (time to first token, token counts,
+//! completeness) and always ended well-formed.
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::fleet::NodeId;
+use crate::history::{History, Outcome};
+use crate::request::ClientFormat;
+use crate::routed::Body;
+use crate::translate;
+
+/// How the node's answer becomes the client's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Ollama NDJSON stream, passed through.
+    Ndjson,
+    /// Ollama /api/chat stream → OpenAI chat.completion.chunk SSE.
+    ChatToSse,
+    /// Ollama /api/generate stream → OpenAI text_completion SSE.
+    CompletionToSse,
+    /// OpenAI SSE from an OpenAI engine, passed through.
+    Sse,
+    /// One Ollama JSON object, passed through.
+    OllamaJson,
+    /// One Ollama /api/chat object → chat.completion.
+    ChatJson,
+    /// One Ollama /api/generate object → text_completion.
+    CompletionJson,
+    /// Ollama /api/embed → OpenAI embeddings list.
+    EmbedToOpenAi,
+    /// One OpenAI JSON object from an OpenAI engine, passed through.
+    OpenAiJson,
+}
+
+impl Mode {
+    pub fn buffered(self) -> Mode {
+        match self {
+            Mode::Ndjson => Mode::OllamaJson,
+            Mode::ChatToSse => Mode::ChatJson,
+            Mode::CompletionToSse => Mode::CompletionJson,
+            Mode::Sse => Mode::OpenAiJson,
+            other => other,
+        }
+    }
+
+    pub fn is_buffered(self) -> bool {
+        matches!(
+            self,
+            Mode::OllamaJson
+                | Mode::ChatJson
+                | Mode::CompletionJson
+                | Mode::EmbedToOpenAi
+                | Mode::OpenAiJson
+        )
+    }
+
+    pub fn client_format(self) -> ClientFormat {
+        match self {
+            Mode::Ndjson | Mode::OllamaJson => ClientFormat::Ollama,
+            _ => ClientFormat::OpenAi,
+        }
+    }
+}
+
+/// What the relay needs to know about the request.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    pub request_id: String,
+    /// The model served (may be a fallback).
+    pub model: String,
+    /// The model the client asked for.
+    pub client_model: String,
+    pub include_usage: bool,
+    /// OpenAI `encoding_format: "base64"` for embeddings.
+    pub embed_base64: bool,
+    pub node: NodeId,
+    pub started: Instant,
+}
+
+impl Meta {
+    fn openai_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.request_id)
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Ollama's timing stats from a final chunk, into an outcome.
+fn ollama_stats(v: &Value, o: &mut Outcome) {
+    let ns = |k: &str| v.get(k).and_then(Value::as_f64).map(|n| n / 1e6);
+    o.prompt_tokens = v.get("prompt_eval_count").and_then(Value::as_u64);
+    o.output_tokens = v.get("eval_count").and_then(Value::as_u64);
+    o.eval_ms = ns("eval_duration");
+    o.load_ms = ns("load_duration");
+}
+
+fn openai_usage(v: &Value, o: &mut Outcome) {
+    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+        o.prompt_tokens = u.get("prompt_tokens").and_then(Value::as_u64);
+        o.output_tokens = u.get("completion_tokens").and_then(Value::as_u64);
+    }
+}
+
+/// Finish a buffered (non-streamed) answer.
+pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, Outcome), String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("node sent invalid JSON: {e}"))?;
+    let mut o = Outcome {
+        total_ms: meta.started.elapsed().as_secs_f64() * 1000.0,
+        ok: true,
+        ..Default::default()
+    };
+    let out = match mode {
+        Mode::OllamaJson => {
+            ollama_stats(&v, &mut o);
+            return Ok((Bytes::copy_from_slice(body), o));
+        }
+        Mode::ChatJson => {
+            ollama_stats(&v, &mut o);
+            translate::chat_response(
+                &v,
+                &meta.openai_id("chatcmpl"),
+                &meta.client_model,
+                unix_now(),
+            )
+        }
+        Mode::CompletionJson => {
+            ollama_stats(&v, &mut o);
+            translate::completion_response(
+                &v,
+                &meta.openai_id("cmpl"),
+                &meta.client_model,
+                unix_now(),
+            )
+        }
+        Mode::EmbedToOpenAi => {
+            o.prompt_tokens = v.get("prompt_eval_count").and_then(Value::as_u64);
+            translate::embeddings_response(&v, &meta.client_model, meta.embed_base64)
+        }
+        Mode::OpenAiJson => {
+            openai_usage(&v, &mut o);
+            return Ok((Bytes::copy_from_slice(body), o));
+        }
+        _ => unreachable!("streaming modes are relayed, not buffered"),
+    };
+    // Engine stats give a time to first token for non-streamed answers too.
+    if let Some(load) = o.load_ms {
+        let prefill = v
+            .get("prompt_eval_duration")
+            .and_then(Value::as_f64)
+            .map(|n| n / 1e6)
+            .unwrap_or(0.0);
+        o.ttft_ms = Some(load + prefill);
+    }
+    Ok((
+        Bytes::from(serde_json::to_vec(&out).map_err(|e| e.to_string())?),
+        o,
+    ))
+}
+
+enum Converter {
+    Pass,
+    Chat(translate::ChatStream),
+    Completion(translate::CompletionStream),
+}
+
+struct Relay {
+    mode: Mode,
+    meta: Meta,
+    conv: Converter,
+    buf: BytesMut,
+    finished: bool,
+    errored: bool,
+    outcome: Outcome,
+}
+
+impl Relay {
+    fn new(mode: Mode, meta: Meta) -> Self {
+        let created = unix_now();
+        let conv = match mode {
+            Mode::ChatToSse => Converter::Chat(translate::ChatStream::new(
+                &meta.openai_id("chatcmpl"),
+                &meta.client_model,
+                created,
+                meta.include_usage,
+            )),
+            Mode::CompletionToSse => Converter::Completion(translate::CompletionStream::new(
+                &meta.openai_id("cmpl"),
+                &meta.client_model,
+                created,
+                meta.include_usage,
+            )),
+            _ => Converter::Pass,
+        };
+        Relay {
+            mode,
+            meta,
+            conv,
+            buf: BytesMut::new(),
+            finished: false,
+            errored: false,
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// Feed bytes from the node; return what to send to the client. Only
+    /// whole lines are sent, so a cut never leaves half a line behind.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<Bytes>) {
+        self.buf.extend_from_slice(data);
+        let Some(last_nl) = self.buf.iter().rposition(|b| *b == b'\n') else {
+            return;
+        };
+        let complete = self.buf.split_to(last_nl + 1).freeze();
+        match self.mode {
+            Mode::Ndjson | Mode::Sse => {
+                for line in complete.split(|b| *b == b'\n') {
+                    self.observe(line);
+                }
+                out.push(complete);
+            }
+            _ => {
+                let mut rest = complete;
+                while rest.has_remaining() {
+                    let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+                    let line = rest.split_to(end);
+                    if rest.has_remaining() {
+                        rest.advance(1);
+                    }
+                    self.convert(&line, out);
+                }
+            }
+        }
+    }
+
+    /// Watch passed-through lines for the final stats and errors.
+    fn observe(&mut self, line: &[u8]) {
+        let line = trim(line);
+        if line.is_empty() {
+            return;
+        }
+        match self.mode {
+            Mode::Ndjson => {
+                // Only the final chunk (and errors) need parsing.
+                if contains(line, b"\"done\":true") || contains(line, b"\"done\": true") {
+                    if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                        ollama_stats(&v, &mut self.outcome);
+                    }
+                    self.finished = true;
+                } else if contains(line, b"\"error\"")
+                    && let Ok(v) = serde_json::from_slice::<Value>(line)
+                    && v.get("error").is_some()
+                {
+                    self.errored = true;
+                }
+            }
+            Mode::Sse => {
+                if let Some(data) = line.strip_prefix(b"data:") {
+                    let data = trim(data);
+                    if data == b"[DONE]" {
+                        self.finished = true;
+                    } else if contains(data, b"\"usage\"")
+                        && let Ok(v) = serde_json::from_slice::<Value>(data)
+                    {
+                        openai_usage(&v, &mut self.outcome);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn convert(&mut self, line: &[u8], out: &mut Vec<Bytes>) {
+        let line = trim(line);
+        if line.is_empty() {
+            return;
+        }
+        let v: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(&format!("node sent an invalid line: {e}"), out);
+                return;
+            }
+        };
+        if v.get("done").and_then(Value::as_bool) == Some(true) {
+            ollama_stats(&v, &mut self.outcome);
+        }
+        if v.get("error").is_some() {
+            self.errored = true;
+        }
+        let payloads = match &mut self.conv {
+            Converter::Chat(c) => c.chunk(&v),
+            Converter::Completion(c) => c.chunk(&v),
+            Converter::Pass => Vec::new(),
+        };
+        for p in payloads {
+            out.push(sse(&p));
+        }
+        let finished = match &self.conv {
+            Converter::Chat(c) => c.finished(),
+            Converter::Completion(c) => c.finished(),
+            Converter::Pass => false,
+        };
+        if finished && !self.finished {
+            self.finished = true;
+            out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+    }
+
+    /// End the stream with an error in the client's format.
+    fn fail(&mut self, message: &str, out: &mut Vec<Bytes>) {
+        if self.errored {
+            return;
+        }
+        self.errored = true;
+        let message = format!("{message} (node {})", self.meta.node);
+        match self.mode.client_format() {
+            ClientFormat::Ollama => {
+                let mut line =
+                    serde_json::to_vec(&translate::ollama_error(&message)).unwrap_or_default();
+                line.push(b'\n');
+                out.push(Bytes::from(line));
+            }
+            ClientFormat::OpenAi => {
+                out.push(sse(&translate::openai_error(
+                    &message,
+                    "server_error",
+                    None,
+                )));
+            }
+        }
+    }
+}
+
+fn sse(v: &Value) -> Bytes {
+    let mut b = b"data: ".to_vec();
+    b.extend_from_slice(&serde_json::to_vec(v).unwrap_or_default());
+    b.extend_from_slice(b"\n\n");
+    Bytes::from(b)
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &s[start..end.max(start)]
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Relay the rest of a streaming answer on its own task; the returned body
+/// is what the client reads. A client that goes away closes the channel,
+/// which ends the task and drops the connection to the node.
+pub fn spawn<B>(
+    mode: Mode,
+    meta: Meta,
+    first: Bytes,
+    mut upstream: B,
+    idle: std::time::Duration,
+    history: History,
+) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let ttft_ms = meta.started.elapsed().as_secs_f64() * 1000.0;
+    tokio::spawn(async move {
+        let node = meta.node.clone();
+        let model = meta.model.clone();
+        let started = meta.started;
+        let mut relay = Relay::new(mode, meta);
+        relay.outcome.ttft_ms = Some(ttft_ms);
+        let mut out = Vec::new();
+        relay.feed(&first, &mut out);
+        let mut disconnected = false;
+        'relay: loop {
+            for b in out.drain(..) {
+                if tx.send(b).await.is_err() {
+                    disconnected = true;
+                    break 'relay;
+                }
+            }
+            if relay.errored && !matches!(relay.mode, Mode::Ndjson | Mode::Sse) {
+                break;
+            }
+            match tokio::time::timeout(idle, upstream.frame()).await {
+                Err(_) => relay.fail(&format!("node went silent for {idle:?}"), &mut out),
+                Ok(None) => {
+                    let rest = std::mem::take(&mut relay.buf);
+                    if !rest.is_empty() {
+                        relay.feed(&[&rest[..], b"\n"].concat(), &mut out);
+                    }
+                    if !relay.finished {
+                        relay.fail("the stream ended before the model finished", &mut out);
+                    }
+                    for b in out.drain(..) {
+                        if tx.send(b).await.is_err() {
+                            disconnected = true;
+                        }
+                    }
+                    break;
+                }
+                Ok(Some(Err(e))) => relay.fail(
+                    &format!("the node's stream broke: {}", super::error_chain(&e)),
+                    &mut out,
+                ),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(d) = frame.into_data() {
+                        relay.feed(&d, &mut out);
+                    }
+                }
+            }
+            if relay.errored && !relay.finished {
+                for b in out.drain(..) {
+                    let _ = tx.send(b).await;
+                }
+                break;
+            }
+        }
+        let mut o = relay.outcome;
+        o.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+        o.ok = relay.finished && !disconnected && !relay.errored;
+        if disconnected {
+            tracing::info!(%node, %model, "client went away mid-stream");
+        } else if !o.ok {
+            tracing::warn!(%node, %model, "stream ended with an error");
+        }
+        history.record(&node, &model, &o);
+    });
+    BodyExt::boxed(StreamBody::new(
+        ReceiverStream::new(rx).map(|b| Ok::<_, crate::routed::BoxError>(Frame::data(b))),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(_format: ClientFormat) -> Meta {
+        Meta {
+            request_id: "r1".into(),
+            model: "m".into(),
+            client_model: "m".into(),
+            include_usage: false,
+            embed_base64: false,
+            node: "n".into(),
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn ndjson_passes_whole_lines_only() {
+        let mut r = Relay::new(Mode::Ndjson, meta(ClientFormat::Ollama));
+        let mut out = Vec::new();
+        r.feed(b"{\"a\":1}\n{\"b\":", &mut out);
+        assert_eq!(out, vec![Bytes::from_static(b"{\"a\":1}\n")]);
+        out.clear();
+        r.feed(b"2}\n{\"done\":true,\"eval_count\":7}\n", &mut out);
+        assert_eq!(
+            out.concat(),
+            b"{\"b\":2}\n{\"done\":true,\"eval_count\":7}\n"
+        );
+        assert!(r.finished);
+        assert_eq!(r.outcome.output_tokens, Some(7));
+    }
+
+    #[test]
+    fn a_cut_ends_ndjson_with_an_error_line() {
+        let mut r = Relay::new(Mode::Ndjson, meta(ClientFormat::Ollama));
+        let mut out = Vec::new();
+        r.feed(b"{\"a\":1}\n{\"trunc", &mut out);
+        r.fail("cut", &mut out);
+        let text = String::from_utf8(out.concat()).unwrap();
+        let last = text.lines().last().unwrap();
+        let v: Value = serde_json::from_str(last).unwrap();
+        assert!(v["error"].as_str().unwrap().contains("cut"));
+        assert!(!text.contains("trunc"));
+    }
+
+    #[test]
+    fn sse_passthrough_sees_done_and_usage() {
+        let mut r = Relay::new(Mode::Sse, meta(ClientFormat::OpenAi));
+        let mut out = Vec::new();
+        r.feed(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n",
+            &mut out,
+        );
+        assert!(r.finished);
+        assert_eq!(r.outcome.output_tokens, Some(5));
+    }
+}

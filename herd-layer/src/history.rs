@@ -1,0 +1,249 @@
+//! What herd learns from the traffic it routes: per node:model time to first
+//! token, generation speed and cold-load times.
+//!
+//! Scoring reads medians of recent samples through [`Observations`], so a node
+//! that turns slow stops winning within a few requests, and a node that
+//! recovers wins again as new samples replace old ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::fleet::NodeId;
+use crate::queueing::Admission;
+use crate::scoring::{Load, Observations, Perf};
+
+/// Samples kept per series.
+const WINDOW: usize = 32;
+
+/// How one request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Completed,
+    Failed,
+    Incomplete,
+    ClientDisconnected,
+}
+
+/// What one finished request taught us.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub ttft_ms: Option<f64>,
+    pub total_ms: f64,
+    pub prompt_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// Engine-reported generation time, ms (Ollama `eval_duration`).
+    pub eval_ms: Option<f64>,
+    /// Engine-reported model load time, ms (Ollama `load_duration`).
+    pub load_ms: Option<f64>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Default)]
+struct Series(VecDeque<f64>);
+
+impl Series {
+    fn push(&mut self, v: f64) {
+        if self.0.len() == WINDOW {
+            self.0.pop_front();
+        }
+        self.0.push_back(v);
+    }
+    fn median(&self) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut v: Vec<f64> = self.0.iter().copied().collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        Some(v[v.len() / 2])
+    }
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    ttft_ms: Series,
+    tokens_per_s: Series,
+    cold_load_ms: Series,
+    completed: u64,
+    failed: u64,
+}
+
+/// Cold loads are told apart from warm requests by the engine's load time.
+const COLD_LOAD_MS: f64 = 500.0;
+
+/// Per node:model history. Cheap to clone; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    books: Arc<Mutex<HashMap<(NodeId, String), Book>>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub node: NodeId,
+    pub model: String,
+    pub completed: u64,
+    pub failed: u64,
+    pub perf: Option<Perf>,
+}
+
+impl History {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn record(&self, node: &NodeId, model: &str, o: &Outcome) {
+        let key = (node.clone(), crate::request::normalize_model(model));
+        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let b = books.entry(key).or_default();
+        if !o.ok {
+            b.failed += 1;
+            return;
+        }
+        b.completed += 1;
+        let load = o.load_ms.unwrap_or(0.0);
+        if let Some(t) = o.ttft_ms {
+            if load >= COLD_LOAD_MS {
+                b.cold_load_ms.push(load);
+                // Keep the warm TTFT series clean of load time.
+                b.ttft_ms.push((t - load).max(1.0));
+            } else {
+                b.ttft_ms.push(t);
+            }
+        }
+        if let (Some(n), Some(ms)) = (o.output_tokens, o.eval_ms)
+            && n >= 4
+            && ms > 0.0
+        {
+            b.tokens_per_s.push(n as f64 / (ms / 1000.0));
+        } else if let (Some(n), Some(t)) = (o.output_tokens, o.ttft_ms)
+            && n >= 4
+            && o.total_ms > t
+        {
+            b.tokens_per_s.push(n as f64 / ((o.total_ms - t) / 1000.0));
+        }
+    }
+
+    pub fn perf(&self, node: &str, model: &str) -> Option<Perf> {
+        let model = crate::request::normalize_model(model);
+        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let b = books
+            .iter()
+            .find(|((n, m), _)| &**n == node && *m == model)
+            .map(|(_, b)| b)?;
+        let samples = b.ttft_ms.0.len().max(b.tokens_per_s.0.len()) as u32;
+        if samples == 0 && b.cold_load_ms.0.is_empty() {
+            return None;
+        }
+        Some(Perf {
+            ttft_ms: b.ttft_ms.median().unwrap_or(0.0),
+            tokens_per_s: b.tokens_per_s.median().unwrap_or(0.0),
+            cold_load_ms: b.cold_load_ms.median(),
+            samples,
+        })
+    }
+
+    pub fn summaries(&self) -> Vec<Summary> {
+        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys: Vec<_> = books.keys().cloned().collect();
+        keys.sort();
+        drop(books);
+        keys.into_iter()
+            .map(|(node, model)| {
+                let perf = self.perf(&node, &model);
+                let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+                let b = &books[&(node.clone(), model.clone())];
+                Summary {
+                    completed: b.completed,
+                    failed: b.failed,
+                    node,
+                    model,
+                    perf,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The live observations scoring reads: admission load plus learned history.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub admission: Admission,
+    pub history: History,
+}
+
+impl Observations for Live {
+    fn load(&self, node: &str, model: &str) -> Load {
+        self.admission.load(node, model)
+    }
+    fn perf(&self, node: &str, model: &str) -> Option<Perf> {
+        self.history.perf(node, model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_follow_recent_samples() {
+        let h = History::new();
+        let n: NodeId = "n".into();
+        for _ in 0..WINDOW {
+            h.record(
+                &n,
+                "m",
+                &Outcome {
+                    ttft_ms: Some(100.0),
+                    total_ms: 1100.0,
+                    output_tokens: Some(40),
+                    eval_ms: Some(1000.0),
+                    ok: true,
+                    ..Default::default()
+                },
+            );
+        }
+        let p = h.perf("n", "m:latest").unwrap();
+        assert_eq!(p.ttft_ms, 100.0);
+        assert_eq!(p.tokens_per_s, 40.0);
+        // The node slows down 4x: within a window the median follows.
+        for _ in 0..WINDOW / 2 + 1 {
+            h.record(
+                &n,
+                "m",
+                &Outcome {
+                    ttft_ms: Some(400.0),
+                    total_ms: 4400.0,
+                    output_tokens: Some(40),
+                    eval_ms: Some(4000.0),
+                    ok: true,
+                    ..Default::default()
+                },
+            );
+        }
+        let p = h.perf("n", "m").unwrap();
+        assert_eq!(p.ttft_ms, 400.0);
+        assert_eq!(p.tokens_per_s, 10.0);
+    }
+
+    #[test]
+    fn cold_loads_are_kept_apart() {
+        let h = History::new();
+        let n: NodeId = "n".into();
+        h.record(
+            &n,
+            "m",
+            &Outcome {
+                ttft_ms: Some(3100.0),
+                load_ms: Some(3000.0),
+                ok: true,
+                ..Default::default()
+            },
+        );
+        let p = h.perf("n", "m").unwrap();
+        assert_eq!(p.cold_load_ms, Some(3000.0));
+        assert_eq!(p.ttft_ms, 100.0);
+        assert!(h.perf("other", "m").is_none());
+    }
+}

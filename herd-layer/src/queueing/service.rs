@@ -1,0 +1,91 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http_body_util::BodyExt;
+use tower::Service;
+
+use super::{Admission, QueueConfig};
+use crate::body::Guarded;
+use crate::routed::{Body, BoxError, Routed};
+
+/// The scoring layer did not run before queueing (a stack built wrongly).
+#[derive(Debug, thiserror::Error)]
+#[error("queueing needs a pick; the scoring layer must run first")]
+pub struct MissingPick;
+
+/// Holds each request until its node:model has a free slot, and keeps the
+/// slot until the response body ends.
+#[derive(Clone, Debug)]
+pub struct Queueing<S> {
+    inner: S,
+    admission: Admission,
+    cfg: Arc<QueueConfig>,
+}
+
+impl<S> Queueing<S> {
+    pub fn new(inner: S, admission: Admission, cfg: Arc<QueueConfig>) -> Self {
+        Queueing {
+            inner,
+            admission,
+            cfg,
+        }
+    }
+}
+
+impl<S> Service<Routed> for Queueing<S>
+where
+    S: Service<Routed, Response = http::Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is decided per node in `call`, once the pick is known; the
+        // inner service is readied there, after admission.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Routed) -> Self::Future {
+        let admission = self.admission.clone();
+        let cfg = self.cfg.clone();
+        let inner = self.inner.clone();
+        let fut = async move {
+            let pick = req.pick.as_ref().ok_or(MissingPick)?;
+            let permit = admission
+                .acquire(&pick.node, &req.model, pick.slots, &cfg)
+                .await?;
+            let mut inner = inner;
+            let rsp = tower::ServiceExt::ready(&mut inner)
+                .await?
+                .call(req)
+                .await?;
+            Ok(rsp.map(|body| Guarded::new(body, permit).boxed()))
+        };
+        ResponseFuture {
+            inner: Box::pin(fut),
+        }
+    }
+}
+
+/// Waits for admission, then for the inner service.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>,
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}

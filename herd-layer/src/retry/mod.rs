@@ -1,0 +1,215 @@
+//! Retry and fallback: a failure before the first byte reached the client is
+//! not the client's problem.
+//!
+//! Built on `tower::retry` with herd's own [`Policy`]: when an attempt fails
+//! before any response byte was sent (connect error, 5xx, a node's full
+//! queue, a cut during a buffered response), the policy excludes that node
+//! and the request goes through discovery and scoring again, so the retry
+//! lands on the next-best node with fresh state. When no node is left for the
+//! model, the policy moves to the fallback models (from the body's
+//! `fallback_models`, the `x-herd-fallback-models` header, or config).
+//!
+//! Retries draw on a [`TpsBudget`] shared by all requests: a fleet in trouble
+//! sees a bounded number of extra attempts, never a storm. Failures after the
+//! first byte never reach this layer: the forward leaf ends such a stream with
+//! a well-formed error in the client's format.
+
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::forward::UpstreamError;
+use crate::queueing::Shed;
+use crate::routed::{BoxError, Routed};
+use crate::scoring::NoCandidates;
+
+pub use tower::retry::Retry;
+
+/// Retry tunables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Most attempts per model (the first included).
+    pub max_attempts_per_model: u32,
+    /// Retries allowed as a fraction of recent requests (0.2 = 20%).
+    pub budget_ratio: f32,
+    /// Retries always allowed per second, whatever the ratio.
+    pub budget_min_per_s: u32,
+    /// Window over which the budget counts requests.
+    #[serde(with = "crate::config::duration")]
+    pub budget_window: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts_per_model: 3,
+            budget_ratio: 0.2,
+            budget_min_per_s: 10,
+            budget_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Every attempt failed; says what the last failure was.
+#[derive(Debug, thiserror::Error)]
+#[error("{attempts} attempt(s) failed; last on {node}: {last}")]
+pub struct RetriesExhausted {
+    pub attempts: u32,
+    pub node: String,
+    pub last: String,
+    /// Status of the last upstream answer, when there was one.
+    pub status: Option<u16>,
+}
+
+/// Decides, after each failed attempt, whether and how to try again.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    budget: Arc<TpsBudget>,
+    cfg: Arc<RetryConfig>,
+    /// Attempts on the current model.
+    attempts: u32,
+    /// Fallback models not yet tried.
+    fallbacks: Vec<String>,
+    started: bool,
+    last: Option<(String, String, Option<u16>)>,
+}
+
+impl Policy {
+    pub fn new(budget: Arc<TpsBudget>, cfg: Arc<RetryConfig>) -> Self {
+        Policy {
+            budget,
+            cfg,
+            attempts: 0,
+            fallbacks: Vec::new(),
+            started: false,
+            last: None,
+        }
+    }
+
+    fn next_model(&mut self, req: &mut Routed) -> bool {
+        if self.fallbacks.is_empty() {
+            return false;
+        }
+        let next = self.fallbacks.remove(0);
+        tracing::info!(request = %req.request.id, from = %req.model, to = %next, "falling back to another model");
+        req.model = next;
+        req.exclude.clear();
+        req.attempt += 1;
+        self.attempts = 0;
+        true
+    }
+}
+
+impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        req: &mut Routed,
+        result: &mut Result<Res, BoxError>,
+    ) -> Option<Self::Future> {
+        // tower calls `retry` on this request's own copy of the policy, but
+        // the first `clone_request` on the service's shared copy: session
+        // state is therefore set up here, not there.
+        if !self.started {
+            self.started = true;
+            self.fallbacks = req.request.fallback_models.clone();
+        }
+        let err = match result {
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        if let Some(up) = err.downcast_ref::<UpstreamError>() {
+            if !up.retryable() {
+                return None;
+            }
+            self.last = Some((up.node.to_string(), up.to_string(), up.status()));
+            req.exclude.push(up.node.clone());
+            self.attempts += 1;
+            if self.attempts < self.cfg.max_attempts_per_model && self.budget.withdraw() {
+                tracing::warn!(request = %req.request.id, node = %up.node, error = %up, "attempt failed before the first byte; retrying on another node");
+                req.attempt += 1;
+                return Some(ready(()));
+            }
+            if self.next_model(req) {
+                return Some(ready(()));
+            }
+            *result = Err(self.exhausted(req));
+            return None;
+        }
+        if let Some(shed) = err.downcast_ref::<Shed>() {
+            // The node's queue is full; another node (even a cold one) may take it.
+            req.exclude.push(shed.node.clone());
+            self.attempts += 1;
+            if self.attempts < self.cfg.max_attempts_per_model {
+                req.attempt += 1;
+                return Some(ready(()));
+            }
+            return self.next_model(req).then(|| ready(()));
+        }
+        if err.downcast_ref::<NoCandidates>().is_some() {
+            if self.next_model(req) {
+                return Some(ready(()));
+            }
+            if self.last.is_some() && !req.exclude.is_empty() {
+                // Nodes were excluded by earlier failures: report the failure, not the exclusions.
+                *result = Err(self.exhausted(req));
+            }
+            return None;
+        }
+        None
+    }
+
+    fn clone_request(&mut self, req: &Routed) -> Option<Routed> {
+        if req.attempt == 0 {
+            self.budget.deposit();
+        }
+        Some(req.clone())
+    }
+}
+
+impl Policy {
+    fn exhausted(&self, req: &Routed) -> BoxError {
+        let (node, last, status) = self
+            .last
+            .clone()
+            .unwrap_or_else(|| ("?".into(), "unknown failure".into(), None));
+        RetriesExhausted {
+            attempts: req.attempt + 1,
+            node,
+            last,
+            status,
+        }
+        .into()
+    }
+}
+
+/// Wraps a service in retry/fallback with a shared budget.
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    budget: Arc<TpsBudget>,
+    cfg: Arc<RetryConfig>,
+}
+
+impl RetryLayer {
+    pub fn new(cfg: Arc<RetryConfig>) -> Self {
+        let budget = Arc::new(TpsBudget::new(
+            cfg.budget_window,
+            cfg.budget_min_per_s,
+            cfg.budget_ratio,
+        ));
+        RetryLayer { budget, cfg }
+    }
+}
+
+impl<S> tower::Layer<S> for RetryLayer {
+    type Service = Retry<Policy, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::new(Policy::new(self.budget.clone(), self.cfg.clone()), inner)
+    }
+}

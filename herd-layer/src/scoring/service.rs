@@ -1,0 +1,148 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::{Observations, Ranking, ScoreInput, ScoringConfig, score, slots_of};
+use crate::routed::{BoxError, Pick, Routed};
+
+/// No node can serve the request; carries the full ranking so the edge can
+/// say why (404 when no node has the model, 503 when none is eligible).
+#[derive(Debug, thiserror::Error)]
+#[error("no node can serve model {model:?}: {summary}")]
+pub struct NoCandidates {
+    pub model: String,
+    pub summary: String,
+    pub ranking: Arc<Ranking>,
+}
+
+impl NoCandidates {
+    /// True when no node in the fleet has the model.
+    pub fn model_unknown(&self) -> bool {
+        self.ranking.model_unknown()
+    }
+}
+
+/// The discovery layer did not run before scoring (a stack built wrongly).
+#[derive(Debug, thiserror::Error)]
+#[error("scoring needs a fleet snapshot; the discovery layer must run first")]
+pub struct MissingSnapshot;
+
+/// Ranks the fleet for each request and records the best node as its [`Pick`].
+#[derive(Clone)]
+pub struct Scoring<S> {
+    inner: S,
+    obs: Arc<dyn Observations + Send + Sync>,
+    cfg: Arc<ScoringConfig>,
+}
+
+impl<S> std::fmt::Debug for Scoring<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoring").finish_non_exhaustive()
+    }
+}
+
+impl<S> Scoring<S> {
+    pub fn new(
+        inner: S,
+        obs: Arc<dyn Observations + Send + Sync>,
+        cfg: Arc<ScoringConfig>,
+    ) -> Self {
+        Scoring { inner, obs, cfg }
+    }
+}
+
+/// Rank the fleet for one attempt of a request (the scoring step, callable
+/// outside a Tower stack, e.g. by the Endpoint Picker).
+pub fn rank(
+    req: &Routed,
+    obs: &(dyn Observations + Send + Sync),
+    cfg: &ScoringConfig,
+) -> Result<Pick, BoxError> {
+    let view = req.view.as_ref().ok_or(MissingSnapshot)?;
+    let input = ScoreInput {
+        model: &req.model,
+        kind: req.request.kind(),
+        format: req.request.format(),
+        est_prompt_tokens: req.request.est_prompt_tokens,
+        max_output_tokens: req.request.max_output_tokens,
+        exclude: &req.exclude,
+        only: req.only.as_deref(),
+        now_ms: super::now_ms(),
+    };
+    let ranking = Arc::new(score(view, obs, &input, cfg));
+    let Some(best) = ranking.best() else {
+        return Err(NoCandidates {
+            model: req.model.clone(),
+            summary: ranking.elimination_summary(),
+            ranking,
+        }
+        .into());
+    };
+    let node = view
+        .node(&best.node)
+        .expect("a candidate comes from the same snapshot");
+    Ok(Pick {
+        node: best.node.clone(),
+        url: best.url.clone(),
+        addr: node.addr,
+        engine: node.engine,
+        slots: slots_of(node, cfg),
+        temperature: best.temperature,
+        score: best.score,
+        ranking: ranking.clone(),
+    })
+}
+
+impl<S> Service<Routed> for Scoring<S>
+where
+    S: Service<Routed, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Routed) -> Self::Future {
+        match rank(&req, &*self.obs, &self.cfg) {
+            Ok(pick) => {
+                req.pick = Some(pick);
+                ResponseFuture::Called {
+                    fut: self.inner.call(req),
+                }
+            }
+            Err(e) => ResponseFuture::Failed { error: Some(e) },
+        }
+    }
+}
+
+pin_project! {
+    /// Either the inner service's future, or the scoring failure.
+    #[project = ResponseFutureProj]
+    pub enum ResponseFuture<F> {
+        Called { #[pin] fut: F },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F, T> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Called { fut } => fut.poll(cx),
+            ResponseFutureProj::Failed { error } => {
+                Poll::Ready(Err(error.take().expect("polled after completion")))
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The standalone router: one port for the HTTP API and herd.v1 gRPC.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::RouterConfig;
+use crate::discovery::{self, Attachments, FleetService};
+use crate::fleet::Fleet;
+use crate::history::Live;
+
+/// A running router.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub fleet: Fleet,
+    pub live: Live,
+    pub attachments: Arc<Attachments>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, let in-flight requests finish, stop background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.background {
+            t.abort();
+        }
+        let _ = self.task.await;
+    }
+
+    /// Wait until the server stops (it runs until shutdown).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.unwrap_or(Ok(()))
+    }
+
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Bind and start the router.
+pub async fn start(cfg: RouterConfig) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    start_on(listener, cfg).await
+}
+
+pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let cfg = Arc::new(cfg);
+    let fleet = Fleet::new();
+    let live = Live::default();
+    let attachments = Arc::new(Attachments::default());
+    let stack = crate::stack::routing(fleet.clone(), live.clone(), &cfg);
+    let state = AppState {
+        stack,
+        fleet: fleet.clone(),
+        live: live.clone(),
+        cfg: cfg.clone(),
+        attachments: attachments.clone(),
+        client: crate::forward::client(cfg.connect_timeout),
+    };
+    let grpc = FleetService::new(
+        fleet.clone(),
+        attachments.clone(),
+        cfg.fleet_token.clone(),
+        cfg.report_interval,
+    )
+    .into_server();
+    let app = api::router(state)
+        .merge(tonic::service::Routes::new(grpc).into_axum_router())
+        .layer(tower_http::catch_panic::CatchPanicLayer::new());
+
+    let mut background = vec![tokio::spawn(discovery::sweep(
+        fleet.clone(),
+        cfg.report_timeout,
+    ))];
+    for url in &cfg.nodes {
+        background.push(tokio::spawn(discovery::agentless::poll(
+            fleet.clone(),
+            url.clone(),
+            cfg.poll_interval,
+        )));
+    }
+
+    let (tx, mut rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, nodes = cfg.nodes.len(), "herd router listening");
+    Ok(Running {
+        addr,
+        fleet,
+        live,
+        attachments,
+        shutdown: tx,
+        task,
+        background,
+    })
+}

@@ -1,0 +1,61 @@
+//! The routing stack, written once.
+//!
+//! Outermost first — each layer sees the request after the ones above it:
+//!
+//! 1. **retry/fallback** ([`crate::retry`]): replays an attempt that failed
+//!    before the first byte, excluding the failed node; then fallback models.
+//! 2. **discovery** ([`crate::discovery`]): hands the attempt a fresh fleet
+//!    snapshot (so a retry sees the fleet as it is now).
+//! 3. **scoring** ([`crate::scoring`]): ranks the snapshot, records the pick.
+//! 4. **queueing** ([`crate::queueing`]): waits for a slot on the picked
+//!    node:model, bounded; the slot lives in the response body.
+//! 5. **forward** ([`crate::forward`]): the leaf; talks to the node, streams
+//!    the answer back, translated when needed.
+//!
+//! The HTTP surface ([`crate::api`]) parses each request once above this
+//! stack; herd-epp drives the same discovery, scoring and queueing pieces with
+//! a leaf that returns the pick instead of forwarding.
+
+use std::sync::Arc;
+
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+
+use crate::config::RouterConfig;
+use crate::discovery::DiscoveryLayer;
+use crate::fleet::Fleet;
+use crate::forward::{Forward, ForwardConfig};
+use crate::history::Live;
+use crate::queueing::QueueingLayer;
+use crate::retry::RetryLayer;
+use crate::routed::{Body, BoxError, Routed};
+use crate::scoring::ScoringLayer;
+
+/// The boxed routing service the HTTP surface calls.
+pub type RoutingService = BoxCloneSyncService<Routed, http::Response<Body>, BoxError>;
+
+/// Build the proxy's routing stack.
+pub fn routing(fleet: Fleet, live: Live, cfg: &RouterConfig) -> RoutingService {
+    let forward = Forward::new(
+        Arc::new(ForwardConfig {
+            connect_timeout: cfg.connect_timeout,
+            response_timeout: cfg.response_timeout,
+            idle_timeout: cfg.idle_timeout,
+            max_response_bytes: cfg.max_response_bytes,
+        }),
+        live.history.clone(),
+    );
+    let stack = ServiceBuilder::new()
+        .layer(RetryLayer::new(Arc::new(cfg.retry.clone())))
+        .layer(DiscoveryLayer::new(fleet))
+        .layer(ScoringLayer::new(
+            Arc::new(live.clone()),
+            Arc::new(cfg.scoring.clone()),
+        ))
+        .layer(QueueingLayer::new(
+            live.admission.clone(),
+            Arc::new(cfg.queue.clone()),
+        ))
+        .service(forward);
+    BoxCloneSyncService::new(stack)
+}
