@@ -76,8 +76,10 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         cfg.report_interval,
     )
     .into_server();
+    // gRPC shares the port: its one service lives under its own path, and
+    // every other path stays with the HTTP API (and its client-format 404).
     let app = api::router(state)
-        .merge(tonic::service::Routes::new(grpc).into_axum_router())
+        .route_service("/herd.v1.Fleet/{*method}", grpc)
         .layer(tower_http::catch_panic::CatchPanicLayer::new());
 
     let mut background = vec![tokio::spawn(discovery::sweep(

@@ -1,1 +1,272 @@
-//! tests support
+//! Support for herd's end-to-end tests: a router and a fleet of simulated
+//! devices on loopback, real sockets, started and stopped by each test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_layer::config::RouterConfig;
+use herd_layer::server::Running;
+use herd_node::config::{GIB, ModelSpec};
+use herd_node::{DeviceConfig, DeviceHandle};
+use http_body_util::{BodyExt, Full};
+
+pub use herd_node::config::{Pressure, Thermal};
+pub use herd_node::{FaultsPatch, SensorsPatch};
+
+/// A router with simulated devices attached.
+pub struct Fleet {
+    pub router: Running,
+    pub devices: Vec<DeviceHandle>,
+}
+
+impl Fleet {
+    pub fn url(&self) -> String {
+        self.router.url()
+    }
+
+    pub fn device(&self, name: &str) -> &DeviceHandle {
+        self.devices
+            .iter()
+            .find(|d| d.name() == name)
+            .unwrap_or_else(|| panic!("no device {name}"))
+    }
+
+    /// Wait until the router's view satisfies `f` (reports arrive every 100 ms).
+    pub async fn wait_for(&self, what: &str, f: impl Fn(&herd_layer::fleet::FleetView) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if f(&self.router.fleet.snapshot()) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for: {what}; fleet: {:#?}",
+                    self.router
+                        .fleet
+                        .snapshot()
+                        .nodes
+                        .values()
+                        .map(|n| (&n.id, n.online, n.thermal, n.memory_pressure))
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn shutdown(self) {
+        for d in self.devices {
+            d.shutdown().await;
+        }
+        self.router.shutdown().await;
+    }
+}
+
+/// A router config for tests: loopback, ephemeral port, fast reports.
+pub fn router_config() -> RouterConfig {
+    RouterConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        report_interval: Duration::from_millis(100),
+        report_timeout: Duration::from_secs(2),
+        ..RouterConfig::default()
+    }
+}
+
+/// Start a router and the given devices, and wait until all are online.
+pub async fn start(cfg: RouterConfig, devices: Vec<DeviceConfig>) -> Fleet {
+    init_tracing();
+    let router = herd_layer::server::start(cfg).await.expect("start router");
+    let url = router.url();
+    let n = devices.len();
+    let devices = herd_node::start_fleet(
+        herd_node::FleetConfig {
+            devices,
+            ..Default::default()
+        },
+        Some(url),
+    )
+    .await
+    .expect("start devices");
+    let fleet = Fleet { router, devices };
+    fleet
+        .wait_for("every device online", |v| v.online().count() == n)
+        .await;
+    fleet
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERD_TEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A model spec with a given size.
+pub fn model(name: &str, gib: f64) -> ModelSpec {
+    ModelSpec {
+        name: name.to_string(),
+        size_bytes: (gib * GIB as f64) as u64,
+        context_length: 8192,
+        ..ModelSpec::default()
+    }
+}
+
+/// An embedding model.
+pub fn embed_model(name: &str) -> ModelSpec {
+    ModelSpec {
+        embedding_dims: Some(64),
+        ..model(name, 0.3)
+    }
+}
+
+/// A simulated device: `mem_gib` of memory, `models` on disk, `loaded` in memory.
+pub fn device(name: &str, mem_gib: u64, models: Vec<ModelSpec>, loaded: &[&str]) -> DeviceConfig {
+    DeviceConfig {
+        name: name.to_string(),
+        memory_total_bytes: mem_gib * GIB,
+        models,
+        loaded: loaded.iter().map(|s| s.to_string()).collect(),
+        speed: 200.0,
+        ttft_base_ms: 5,
+        load_base_ms: 50,
+        load_ms_per_gb: 20,
+        ..DeviceConfig::default()
+    }
+}
+
+/// One HTTP response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// NDJSON lines as JSON values.
+    pub fn ndjson(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}"))
+            })
+            .collect()
+    }
+}
+
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+pub fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http()
+}
+
+/// POST raw bytes with a content type and read the whole answer.
+pub async fn post_raw(c: &Client, url: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+    let mut b = http::Request::post(url);
+    if let Some(ct) = content_type {
+        b = b.header("content-type", ct);
+    }
+    let rsp = c
+        .request(b.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = rsp.status().as_u16();
+    let headers = rsp.headers().clone();
+    let body = rsp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_else(|e| Bytes::from(format!("<<body error: {e}>>")));
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn post(c: &Client, url: &str, body: serde_json::Value) -> Reply {
+    post_raw(
+        c,
+        url,
+        Some("application/json"),
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await
+}
+
+pub async fn get(c: &Client, url: &str) -> Reply {
+    let rsp = c
+        .request(
+            http::Request::get(url)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = rsp.status().as_u16();
+    let headers = rsp.headers().clone();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A chat body in Ollama's format.
+pub fn chat(model: &str, text: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "stream": stream,
+    })
+}
+
+/// The Python interpreter with the test peers installed (by tests/run.sh).
+/// A missing interpreter fails the test with the command that installs it.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("HERD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    if !p.exists() {
+        panic!(
+            "the Python test peers are not installed ({} is missing).\n\
+             Install them with: python3 -m venv tests/.venv && tests/.venv/bin/pip install -r tests/requirements.txt\n\
+             (tests/run.sh does this for you)",
+            p.display()
+        );
+    }
+    p
+}
+
+/// Path of a file under tests/.
+pub fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

@@ -76,6 +76,8 @@ pub struct Policy {
     fallbacks: Vec<String>,
     started: bool,
     last: Option<(String, String, Option<u16>)>,
+    /// The last node that shed this request (node, waiting, retry after).
+    last_shed: Option<(crate::fleet::NodeId, u32, Duration)>,
 }
 
 impl Policy {
@@ -87,6 +89,7 @@ impl Policy {
             fallbacks: Vec::new(),
             started: false,
             last: None,
+            last_shed: None,
         }
     }
 
@@ -144,6 +147,7 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
         if let Some(shed) = err.downcast_ref::<Shed>() {
             // The node's queue is full; another node (even a cold one) may take it.
             req.exclude.push(shed.node.clone());
+            self.last_shed = Some((shed.node.clone(), shed.waiting, shed.retry_after));
             self.attempts += 1;
             if self.attempts < self.cfg.max_attempts_per_model {
                 req.attempt += 1;
@@ -154,6 +158,17 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
         if err.downcast_ref::<NoCandidates>().is_some() {
             if self.next_model(req) {
                 return Some(ready(()));
+            }
+            if let Some((node, waiting, retry_after)) = self.last_shed.clone() {
+                // Every node with the model was full: that is a 429, not "no node".
+                *result = Err(Shed {
+                    node,
+                    model: req.model.clone(),
+                    waiting,
+                    retry_after,
+                }
+                .into());
+                return None;
             }
             if self.last.is_some() && !req.exclude.is_empty() {
                 // Nodes were excluded by earlier failures: report the failure, not the exclusions.

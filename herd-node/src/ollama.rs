@@ -1,0 +1,514 @@
+//! Real mode: reporting a local Ollama to the router.
+//!
+//! Everything here is read, never guessed: Ollama's own API gives the engine
+//! state, the environment gives Ollama's limits when they are set, and
+//! hardware we cannot probe yet is reported as unknown with a reason. A
+//! router that sees a value from this module can trust it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_layer::proto::{
+    Availability, Cpu, Disk, DiskModel, EngineKind, EngineState, Hardware, LoadedModel, Memory,
+    NodeReport, Thermal,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::agent::StateSource;
+
+/// What hardware fields say until their probes exist.
+pub const PROBE_NOT_IMPLEMENTED: &str = "probe not implemented yet";
+
+/// Why a call to Ollama failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OllamaError {
+    /// The URL is not usable.
+    #[error("invalid Ollama URL {0:?}")]
+    Url(String),
+    /// Connection or protocol failure.
+    #[error("request failed: {0}")]
+    Request(#[from] hyper_util::client::legacy::Error),
+    /// Reading the body failed.
+    #[error("reading body: {0}")]
+    Body(#[from] hyper::Error),
+    /// Ollama answered with an error status.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// Status code.
+        status: u16,
+        /// Body text.
+        body: String,
+    },
+    /// The body was not the JSON we expect.
+    #[error("unexpected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// No answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// A small client for the parts of Ollama's API the agent needs.
+#[derive(Debug, Clone)]
+pub struct OllamaClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// `GET /api/version`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Version {
+    /// e.g. `0.12.6`.
+    pub version: String,
+}
+
+/// `details` of a model.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Details {
+    /// Family.
+    pub family: String,
+    /// e.g. `8.2B`.
+    pub parameter_size: String,
+    /// e.g. `Q4_K_M`.
+    pub quantization_level: String,
+}
+
+/// One model of `/api/tags`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TagModel {
+    /// Name.
+    pub name: String,
+    /// Bytes on disk.
+    pub size: u64,
+    /// Details.
+    pub details: Details,
+}
+
+/// One model of `/api/ps`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PsModel {
+    /// Name.
+    pub name: String,
+    /// Bytes in memory.
+    pub size: u64,
+    /// Bytes in VRAM.
+    pub size_vram: u64,
+    /// Context length (newer Ollama only).
+    pub context_length: u32,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Models<T> {
+    #[serde(default = "Vec::new")]
+    models: Vec<T>,
+}
+
+impl OllamaClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:11434`).
+    pub fn new(base: impl Into<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_owned();
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Self {
+            base,
+            client,
+            timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<T, OllamaError> {
+        let uri: http::Uri = format!("{}{path}", self.base)
+            .parse()
+            .map_err(|_| OllamaError::Url(self.base.clone()))?;
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|_| OllamaError::Url(self.base.clone()))?;
+        let fut = async {
+            let resp = self.client.request(req).await?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            if !status.is_success() {
+                let body = String::from_utf8_lossy(&bytes).into_owned();
+                return Err(OllamaError::Status {
+                    status: status.as_u16(),
+                    body,
+                });
+            }
+            Ok(serde_json::from_slice(&bytes)?)
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| OllamaError::Timeout(t))?,
+            None => fut.await,
+        }
+    }
+
+    /// `GET /api/version`.
+    pub async fn version(&self) -> Result<Version, OllamaError> {
+        self.call(http::Method::GET, "/api/version", None, Some(self.timeout))
+            .await
+    }
+
+    /// `GET /api/ps`.
+    pub async fn ps(&self) -> Result<Vec<PsModel>, OllamaError> {
+        let m: Models<PsModel> = self
+            .call(http::Method::GET, "/api/ps", None, Some(self.timeout))
+            .await?;
+        Ok(m.models)
+    }
+
+    /// `GET /api/tags`.
+    pub async fn tags(&self) -> Result<Vec<TagModel>, OllamaError> {
+        let m: Models<TagModel> = self
+            .call(http::Method::GET, "/api/tags", None, Some(self.timeout))
+            .await?;
+        Ok(m.models)
+    }
+
+    /// `POST /api/pull` without streaming; waits for the whole download.
+    pub async fn pull(&self, model: &str) -> Result<(), OllamaError> {
+        let body = serde_json::json!({"model": model, "stream": false});
+        let _: serde_json::Value = self
+            .call(http::Method::POST, "/api/pull", Some(body), None)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /api/generate` with no prompt: loads the model.
+    pub async fn warm(&self, model: &str) -> Result<(), OllamaError> {
+        let body = serde_json::json!({"model": model, "stream": false});
+        let _: serde_json::Value = self
+            .call(http::Method::POST, "/api/generate", Some(body), None)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Ollama's limits as set in its environment; 0 = unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OllamaLimits {
+    /// `OLLAMA_NUM_PARALLEL`.
+    pub num_parallel: u32,
+    /// `OLLAMA_MAX_LOADED_MODELS`.
+    pub max_loaded_models: u32,
+    /// `OLLAMA_MAX_QUEUE`.
+    pub max_queue: u32,
+}
+
+impl OllamaLimits {
+    /// Reads the limits through `get` (the environment in production).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let n = |k: &str| {
+            get(k)
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            num_parallel: n("OLLAMA_NUM_PARALLEL"),
+            max_loaded_models: n("OLLAMA_MAX_LOADED_MODELS"),
+            max_queue: n("OLLAMA_MAX_QUEUE"),
+        }
+    }
+
+    /// Reads the limits from this process's environment.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+/// Parses `/proc/meminfo` into (total, available) bytes.
+pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            let mut parts = rest.split_whitespace();
+            let n: u64 = parts.next()?.parse().ok()?;
+            let mult = match parts.next() {
+                Some("kB") | Some("KB") => 1024,
+                None => 1,
+                Some(_) => return None,
+            };
+            n.checked_mul(mult)
+        })
+    };
+    Some((field("MemTotal")?, field("MemAvailable")?))
+}
+
+/// Parses an RFC 3339 time into Unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let mo: i64 = d.next()?.parse().ok()?;
+    let da: i64 = d.next()?.parse().ok()?;
+    let (clock, offset_s) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else {
+        let i = time.rfind(['+', '-'])?;
+        let (c, off) = time.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = off[1..].split_once(':')?;
+        (
+            c,
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+        )
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.split(':');
+    let h: i64 = t.next()?.parse().ok()?;
+    let mi: i64 = t.next()?.parse().ok()?;
+    let se: i64 = t.next()?.parse().ok()?;
+    let ms: i64 = if frac.is_empty() {
+        0
+    } else {
+        let f: String = frac.chars().chain("000".chars()).take(3).collect();
+        f.parse().ok()?
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
+        return None;
+    }
+    // Days from civil date (proleptic Gregorian).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy.rem_euclid(400);
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + se - offset_s) * 1000) + ms)
+}
+
+/// Reads `/proc/meminfo` where it exists.
+fn read_meminfo() -> Option<(u64, u64)> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .as_deref()
+        .and_then(parse_meminfo)
+}
+
+/// A real Ollama as the agent sees it.
+#[derive(Debug, Clone)]
+pub struct RealSource {
+    client: OllamaClient,
+    /// URL the router uses to reach this Ollama (may differ from the one we poll).
+    public_url: String,
+    limits: OllamaLimits,
+}
+
+impl RealSource {
+    /// Polls `client`; tells the router to use `public_url`.
+    pub fn new(client: OllamaClient, public_url: String, limits: OllamaLimits) -> Self {
+        Self {
+            client,
+            public_url,
+            limits,
+        }
+    }
+
+    async fn engine(&self) -> EngineState {
+        let mut e = EngineState {
+            kind: EngineKind::Ollama as i32,
+            parallel_slots: self.limits.num_parallel,
+            max_loaded_models: self.limits.max_loaded_models,
+            max_queue: self.limits.max_queue,
+            ..EngineState::default()
+        };
+        let (v, ps, tags) =
+            tokio::join!(self.client.version(), self.client.ps(), self.client.tags());
+        match (v, ps, tags) {
+            (Ok(v), Ok(ps), Ok(tags)) => {
+                e.reachable = true;
+                e.version = v.version;
+                e.loaded = ps
+                    .into_iter()
+                    .map(|m| LoadedModel {
+                        name: m.name,
+                        size_bytes: m.size,
+                        vram_bytes: m.size_vram,
+                        context_length: m.context_length,
+                        expires_at_ms: parse_rfc3339_ms(&m.expires_at).unwrap_or(0),
+                    })
+                    .collect();
+                e.available = tags
+                    .into_iter()
+                    .map(|m| DiskModel {
+                        name: m.name,
+                        size_bytes: m.size,
+                        family: m.details.family,
+                        parameter_size: m.details.parameter_size,
+                        quantization: m.details.quantization_level,
+                    })
+                    .collect();
+            }
+            (v, ps, tags) => {
+                let reason = [v.err(), ps.err(), tags.err()]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .map_or_else(String::new, |e| e.to_string());
+                e.reachable = false;
+                e.unreachable_reason = format!("{}: {reason}", self.client.base());
+            }
+        }
+        e
+    }
+}
+
+/// Hardware as far as we can read it today.
+pub fn hardware() -> Hardware {
+    let unknown = PROBE_NOT_IMPLEMENTED.to_owned();
+    let memory = match read_meminfo() {
+        Some((total, available)) => Memory {
+            total_bytes: total,
+            available_bytes: available,
+            pressure: 0,
+            unknown_reason: format!("pressure: {PROBE_NOT_IMPLEMENTED}"),
+        },
+        None => Memory {
+            unknown_reason: unknown.clone(),
+            ..Memory::default()
+        },
+    };
+    Hardware {
+        chip: String::new(),
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        memory: Some(memory),
+        thermal: Some(Thermal {
+            unknown_reason: unknown.clone(),
+            ..Thermal::default()
+        }),
+        cpu: Some(Cpu {
+            unknown_reason: unknown.clone(),
+            ..Cpu::default()
+        }),
+        disk: Some(Disk {
+            unknown_reason: unknown,
+            ..Disk::default()
+        }),
+        memory_bandwidth_gbps: 0.0,
+    }
+}
+
+impl StateSource for RealSource {
+    async fn report(&self) -> NodeReport {
+        NodeReport {
+            ollama_url: self.public_url.clone(),
+            simulated: false,
+            hardware: Some(hardware()),
+            engine: Some(self.engine().await),
+            availability: Some(Availability {
+                known: false,
+                reason: "availability is not learned yet".to_owned(),
+                ..Availability::default()
+            }),
+            ..NodeReport::default()
+        }
+    }
+
+    async fn pull(&self, model: String) -> Result<String, String> {
+        self.client.pull(&model).await.map_err(|e| e.to_string())?;
+        Ok(format!("pulled {model}"))
+    }
+
+    async fn warm(&self, model: String) -> Result<String, String> {
+        self.client.warm(&model).await.map_err(|e| e.to_string())?;
+        Ok(format!("{model} loaded"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMINFO: &str = "MemTotal:       16315412 kB\nMemFree:         1203400 kB\nMemAvailable:    9876543 kB\nBuffers:          123 kB\nHugePages_Total:       0\n";
+
+    #[test]
+    fn meminfo_parser_reads_total_and_available() {
+        assert_eq!(
+            parse_meminfo(MEMINFO),
+            Some((16_315_412 * 1024, 9_876_543 * 1024))
+        );
+        assert_eq!(parse_meminfo("MemTotal: 10 kB\n"), None, "no MemAvailable");
+        assert_eq!(parse_meminfo("MemTotal: x kB\nMemAvailable: 1 kB\n"), None);
+        assert_eq!(parse_meminfo("MemTotalX: 5 kB\nMemAvailable: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn limits_come_from_env_or_are_unknown() {
+        let l = OllamaLimits::from_lookup(|k| match k {
+            "OLLAMA_NUM_PARALLEL" => Some("2".into()),
+            "OLLAMA_MAX_QUEUE" => Some("junk".into()),
+            _ => None,
+        });
+        assert_eq!(
+            l,
+            OllamaLimits {
+                num_parallel: 2,
+                max_loaded_models: 0,
+                max_queue: 0
+            }
+        );
+    }
+
+    #[test]
+    fn rfc3339_parses_ollama_expiry() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(
+            parse_rfc3339_ms("2023-11-14T22:13:20.5Z"),
+            Some(1_700_000_000_500)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2023-11-14T23:13:20.123456789+01:00"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[tokio::test]
+    async fn unreachable_ollama_is_reported_not_invented() {
+        // Bind and drop to get a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let url = format!("http://127.0.0.1:{port}");
+        let src = RealSource::new(OllamaClient::new(url.clone()), url, OllamaLimits::default());
+        let r = src.report().await;
+        let e = r.engine.expect("engine");
+        assert!(!e.reachable);
+        assert!(!e.unreachable_reason.is_empty());
+        assert!(!r.simulated);
+        let hw = r.hardware.expect("hw");
+        assert_eq!(
+            hw.thermal.expect("thermal").unknown_reason,
+            PROBE_NOT_IMPLEMENTED
+        );
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# herd's whole test suite, from a fresh machine: installs the test peers
+# (Python packages into tests/.venv), builds once, and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=tests/.venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+export HERD_TEST_PYTHON="$PWD/$venv/bin/python"
+
+cargo build --workspace --locked --all-targets
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --locked --doc
