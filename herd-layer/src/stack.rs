@@ -34,6 +34,26 @@ use crate::scoring::ScoringLayer;
 /// The boxed routing service the HTTP surface calls.
 pub type RoutingService = BoxCloneSyncService<Routed, http::Response<Body>, BoxError>;
 
+/// The routing layers around any leaf, in the one documented order. The
+/// proxy's leaf forwards bytes; herd-epp's leaf answers with the pick.
+pub fn around<L>(leaf: L, fleet: Fleet, live: Live, cfg: &RouterConfig) -> RoutingService
+where
+    L: tower::Service<Routed, Response = http::Response<Body>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    L::Future: Send + 'static,
+{
+    let stack = ServiceBuilder::new()
+        .layer(RetryLayer::new(Arc::new(cfg.retry.clone())))
+        .layer(DiscoveryLayer::new(fleet))
+        .layer(ScoringLayer::new(Arc::new(live.clone()), Arc::new(cfg.scoring.clone())))
+        .layer(QueueingLayer::new(live.admission.clone(), Arc::new(cfg.queue.clone())))
+        .service(leaf);
+    BoxCloneSyncService::new(stack)
+}
+
 /// Build the proxy's routing stack.
 pub fn routing(fleet: Fleet, live: Live, cfg: &RouterConfig) -> RoutingService {
     let forward = Forward::new(

@@ -294,7 +294,7 @@ impl Forward {
                 self.cfg.idle_timeout,
             )
             .await
-            .map_err(|e| fail(e))?;
+            .map_err(&fail)?;
             let (out, outcome) = relay::finish_buffered(plan.mode, &meta, &body)
                 .map_err(|e| fail(UpstreamErrorKind::Body(e)))?;
             self.history.record(&pick.node, &req.model, &outcome);
