@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fleet::NodeId;
 use crate::queueing::Admission;
@@ -163,6 +163,79 @@ impl History {
                 }
             })
             .collect()
+    }
+}
+
+/// One node:model's history as the store keeps it (see [`crate::store`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BookSnapshot {
+    pub ttft_ms: Vec<f64>,
+    pub tokens_per_s: Vec<f64>,
+    pub cold_load_ms: Vec<f64>,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+fn series_from(v: &[f64]) -> Series {
+    let mut s = Series::default();
+    for x in v.iter().rev().take(WINDOW).rev() {
+        s.push(*x);
+    }
+    s
+}
+
+impl History {
+    /// The history of one node:model, for the store.
+    pub fn export(&self, node: &str, model: &str) -> Option<BookSnapshot> {
+        let model = crate::request::normalize_model(model);
+        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let b = books
+            .iter()
+            .find(|((n, m), _)| &**n == node && *m == model)
+            .map(|(_, b)| b)?;
+        Some(BookSnapshot {
+            ttft_ms: b.ttft_ms.0.iter().copied().collect(),
+            tokens_per_s: b.tokens_per_s.0.iter().copied().collect(),
+            cold_load_ms: b.cold_load_ms.0.iter().copied().collect(),
+            completed: b.completed,
+            failed: b.failed,
+        })
+    }
+
+    /// Load a node:model's history from the store (at start).
+    pub fn restore(&self, node: &str, model: &str, s: &BookSnapshot) {
+        let key = (NodeId::from(node), crate::request::normalize_model(model));
+        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        books.insert(
+            key,
+            Book {
+                ttft_ms: series_from(&s.ttft_ms),
+                tokens_per_s: series_from(&s.tokens_per_s),
+                cold_load_ms: series_from(&s.cold_load_ms),
+                completed: s.completed,
+                failed: s.failed,
+            },
+        );
+    }
+
+    /// Feed a calibration: it replaces what traffic taught only while traffic
+    /// has taught little (fewer samples than a calibration counts for).
+    pub fn calibrate(&self, node: &str, model: &str, ttft_ms: f64, tokens_per_s: f64) {
+        const WEIGHT: usize = 3;
+        let key = (NodeId::from(node), crate::request::normalize_model(model));
+        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let b = books.entry(key).or_default();
+        if b.ttft_ms.0.len() > WEIGHT {
+            return;
+        }
+        b.ttft_ms = Series::default();
+        b.tokens_per_s = Series::default();
+        for _ in 0..WEIGHT {
+            b.ttft_ms.push(ttft_ms.max(1.0));
+            if tokens_per_s > 0.0 {
+                b.tokens_per_s.push(tokens_per_s);
+            }
+        }
     }
 }
 

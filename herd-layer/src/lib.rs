@@ -21,6 +21,7 @@ pub mod routed;
 pub mod scoring;
 pub mod server;
 pub mod stack;
+pub mod store;
 pub mod translate;
 
 /// herd's own protocol between nodes and routers (`proto/herd/v1`).
