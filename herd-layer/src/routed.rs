@@ -21,6 +21,42 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Response bodies inside herd.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
+/// The future of a layer whose work is a multi-step `async` block (admission
+/// then call, connect then first byte): boxed once, behind a named type, so
+/// stack types stay nameable without spelling out each state machine.
+pub struct ResponseFuture {
+    inner: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<http::Response<Body>, BoxError>> + Send>,
+    >,
+}
+
+impl ResponseFuture {
+    pub fn new(
+        fut: impl std::future::Future<Output = Result<http::Response<Body>, BoxError>> + Send + 'static,
+    ) -> Self {
+        ResponseFuture {
+            inner: Box::pin(fut),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for ResponseFuture {
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
 /// A request on its way through the routing stack.
 #[derive(Clone, Debug)]
 pub struct Routed {
@@ -37,6 +73,8 @@ pub struct Routed {
     pub view: Option<Arc<FleetView>>,
     /// Set by the scoring layer.
     pub pick: Option<Pick>,
+    /// Set by the telemetry layer: where layers note what they decided.
+    pub trail: Option<Arc<crate::telemetry::Trail>>,
 }
 
 impl Routed {
@@ -50,6 +88,7 @@ impl Routed {
             only: None,
             view: None,
             pick: None,
+            trail: None,
         }
     }
 

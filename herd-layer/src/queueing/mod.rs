@@ -20,6 +20,7 @@ mod gate;
 mod layer;
 mod service;
 
+pub use crate::routed::ResponseFuture;
 pub use gate::{Admission, Permit, QueueConfig, QueueTimeout, Shed};
 pub use layer::QueueingLayer;
-pub use service::{Queueing, ResponseFuture};
+pub use service::Queueing;

@@ -1,5 +1,3 @@
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -8,7 +6,7 @@ use tower::Service;
 
 use super::{Admission, QueueConfig};
 use crate::body::Guarded;
-use crate::routed::{Body, BoxError, Routed};
+use crate::routed::{Body, BoxError, ResponseFuture, Routed};
 
 /// The scoring layer did not run before queueing (a stack built wrongly).
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +53,15 @@ where
         let inner = self.inner.clone();
         let fut = async move {
             let pick = req.pick.as_ref().ok_or(MissingPick)?;
+            let waited = std::time::Instant::now();
+            let span = req.trail.as_ref().and_then(|t| t.queue_span(&pick.node));
             let permit = admission
                 .acquire(&pick.node, &req.model, pick.slots, &cfg)
                 .await?;
+            drop(span);
+            if let Some(t) = &req.trail {
+                t.queued(waited.elapsed());
+            }
             let mut inner = inner;
             let rsp = tower::ServiceExt::ready(&mut inner)
                 .await?
@@ -65,27 +69,6 @@ where
                 .await?;
             Ok(rsp.map(|body| Guarded::new(body, permit).boxed()))
         };
-        ResponseFuture {
-            inner: Box::pin(fut),
-        }
-    }
-}
-
-/// Waits for admission, then for the inner service.
-pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>,
-}
-
-impl std::fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<http::Response<Body>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        ResponseFuture::new(fut)
     }
 }
