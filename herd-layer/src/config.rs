@@ -50,6 +50,49 @@ pub struct RouterConfig {
     pub scoring: ScoringConfig,
     pub queue: QueueConfig,
     pub retry: RetryConfig,
+    /// Where the store (and the JSON log) live; default: the user's data dir.
+    pub data_dir: Option<std::path::PathBuf>,
+    pub store: crate::store::StoreConfig,
+    pub telemetry: crate::telemetry::TelemetryConfig,
+    pub health: crate::health::HealthConfig,
+    pub context: ContextConfig,
+    pub log: LogConfig,
+}
+
+/// `[context]`: how herd treats clients' context sizes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextConfig {
+    /// `strip` (default), `warn` or `passthrough`; see [`crate::forward::ContextProtection`].
+    pub protection: crate::forward::ContextProtection,
+}
+
+/// `[log]`: the JSON log beside stderr.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Write `logs/herd-YYYY-MM-DD.jsonl` under the data dir.
+    pub json: bool,
+    /// Bound on all JSON log files together, bytes.
+    pub max_total_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            json: true,
+            max_total_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// The data directory in effect.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(crate::store::default_data_dir)
+    }
 }
 
 impl Default for RouterConfig {
@@ -70,6 +113,12 @@ impl Default for RouterConfig {
             scoring: ScoringConfig::default(),
             queue: QueueConfig::default(),
             retry: RetryConfig::default(),
+            data_dir: None,
+            store: Default::default(),
+            telemetry: Default::default(),
+            health: Default::default(),
+            context: Default::default(),
+            log: Default::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod discovery;
 pub mod fleet;
 pub mod forward;
+pub mod health;
 pub mod history;
 pub mod queueing;
 pub mod request;
@@ -22,6 +23,7 @@ pub mod scoring;
 pub mod server;
 pub mod stack;
 pub mod store;
+pub mod telemetry;
 pub mod translate;
 
 /// herd's own protocol between nodes and routers (`proto/herd/v1`).

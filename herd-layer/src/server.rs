@@ -10,7 +10,43 @@ use crate::api::{self, AppState};
 use crate::config::RouterConfig;
 use crate::discovery::{self, Attachments, FleetService};
 use crate::fleet::Fleet;
+use crate::health::Recent;
 use crate::history::Live;
+use crate::store::Store;
+use crate::telemetry::{Metrics, Otel, Telemetry};
+
+/// Open the store (a store that cannot be opened stops herd), load what it
+/// learned into the live history, and set up the exporters.
+fn telemetry(cfg: &RouterConfig, fleet: &Fleet, live: &Live) -> std::io::Result<Telemetry> {
+    let recent = Recent::new(cfg.health.recent);
+    let store = if cfg.store.enabled {
+        let dir = cfg.data_dir();
+        let store = Store::open(&dir, &cfg.store).map_err(std::io::Error::other)?;
+        let perf = store.perf().map_err(std::io::Error::other)?;
+        for (node, model, book) in &perf {
+            live.history.restore(node, model, book);
+        }
+        let benches = store.benchmarks().map_err(std::io::Error::other)?;
+        for b in &benches {
+            live.history
+                .calibrate(&b.node, &b.model, b.ttft_ms, b.tokens_per_s_single);
+            recent.set_baseline(&b.node, &b.model, b.ttft_ms);
+        }
+        tracing::info!(path = %store.path().display(), series = perf.len(), benchmarks = benches.len(), "store opened; history loaded");
+        Some(store)
+    } else {
+        None
+    };
+    let otel =
+        Otel::from_config(&cfg.telemetry, fleet, &live.admission).map_err(std::io::Error::other)?;
+    Ok(Telemetry {
+        metrics: Metrics::new(),
+        otel,
+        store,
+        history: live.history.clone(),
+        recent,
+    })
+}
 
 /// A running router.
 #[derive(Debug)]
@@ -19,6 +55,7 @@ pub struct Running {
     pub fleet: Fleet,
     pub live: Live,
     pub attachments: Arc<Attachments>,
+    pub telemetry: Arc<Telemetry>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -29,18 +66,22 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
-    /// Stop accepting, let in-flight requests finish, stop background tasks.
+    /// Stop accepting, let in-flight requests finish, stop background tasks,
+    /// flush telemetry and close the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for t in &self.background {
             t.abort();
         }
         let _ = self.task.await;
+        self.telemetry.finish().await;
     }
 
     /// Wait until the server stops (it runs until shutdown).
     pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.unwrap_or(Ok(()))
+        let r = self.task.await.unwrap_or(Ok(()));
+        self.telemetry.finish().await;
+        r
     }
 
     pub fn stopper(&self) -> watch::Sender<bool> {
@@ -60,7 +101,9 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let fleet = Fleet::new();
     let live = Live::default();
     let attachments = Arc::new(Attachments::default());
-    let stack = crate::stack::routing(fleet.clone(), live.clone(), &cfg);
+    let telemetry = Arc::new(telemetry(&cfg, &fleet, &live)?);
+    let stack =
+        crate::stack::routing_traced(fleet.clone(), live.clone(), &cfg, Some(telemetry.clone()));
     let state = AppState {
         stack,
         fleet: fleet.clone(),
@@ -68,6 +111,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         cfg: cfg.clone(),
         attachments: attachments.clone(),
         client: crate::forward::client(cfg.connect_timeout),
+        telemetry: telemetry.clone(),
     };
     let grpc = FleetService::new(
         fleet.clone(),
@@ -108,6 +152,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         fleet,
         live,
         attachments,
+        telemetry,
         shutdown: tx,
         task,
         background,

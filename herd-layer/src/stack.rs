@@ -2,6 +2,10 @@
 //!
 //! Outermost first — each layer sees the request after the ones above it:
 //!
+//! 0. **telemetry** ([`crate::telemetry`]): starts the request's trail (span,
+//!    trace record, metrics); it sits above retry so one request is one
+//!    trace however many attempts it takes, and reports when the response
+//!    body ends, not when headers leave.
 //! 1. **retry/fallback** ([`crate::retry`]): replays an attempt that failed
 //!    before the first byte, excluding the failed node; then fallback models.
 //! 2. **discovery** ([`crate::discovery`]): hands the attempt a fresh fleet
@@ -48,24 +52,42 @@ where
     let stack = ServiceBuilder::new()
         .layer(RetryLayer::new(Arc::new(cfg.retry.clone())))
         .layer(DiscoveryLayer::new(fleet))
-        .layer(ScoringLayer::new(Arc::new(live.clone()), Arc::new(cfg.scoring.clone())))
-        .layer(QueueingLayer::new(live.admission.clone(), Arc::new(cfg.queue.clone())))
+        .layer(ScoringLayer::new(
+            Arc::new(live.clone()),
+            Arc::new(cfg.scoring.clone()),
+        ))
+        .layer(QueueingLayer::new(
+            live.admission.clone(),
+            Arc::new(cfg.queue.clone()),
+        ))
         .service(leaf);
     BoxCloneSyncService::new(stack)
 }
 
-/// Build the proxy's routing stack.
+/// Build the proxy's routing stack (without telemetry).
 pub fn routing(fleet: Fleet, live: Live, cfg: &RouterConfig) -> RoutingService {
+    routing_traced(fleet, live, cfg, None)
+}
+
+/// Build the proxy's routing stack, with the telemetry layer on top when given.
+pub fn routing_traced(
+    fleet: Fleet,
+    live: Live,
+    cfg: &RouterConfig,
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+) -> RoutingService {
     let forward = Forward::new(
         Arc::new(ForwardConfig {
             connect_timeout: cfg.connect_timeout,
             response_timeout: cfg.response_timeout,
             idle_timeout: cfg.idle_timeout,
             max_response_bytes: cfg.max_response_bytes,
+            context_protection: cfg.context.protection,
         }),
         live.history.clone(),
     );
     let stack = ServiceBuilder::new()
+        .option_layer(telemetry.map(crate::telemetry::TelemetryLayer::new))
         .layer(RetryLayer::new(Arc::new(cfg.retry.clone())))
         .layer(DiscoveryLayer::new(fleet))
         .layer(ScoringLayer::new(

@@ -26,6 +26,10 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Herd {
     cmd.args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env("HERD_LOG", "info")
+        .env(
+            "HERD_DATA_DIR",
+            std::env::temp_dir().join(format!("herd-cli-env-{}-{}", std::process::id(), fastrand::u64(..))),
+        )
         .env_remove("HERD_MAX_BODY_BYTES")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -63,14 +63,40 @@ impl Fleet {
     }
 }
 
-/// A router config for tests: loopback, ephemeral port, fast reports.
+/// A router config for tests: loopback, ephemeral port, fast reports, its
+/// own fresh data directory (store and JSON log).
 pub fn router_config() -> RouterConfig {
     RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         report_interval: Duration::from_millis(100),
         report_timeout: Duration::from_secs(2),
+        data_dir: Some(temp_dir("router")),
         ..RouterConfig::default()
     }
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "herd-test-{what}-{}-{:08x}",
+        std::process::id(),
+        rand_u32()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u32
 }
 
 /// Start a router and the given devices, and wait until all are online.

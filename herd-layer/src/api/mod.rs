@@ -7,6 +7,7 @@
 //! error is in the caller's own format.
 
 pub mod error;
+pub mod observe;
 pub mod parse;
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub struct AppState {
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
     >,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// The HTTP routes (the gRPC service is merged in by the server).
@@ -86,6 +88,15 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/embeddings",
             post(|s, h, b| infer(s, h, b, Endpoint::OpenAiEmbeddings)),
+        )
+        .route("/metrics", get(observe::metrics))
+        .route("/fleet/health", get(observe::health))
+        .route("/fleet/traces", get(observe::traces))
+        .route("/fleet/analytics/usage", get(observe::usage))
+        .route("/fleet/context", get(observe::context))
+        .route(
+            "/fleet/benchmark",
+            get(observe::benchmarks).post(observe::benchmark),
         )
         .route("/fleet/status", get(status))
         .route("/fleet/explain", get(explain))

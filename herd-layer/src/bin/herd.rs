@@ -33,6 +33,19 @@ enum Cmd {
     Demo,
     /// Print the effective configuration as TOML and exit.
     PrintConfig,
+    /// Calibrate node:models on a running router (TTFT, tokens/s alone and
+    /// with every parallel slot busy); results are stored and feed scoring.
+    Bench {
+        /// The running router.
+        #[arg(long, env = "HERD_ROUTER", default_value = "http://127.0.0.1:11435")]
+        router: String,
+        /// Only this node.
+        #[arg(long = "bench-node")]
+        node: Option<String>,
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 /// Every flag has a `HERD_*` environment variable; flags win over the
@@ -68,6 +81,9 @@ struct Opts {
     /// A node silent for this long is offline (e.g. 10s).
     #[arg(long, env = "HERD_REPORT_TIMEOUT", value_parser = duration::parse, global = true)]
     report_timeout: Option<Duration>,
+    /// Where the store and the JSON log live (default: $XDG_DATA_HOME/herd or ~/.local/share/herd).
+    #[arg(long, env = "HERD_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
     /// Log filter, e.g. info or herd_layer=debug.
     #[arg(long, env = "HERD_LOG", default_value = "info", global = true)]
     log: String,
@@ -99,6 +115,9 @@ impl Opts {
         }
         if let Some(v) = self.report_timeout {
             c.report_timeout = v;
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = Some(v.clone());
         }
         c.validate()?;
         Ok(c)
@@ -146,14 +165,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.opts.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(&cli);
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -163,9 +175,79 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Human-readable lines on stderr, and the JSON log under the data dir.
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_new(&cli.opts.log)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let human = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter());
+    let serving = matches!(cli.cmd, None | Some(Cmd::Serve) | Some(Cmd::Demo));
+    let json = cli
+        .opts
+        .config()
+        .ok()
+        .filter(|c| serving && c.log.json)
+        .and_then(|c| {
+            herd_layer::telemetry::jsonlog::DailyJson::new(
+                c.data_dir().join("logs"),
+                c.log.max_total_bytes,
+            )
+            .ok()
+        })
+        .map(|w| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_writer(w)
+                .with_filter(filter())
+        });
+    tracing_subscriber::registry().with(human).with(json).init();
+}
+
+async fn bench(router: &str, node: Option<String>, model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+    use http_body_util::BodyExt;
+    let client = herd_layer::forward::client(Duration::from_secs(3));
+    let body = serde_json::json!({"node": node, "model": model});
+    let req = http::Request::post(format!("{}/fleet/benchmark", router.trim_end_matches('/')))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))?;
+    let rsp = client.request(req).await.map_err(|e| format!("cannot reach the router at {router}: {e}"))?;
+    let status = rsp.status();
+    let bytes = rsp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("the router answered {status}: {}", String::from_utf8_lossy(&bytes)).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    println!("{:<14} {:<24} {:>10} {:>12} {:>14}", "node", "model", "ttft ms", "tok/s (1)", "tok/s (slots)");
+    for b in v["benchmarks"].as_array().into_iter().flatten() {
+        println!(
+            "{:<14} {:<24} {:>10.1} {:>12.1} {:>10.1} ({})",
+            b["node"].as_str().unwrap_or(""),
+            b["model"].as_str().unwrap_or(""),
+            b["ttft_ms"].as_f64().unwrap_or(0.0),
+            b["tokens_per_s_single"].as_f64().unwrap_or(0.0),
+            b["tokens_per_s_parallel"].as_f64().unwrap_or(0.0),
+            b["parallel"],
+        );
+    }
+    for e in v["errors"].as_array().into_iter().flatten() {
+        eprintln!("herd bench: {}", e.as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = cli.opts.config()?;
     match cli.cmd.unwrap_or(Cmd::Serve) {
+        Cmd::Bench { router, node, model } => bench(&router, node, model).await,
         Cmd::PrintConfig => {
             print!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())

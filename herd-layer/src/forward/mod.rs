@@ -15,8 +15,6 @@
 
 mod relay;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,7 +32,7 @@ use tower::Service;
 use crate::fleet::{Engine, NodeId};
 use crate::history::{History, Outcome};
 use crate::request::{ClientFormat, Endpoint};
-use crate::routed::{Body, BoxError, Routed};
+use crate::routed::{Body, BoxError, ResponseFuture, Routed};
 use crate::translate;
 
 pub use relay::Mode;
@@ -46,6 +44,21 @@ pub struct ForwardConfig {
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_response_bytes: usize,
+    /// What to do with a client's `options.num_ctx` (see [`ContextProtection`]).
+    pub context_protection: ContextProtection,
+}
+
+/// Context protection: a `num_ctx` different from the loaded one makes
+/// Ollama reload the model, so a client's `num_ctx` that the loaded context
+/// already covers is removed (`strip`), only logged (`warn`), or sent as is
+/// (`passthrough`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextProtection {
+    #[default]
+    Strip,
+    Warn,
+    Passthrough,
 }
 
 impl Default for ForwardConfig {
@@ -55,6 +68,7 @@ impl Default for ForwardConfig {
             response_timeout: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(300),
             max_response_bytes: 256 * 1024 * 1024,
+            context_protection: ContextProtection::default(),
         }
     }
 }
@@ -174,6 +188,40 @@ fn plan(endpoint: Endpoint, engine: Engine, stream: bool) -> Plan {
 }
 
 /// The body to send upstream.
+/// Apply context protection to an Ollama body; says what it did.
+fn protect_context(
+    body: &mut Map<String, Value>,
+    req: &Routed,
+    node: &str,
+    mode: ContextProtection,
+) -> Option<&'static str> {
+    let asked = req.request.num_ctx?;
+    let loaded = req
+        .view
+        .as_ref()
+        .and_then(|v| v.node(node))
+        .and_then(|n| n.loaded_model(&req.model))
+        .map(|m| m.context_length)
+        .filter(|c| *c > 0)?;
+    if asked > loaded {
+        tracing::warn!(request = %req.request.id, asked, loaded, %node, "num_ctx is larger than the loaded context; the model will reload");
+        return Some("too_large");
+    }
+    match mode {
+        ContextProtection::Passthrough => None,
+        ContextProtection::Warn => {
+            tracing::info!(request = %req.request.id, asked, loaded, "num_ctx would reload the model (context protection: warn)");
+            Some("warned")
+        }
+        ContextProtection::Strip => {
+            if let Some(Value::Object(o)) = body.get_mut("options") {
+                o.remove("num_ctx");
+            }
+            Some("stripped")
+        }
+    }
+}
+
 fn upstream_body(req: &Routed, engine: Engine) -> Result<Map<String, Value>, BoxError> {
     let body = &req.request.body;
     let model = req.model.as_str();
@@ -210,9 +258,20 @@ impl Service<Routed> for Forward {
 
     fn call(&mut self, req: Routed) -> Self::Future {
         let this = self.clone();
-        ResponseFuture {
-            inner: Box::pin(async move { this.forward(req).await }),
-        }
+        ResponseFuture::new(async move {
+            let trail = req.trail.clone();
+            let r = this.forward(req).await;
+            if let (Err(e), Some(t)) = (&r, &trail)
+                && let Some(up) = e.downcast_ref::<UpstreamError>()
+            {
+                t.attempt_failed(
+                    &up.node,
+                    &up.to_string(),
+                    matches!(up.kind, UpstreamErrorKind::Timeout(_)),
+                );
+            }
+            r
+        })
     }
 }
 
@@ -221,7 +280,14 @@ impl Forward {
         let pick = req.pick.clone().ok_or(MissingPick)?;
         let started = Instant::now();
         let plan = plan(req.request.endpoint, pick.engine, req.request.stream);
-        let body = upstream_body(&req, pick.engine)?;
+        let mut body = upstream_body(&req, pick.engine)?;
+        if pick.engine == Engine::Ollama
+            && let Some(action) =
+                protect_context(&mut body, &req, &pick.node, self.cfg.context_protection)
+            && let Some(t) = &req.trail
+        {
+            t.context_action(action);
+        }
         let bytes = serde_json::to_vec(&body)?;
         let url = format!("{}{}", pick.url.trim_end_matches('/'), plan.path);
         let mut builder = Request::builder()
@@ -229,7 +295,13 @@ impl Forward {
             .uri(&url)
             .header(header::CONTENT_TYPE, "application/json")
             .header("x-request-id", &req.request.id);
-        if let Some(tp) = &req.request.traceparent {
+        // The node sees herd's attempt span as its parent when tracing is
+        // on, and the client's own context otherwise.
+        let traceparent = match &req.trail {
+            Some(t) => t.attempt(&pick, &req.model),
+            None => req.request.traceparent.clone(),
+        };
+        if let Some(tp) = &traceparent {
             builder = builder.header("traceparent", tp);
         }
         let upstream_req = builder.body(Full::new(Bytes::from(bytes)))?;
@@ -274,6 +346,7 @@ impl Forward {
             embed_base64: translate::embeddings_base64(&req.request.body),
             node: pick.node.clone(),
             started,
+            trail: req.trail.clone(),
         };
         let mut headers = http::HeaderMap::new();
         headers.insert("x-herd-node", header_value(&pick.node));
@@ -298,6 +371,9 @@ impl Forward {
             let (out, outcome) = relay::finish_buffered(plan.mode, &meta, &body)
                 .map_err(|e| fail(UpstreamErrorKind::Body(e)))?;
             self.history.record(&pick.node, &req.model, &outcome);
+            if let Some(t) = &req.trail {
+                t.outcome(&outcome, false);
+            }
             let mut rsp = http::Response::new(Full::new(out).map_err(|e| match e {}).boxed());
             *rsp.status_mut() = StatusCode::OK;
             headers.insert(
@@ -391,24 +467,5 @@ where
                 }
             }
         }
-    }
-}
-
-/// Forwards one attempt.
-pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>,
-}
-
-impl std::fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<http::Response<Body>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
     }
 }

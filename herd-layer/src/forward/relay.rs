@@ -83,6 +83,8 @@ pub struct Meta {
     pub embed_base64: bool,
     pub node: NodeId,
     pub started: Instant,
+    /// The request's trail, told how the stream ended.
+    pub trail: Option<std::sync::Arc<crate::telemetry::Trail>>,
 }
 
 impl Meta {
@@ -437,6 +439,7 @@ where
                 break;
             }
         }
+        let trail = relay.meta.trail.take();
         let mut o = relay.outcome;
         o.total_ms = started.elapsed().as_secs_f64() * 1000.0;
         o.ok = relay.finished && !disconnected && !relay.errored;
@@ -446,6 +449,9 @@ where
             tracing::warn!(%node, %model, "stream ended with an error");
         }
         history.record(&node, &model, &o);
+        if let Some(t) = trail {
+            t.outcome(&o, disconnected);
+        }
     });
     BodyExt::boxed(StreamBody::new(
         ReceiverStream::new(rx).map(|b| Ok::<_, crate::routed::BoxError>(Frame::data(b))),
@@ -465,6 +471,7 @@ mod tests {
             embed_base64: false,
             node: "n".into(),
             started: Instant::now(),
+            trail: None,
         }
     }
 

@@ -15,6 +15,7 @@
 //! and what to do. It never silently starts empty: history is what makes the
 //! next routing decision good.
 
+pub mod bench;
 mod schema;
 
 use std::fs::File;
@@ -196,7 +197,10 @@ pub enum Write {
         book: BookSnapshot,
     },
     Bench(Benchmark),
-    Setting { key: String, value: serde_json::Value },
+    Setting {
+        key: String,
+        value: serde_json::Value,
+    },
     /// Reply once everything before it is committed.
     Flush(std::sync::mpsc::Sender<()>),
     /// Commit, stop the writer, reply once it let go of the file.
@@ -218,11 +222,17 @@ pub struct TraceFilter {
 
 impl TraceFilter {
     fn keeps(&self, t: &TraceRecord) -> bool {
-        self.model
+        self.model.as_ref().is_none_or(|m| {
+            crate::request::same_model(m, &t.model_served)
+                || crate::request::same_model(m, &t.model_requested)
+        }) && self
+            .node
             .as_ref()
-            .is_none_or(|m| crate::request::same_model(m, &t.model_served) || crate::request::same_model(m, &t.model_requested))
-            && self.node.as_ref().is_none_or(|n| t.node.as_deref() == Some(n.as_str()))
-            && self.tag.as_ref().is_none_or(|g| t.tags.iter().any(|x| x == g))
+            .is_none_or(|n| t.node.as_deref() == Some(n.as_str()))
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|g| t.tags.iter().any(|x| x == g))
             && self.status.as_ref().is_none_or(|s| t.status.as_str() == s)
     }
 }
@@ -258,7 +268,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("herd");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/herd")
 }
 
@@ -361,7 +373,8 @@ impl Store {
     pub async fn flush(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         if self.tx.send(Write::Flush(tx)).await.is_ok() {
-            let _ = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30))).await;
+            let _ =
+                tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30))).await;
         }
     }
 
@@ -370,7 +383,8 @@ impl Store {
     pub async fn close(self) {
         let (tx, rx) = std::sync::mpsc::channel();
         if self.tx.send(Write::Close(tx)).await.is_ok() {
-            let _ = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30))).await;
+            let _ =
+                tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30))).await;
         }
     }
 
@@ -443,7 +457,10 @@ impl Store {
             let mut out = Vec::new();
             for row in t.iter().map_err(StoreError::db)? {
                 let (k, v) = row.map_err(StoreError::db)?;
-                if let (Some((n, m)), Ok(b)) = (k.value().split_once('\t'), serde_json::from_slice(v.value())) {
+                if let (Some((n, m)), Ok(b)) = (
+                    k.value().split_once('\t'),
+                    serde_json::from_slice(v.value()),
+                ) {
                     out.push((n.to_string(), m.to_string(), b));
                 }
             }
@@ -485,7 +502,9 @@ impl Store {
                 t.len().map_err(StoreError::db)
             })
             .unwrap_or(0);
-        let bytes = std::fs::metadata(&self.inner.path).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(&self.inner.path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         (n, bytes)
     }
 
@@ -548,7 +567,11 @@ fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>, cfg: StoreConfig) {
     }
 }
 
-fn commit(inner: &Inner, batch: Vec<Write>, flushes: &mut Vec<std::sync::mpsc::Sender<()>>) -> Result<(), StoreError> {
+fn commit(
+    inner: &Inner,
+    batch: Vec<Write>,
+    flushes: &mut Vec<std::sync::mpsc::Sender<()>>,
+) -> Result<(), StoreError> {
     let db = inner.db.read().unwrap_or_else(|p| p.into_inner());
     let txn = db.begin_write().map_err(StoreError::db)?;
     let mut traces_written = 0;
@@ -570,7 +593,9 @@ fn commit(inner: &Inner, batch: Vec<Write>, flushes: &mut Vec<std::sync::mpsc::S
                     t.seq = next;
                     next += 1;
                     let bytes = serde_json::to_vec(&t).map_err(StoreError::db)?;
-                    traces.insert(t.seq, bytes.as_slice()).map_err(StoreError::db)?;
+                    traces
+                        .insert(t.seq, bytes.as_slice())
+                        .map_err(StoreError::db)?;
                     for g in &t.tags {
                         tags.insert(g.as_str(), t.seq).map_err(StoreError::db)?;
                     }
@@ -589,7 +614,9 @@ fn commit(inner: &Inner, batch: Vec<Write>, flushes: &mut Vec<std::sync::mpsc::S
                 }
                 Write::Setting { key, value } => {
                     let bytes = serde_json::to_vec(&value).map_err(StoreError::db)?;
-                    settings.insert(key.as_str(), bytes.as_slice()).map_err(StoreError::db)?;
+                    settings
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(StoreError::db)?;
                 }
                 Write::Flush(tx) => flushes.push(tx),
                 Write::Close(tx) => flushes.push(tx),
@@ -598,7 +625,10 @@ fn commit(inner: &Inner, batch: Vec<Write>, flushes: &mut Vec<std::sync::mpsc::S
         meta.insert("next_seq", next).map_err(StoreError::db)?;
     }
     txn.commit().map_err(StoreError::db)?;
-    inner.stats.committed.fetch_add(traces_written, Ordering::Relaxed);
+    inner
+        .stats
+        .committed
+        .fetch_add(traces_written, Ordering::Relaxed);
     inner.stats.commits.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -615,12 +645,19 @@ fn retain(inner: &Inner, cfg: &StoreConfig, now_ms: i64) -> Result<u64, StoreErr
             let mut tags = txn.open_multimap_table(TAGS).map_err(StoreError::db)?;
             let total = traces.len().map_err(StoreError::db)?;
             // Over the size limit: drop the oldest tenth on top of the expired.
-            let extra = if size > cfg.max_bytes { total / 10 + 1 } else { 0 };
+            let extra = if size > cfg.max_bytes {
+                total / 10 + 1
+            } else {
+                0
+            };
             loop {
                 let Some((k, v)) = traces.first().map_err(StoreError::db)? else {
                     break;
                 };
-                let (id, rec) = (k.value(), serde_json::from_slice::<TraceRecord>(v.value()).ok());
+                let (id, rec) = (
+                    k.value(),
+                    serde_json::from_slice::<TraceRecord>(v.value()).ok(),
+                );
                 drop((k, v));
                 let old = rec.as_ref().is_none_or(|r| r.ts_ms < cutoff);
                 if !old && deleted >= extra {
@@ -649,4 +686,4 @@ fn retain(inner: &Inner, cfg: &StoreConfig, now_ms: i64) -> Result<u64, StoreErr
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -6,9 +6,7 @@
 
 use std::path::Path;
 
-use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition,
-};
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{StoreError, TraceRecord};
 

@@ -1,7 +1,11 @@
 use super::*;
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("herd-store-{name}-{}-{}", std::process::id(), fastrand::u32(..)));
+    let d = std::env::temp_dir().join(format!(
+        "herd-store-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
@@ -40,15 +44,26 @@ async fn traces_round_trip_and_tags_are_queryable() {
     let d = dir("rt");
     let s = Store::open(&d, &StoreConfig::default()).unwrap();
     for i in 0..10 {
-        let tags: &[&str] = if i % 2 == 0 { &["even"] } else { &["odd", "user:x"] };
-        s.submit(Write::Trace(Box::new(trace(&format!("r{i}"), 1000 + i, tags))));
+        let tags: &[&str] = if i % 2 == 0 {
+            &["even"]
+        } else {
+            &["odd", "user:x"]
+        };
+        s.submit(Write::Trace(Box::new(trace(
+            &format!("r{i}"),
+            1000 + i,
+            tags,
+        ))));
     }
     s.flush().await;
     let all = s.all_traces(None).unwrap();
     assert_eq!(all.len(), 10);
     assert_eq!(all[0].request_id, "r0");
     let even = s
-        .traces(&TraceFilter { tag: Some("even".into()), ..Default::default() })
+        .traces(&TraceFilter {
+            tag: Some("even".into()),
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(even.len(), 5);
     assert_eq!(even[0].request_id, "r8", "newest first");
@@ -77,10 +92,18 @@ async fn a_second_herd_is_refused_and_a_corrupt_file_is_an_error() {
 async fn a_newer_schema_is_refused_and_an_older_one_migrated() {
     let d = dir("v1");
     std::fs::create_dir_all(&d).unwrap();
-    schema::write_v1(&file_in(&d), &[trace("old", 5, &["t1"]), trace("old2", 6, &[])]);
+    schema::write_v1(
+        &file_in(&d),
+        &[trace("old", 5, &["t1"]), trace("old2", 6, &[])],
+    );
     let s = Store::open(&d, &StoreConfig::default()).unwrap();
     assert_eq!(s.schema_version().unwrap(), 2);
-    let t = s.traces(&TraceFilter { tag: Some("t1".into()), ..Default::default() }).unwrap();
+    let t = s
+        .traces(&TraceFilter {
+            tag: Some("t1".into()),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(t.len(), 1, "the migration built the tag index");
     s.submit(Write::Trace(Box::new(trace("new", 7, &[]))));
     s.flush().await;
@@ -90,7 +113,10 @@ async fn a_newer_schema_is_refused_and_an_older_one_migrated() {
     {
         let db = Database::create(file_in(&d)).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert("schema_version", 99).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 99)
+            .unwrap();
         txn.commit().unwrap();
     }
     let err = Store::open(&d, &StoreConfig::default()).unwrap_err();
@@ -100,23 +126,42 @@ async fn a_newer_schema_is_refused_and_an_older_one_migrated() {
 #[tokio::test]
 async fn retention_drops_old_traces_and_their_tags() {
     let d = dir("ret");
-    let cfg = StoreConfig { max_age: Duration::from_secs(10), ..Default::default() };
+    let cfg = StoreConfig {
+        max_age: Duration::from_secs(10),
+        ..Default::default()
+    };
     let s = Store::open(&d, &cfg).unwrap();
     for i in 0..5 {
-        s.submit(Write::Trace(Box::new(trace(&format!("o{i}"), 1_000, &["g"]))));
+        s.submit(Write::Trace(Box::new(trace(
+            &format!("o{i}"),
+            1_000,
+            &["g"],
+        ))));
     }
     for i in 0..3 {
-        s.submit(Write::Trace(Box::new(trace(&format!("n{i}"), 50_000, &["g"]))));
+        s.submit(Write::Trace(Box::new(trace(
+            &format!("n{i}"),
+            50_000,
+            &["g"],
+        ))));
     }
     s.flush().await;
     assert_eq!(s.retain(&cfg, 55_000).unwrap(), 5);
     let left = s.all_traces(None).unwrap();
     assert_eq!(left.len(), 3);
     assert!(left.iter().all(|t| t.request_id.starts_with('n')));
-    let g = s.traces(&TraceFilter { tag: Some("g".into()), ..Default::default() }).unwrap();
+    let g = s
+        .traces(&TraceFilter {
+            tag: Some("g".into()),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(g.len(), 3);
     // Over the size limit the oldest go even when young.
-    let tiny = StoreConfig { max_bytes: 1, ..cfg };
+    let tiny = StoreConfig {
+        max_bytes: 1,
+        ..cfg
+    };
     assert!(s.retain(&tiny, 55_000).unwrap() >= 1);
 }
 
@@ -125,11 +170,26 @@ async fn history_survives_a_reopen() {
     let d = dir("perf");
     let h = crate::history::History::new();
     for _ in 0..5 {
-        h.record(&"a".into(), "m", &crate::history::Outcome { ttft_ms: Some(40.0), total_ms: 1040.0, output_tokens: Some(100), eval_ms: Some(1000.0), ok: true, ..Default::default() });
+        h.record(
+            &"a".into(),
+            "m",
+            &crate::history::Outcome {
+                ttft_ms: Some(40.0),
+                total_ms: 1040.0,
+                output_tokens: Some(100),
+                eval_ms: Some(1000.0),
+                ok: true,
+                ..Default::default()
+            },
+        );
     }
     {
         let s = Store::open(&d, &StoreConfig::default()).unwrap();
-        s.submit(Write::Perf { node: "a".into(), model: "m:latest".into(), book: h.export("a", "m").unwrap() });
+        s.submit(Write::Perf {
+            node: "a".into(),
+            model: "m:latest".into(),
+            book: h.export("a", "m").unwrap(),
+        });
         s.close().await;
     }
     let s = Store::open(&d, &StoreConfig::default()).unwrap();

@@ -1,0 +1,216 @@
+//! herd's observability endpoints: `/metrics` (Prometheus), `/fleet/health`,
+//! `/fleet/traces` (recent traces with filters), `/fleet/analytics/usage`
+//! (by model, node, tag or time bucket), `/fleet/context` (recommended
+//! `num_ctx` per model) and `/fleet/benchmark` (calibration).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::request::ClientFormat;
+use crate::store::{TraceFilter, TraceStatus};
+
+fn bad(e: impl std::fmt::Display) -> Response {
+    ApiError::bad_request(e.to_string()).render(ClientFormat::Ollama)
+}
+
+fn no_store() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "the store is disabled ([store] enabled = false)")
+        .render(ClientFormat::Ollama)
+}
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let m = &st.telemetry.metrics;
+    m.refresh(&st.fleet.snapshot(), &st.live.admission);
+    if let Some(s) = &st.telemetry.store {
+        m.store_dropped
+            .set(s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    }
+    m.health_score.set(i64::from(health_report(&st).score));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        m.encode(),
+    )
+        .into_response()
+}
+
+fn health_report(st: &AppState) -> crate::health::Report {
+    let dropped = st
+        .telemetry
+        .store
+        .as_ref()
+        .map_or(0, |s| s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed));
+    crate::health::evaluate(
+        &st.fleet.snapshot(),
+        &st.live.admission,
+        &st.telemetry.recent,
+        &st.cfg.health,
+        dropped,
+        crate::scoring::now_ms(),
+        st.cfg.report_interval.as_millis() as u64,
+    )
+}
+
+pub async fn health(State(st): State<AppState>) -> Response {
+    axum::Json(health_report(&st)).into_response()
+}
+
+pub async fn traces(
+    State(st): State<AppState>,
+    q: Result<Query<TraceFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(f)) = q else {
+        return bad("use /fleet/traces?model=&node=&tag=&status=&since_ms=&limit=");
+    };
+    let Some(store) = st.telemetry.store.clone() else {
+        return no_store();
+    };
+    match tokio::task::spawn_blocking(move || store.traces(&f)).await {
+        Ok(Ok(t)) => axum::Json(json!({"traces": t})).into_response(),
+        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).render(ClientFormat::Ollama),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).render(ClientFormat::Ollama),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// model, node, tag, hour or day
+    by: String,
+    #[serde(default)]
+    since_ms: Option<i64>,
+}
+
+#[derive(Default, serde::Serialize)]
+struct Usage {
+    requests: u64,
+    errors: u64,
+    prompt_tokens: u64,
+    output_tokens: u64,
+    latency_ms_sum: f64,
+    ttft_ms_sum: f64,
+    ttft_n: u64,
+}
+
+pub async fn usage(
+    State(st): State<AppState>,
+    q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return bad("use /fleet/analytics/usage?by=model|node|tag|hour|day[&since_ms=N]");
+    };
+    if !matches!(q.by.as_str(), "model" | "node" | "tag" | "hour" | "day") {
+        return bad(format!("by={:?} is not one of model, node, tag, hour, day", q.by));
+    }
+    let Some(store) = st.telemetry.store.clone() else {
+        return no_store();
+    };
+    let since = q.since_ms;
+    let all = match tokio::task::spawn_blocking(move || store.all_traces(since)).await {
+        Ok(Ok(t)) => t,
+        _ => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed").render(ClientFormat::Ollama),
+    };
+    let mut groups: BTreeMap<String, Usage> = BTreeMap::new();
+    for t in &all {
+        let keys: Vec<String> = match q.by.as_str() {
+            "model" => vec![crate::request::normalize_model(&t.model_served)],
+            "node" => vec![t.node.clone().unwrap_or_else(|| "(none)".into())],
+            "tag" => t.tags.clone(),
+            "hour" => vec![(t.ts_ms / 3_600_000 * 3_600_000).to_string()],
+            _ => vec![(t.ts_ms / 86_400_000 * 86_400_000).to_string()],
+        };
+        for k in keys {
+            let u = groups.entry(k).or_default();
+            u.requests += 1;
+            u.errors += u64::from(!t.status.ok());
+            u.prompt_tokens += t.prompt_tokens.unwrap_or(0);
+            u.output_tokens += t.output_tokens.unwrap_or(0);
+            u.latency_ms_sum += t.latency_ms;
+            if let Some(x) = t.ttft_ms {
+                u.ttft_ms_sum += x;
+                u.ttft_n += 1;
+            }
+        }
+    }
+    let rows: Vec<Value> = groups
+        .into_iter()
+        .map(|(k, u)| {
+            json!({"key": k, "requests": u.requests, "errors": u.errors, "prompt_tokens": u.prompt_tokens,
+                "output_tokens": u.output_tokens, "avg_latency_ms": u.latency_ms_sum / u.requests.max(1) as f64,
+                "avg_ttft_ms": if u.ttft_n > 0 { Some(u.ttft_ms_sum / u.ttft_n as f64) } else { None }})
+        })
+        .collect();
+    axum::Json(json!({"by": q.by, "groups": rows})).into_response()
+}
+
+/// Recommended `num_ctx` per model from the observed prompt + completion tokens.
+pub async fn context(State(st): State<AppState>) -> Response {
+    let Some(store) = st.telemetry.store.clone() else {
+        return no_store();
+    };
+    let all = match tokio::task::spawn_blocking(move || store.all_traces(None)).await {
+        Ok(Ok(t)) => t,
+        _ => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed").render(ClientFormat::Ollama),
+    };
+    let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for t in all.iter().filter(|t| t.status == TraceStatus::Completed || t.status == TraceStatus::Retried) {
+        if let (Some(p), o) = (t.prompt_tokens, t.output_tokens) {
+            per.entry(crate::request::normalize_model(&t.model_served))
+                .or_default()
+                .push((p + o.unwrap_or(0)) as f64);
+        }
+    }
+    let view = st.fleet.snapshot();
+    let rows: Vec<Value> = per
+        .into_iter()
+        .map(|(model, mut v)| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            let p99 = v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)];
+            let max = v[v.len() - 1];
+            let loaded: Vec<Value> = view
+                .online()
+                .filter_map(|n| n.loaded_model(&model).map(|m| json!({"node": &*n.id, "context_length": m.context_length})))
+                .collect();
+            json!({"model": model, "requests": v.len(), "p99_tokens": p99, "max_tokens": max,
+                "recommended_num_ctx": crate::health::recommended_num_ctx(p99.max(max)), "loaded": loaded})
+        })
+        .collect();
+    axum::Json(json!({"protection": st.cfg.context.protection, "models": rows})).into_response()
+}
+
+pub async fn benchmark(
+    State(st): State<AppState>,
+    body: Option<axum::Json<crate::store::bench::BenchRequest>>,
+) -> Response {
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let view = st.fleet.snapshot();
+    let (done, errors) = crate::store::bench::run(
+        &st.client,
+        &view,
+        &req,
+        &st.live.history,
+        &st.telemetry.recent,
+        st.telemetry.store.as_ref(),
+    )
+    .await;
+    if let Some(s) = &st.telemetry.store {
+        s.flush().await;
+    }
+    axum::Json(json!({"benchmarks": done, "errors": errors})).into_response()
+}
+
+pub async fn benchmarks(State(st): State<AppState>) -> Response {
+    let Some(store) = st.telemetry.store.clone() else {
+        return no_store();
+    };
+    match tokio::task::spawn_blocking(move || store.benchmarks()).await {
+        Ok(Ok(b)) => axum::Json(json!({"benchmarks": b})).into_response(),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed").render(ClientFormat::Ollama),
+    }
+}

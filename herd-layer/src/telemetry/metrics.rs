@@ -1,0 +1,219 @@
+//! Prometheus series (`GET /metrics`, prometheus-client text exposition).
+//!
+//! Labels stay low-cardinality on purpose: model, node, operation and status
+//! only — never request ids, tags or users, which belong in traces. Gauges
+//! that describe the present (queue depth, in-flight, node up) are refreshed
+//! from the live state when scraped, so they can never drift.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::fleet::FleetView;
+use crate::queueing::Admission;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub operation: String,
+    pub model: String,
+    pub node: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub operation: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub operation: String,
+    pub model: String,
+    pub token_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeModelLabels {
+    pub node: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+fn fast_seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+fn tokens() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 12))
+}
+
+/// herd's Prometheus series. Cheap to clone; clones share the series.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub ttft: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    pub token_usage: Family<TokenLabels, Histogram, fn() -> Histogram>,
+    pub queue_wait: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    pub routing_overhead: Histogram,
+    pub shed: Family<ModelLabels, Counter>,
+    pub retries: Counter,
+    pub fallbacks: Counter,
+    pub queue_depth: Family<NodeModelLabels, Gauge>,
+    pub in_flight: Family<NodeModelLabels, Gauge>,
+    pub node_up: Family<NodeLabels, Gauge>,
+    pub store_dropped: Gauge,
+    pub health_score: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            requests: Family::default(),
+            duration: Family::new_with_constructor(seconds),
+            ttft: Family::new_with_constructor(seconds),
+            token_usage: Family::new_with_constructor(tokens),
+            queue_wait: Family::new_with_constructor(seconds),
+            routing_overhead: fast_seconds(),
+            shed: Family::default(),
+            retries: Counter::default(),
+            fallbacks: Counter::default(),
+            queue_depth: Family::default(),
+            in_flight: Family::default(),
+            node_up: Family::default(),
+            store_dropped: Gauge::default(),
+            health_score: Gauge::default(),
+        };
+        r.register(
+            "herd_requests",
+            "Requests finished, by outcome",
+            m.requests.clone(),
+        );
+        r.register(
+            "gen_ai_server_request_duration_seconds",
+            "GenAI server request duration (arrival to end of stream)",
+            m.duration.clone(),
+        );
+        r.register(
+            "gen_ai_server_time_to_first_token_seconds",
+            "GenAI time to first token",
+            m.ttft.clone(),
+        );
+        r.register(
+            "gen_ai_client_token_usage",
+            "GenAI tokens used per request, by token type (input, output)",
+            m.token_usage.clone(),
+        );
+        r.register(
+            "herd_queue_wait_seconds",
+            "Time requests waited for a node:model slot",
+            m.queue_wait.clone(),
+        );
+        r.register(
+            "herd_routing_overhead_seconds",
+            "Time herd spent before the upstream call, excluding queue wait",
+            m.routing_overhead.clone(),
+        );
+        r.register("herd_shed", "Requests shed with 429/503", m.shed.clone());
+        r.register(
+            "herd_retries",
+            "Attempts retried on another node",
+            m.retries.clone(),
+        );
+        r.register(
+            "herd_fallbacks",
+            "Requests served by a fallback model",
+            m.fallbacks.clone(),
+        );
+        r.register(
+            "herd_queue_depth",
+            "Requests waiting per node:model",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "herd_in_flight",
+            "Requests being served per node:model",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "herd_node_up",
+            "1 when the node is online",
+            m.node_up.clone(),
+        );
+        r.register(
+            "herd_store_dropped_records",
+            "Records the store writer could not keep up with",
+            m.store_dropped.clone(),
+        );
+        r.register(
+            "herd_health_score",
+            "Fleet health score, 0..100",
+            m.health_score.clone(),
+        );
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+
+    /// Set the gauges that describe the present.
+    pub fn refresh(&self, view: &FleetView, admission: &Admission) {
+        self.node_up.clear();
+        for n in view.nodes.values() {
+            self.node_up
+                .get_or_create(&NodeLabels {
+                    node: n.id.to_string(),
+                })
+                .set(i64::from(n.online));
+        }
+        self.queue_depth.clear();
+        self.in_flight.clear();
+        for (node, model, load, _slots) in admission.snapshot() {
+            let l = NodeModelLabels {
+                node: node.to_string(),
+                model,
+            };
+            self.queue_depth
+                .get_or_create(&l)
+                .set(i64::from(load.waiting));
+            self.in_flight
+                .get_or_create(&l)
+                .set(i64::from(load.in_flight));
+        }
+    }
+
+    /// The text exposition of every series (herd-epp can serve its own
+    /// `Metrics` the same way).
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}

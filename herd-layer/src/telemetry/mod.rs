@@ -1,0 +1,228 @@
+//! herd's eyes: the telemetry layer at the top of the routing stack, and
+//! where what it sees goes — Prometheus series ([`metrics`]), OpenTelemetry
+//! spans and metrics ([`otel`]), the store's traces, the health engine's
+//! recent window, and the JSON log ([`jsonlog`]).
+//!
+//! The layer only starts a [`Trail`] and hands it down with the request;
+//! the layers below add what they decide, and the trail reports once when
+//! the request is truly over (see [`trail`]).
+
+pub mod jsonlog;
+pub mod metrics;
+pub mod otel;
+pub mod trail;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use opentelemetry::KeyValue;
+use tower::Service;
+
+pub use metrics::Metrics;
+pub use otel::{Otel, TelemetryConfig};
+pub use trail::Trail;
+
+use crate::health::Recent;
+use crate::history::History;
+use crate::routed::{Body, BoxError, Routed};
+use crate::store::{Store, TraceRecord, TraceStatus};
+
+/// Everything a finished request is reported to. Shared by all requests.
+#[derive(Debug)]
+pub struct Telemetry {
+    pub metrics: Metrics,
+    pub otel: Option<Otel>,
+    pub store: Option<Store>,
+    pub history: History,
+    pub recent: Recent,
+}
+
+impl Telemetry {
+    fn observe(&self, rec: &TraceRecord, op: &'static str, overhead_s: Option<f64>, timeouts: u32) {
+        let m = &self.metrics;
+        let node = rec.node.clone().unwrap_or_default();
+        let model = crate::request::normalize_model(&rec.model_served);
+        let labels = metrics::RequestLabels {
+            operation: op.into(),
+            model: model.clone(),
+            node: node.clone(),
+            status: rec.status.as_str().into(),
+        };
+        m.requests.get_or_create(&labels).inc();
+        m.duration
+            .get_or_create(&labels)
+            .observe(rec.latency_ms / 1000.0);
+        let ml = metrics::ModelLabels {
+            operation: op.into(),
+            model: model.clone(),
+        };
+        if let Some(t) = rec.ttft_ms {
+            m.ttft.get_or_create(&ml).observe(t / 1000.0);
+        }
+        if let Some(q) = rec.queue_wait_ms {
+            m.queue_wait.get_or_create(&ml).observe(q / 1000.0);
+        }
+        for (ty, n) in [("input", rec.prompt_tokens), ("output", rec.output_tokens)] {
+            if let Some(n) = n {
+                m.token_usage
+                    .get_or_create(&metrics::TokenLabels {
+                        operation: op.into(),
+                        model: model.clone(),
+                        token_type: ty.into(),
+                    })
+                    .observe(n as f64);
+            }
+        }
+        if let Some(o) = overhead_s {
+            m.routing_overhead.observe(o);
+        }
+        if rec.status == TraceStatus::Shed {
+            m.shed.get_or_create(&ml).inc();
+        }
+        if rec.retries > 0 {
+            m.retries.inc_by(u64::from(rec.retries));
+        }
+        if rec.fallback_used {
+            m.fallbacks.inc();
+        }
+        if let Some(o) = &self.otel {
+            let i = &o.instruments;
+            let attrs = [
+                KeyValue::new("gen_ai.operation.name", op),
+                KeyValue::new("gen_ai.request.model", rec.model_requested.clone()),
+                KeyValue::new("gen_ai.response.model", model.clone()),
+                KeyValue::new("herd.node", node),
+                KeyValue::new("herd.status", rec.status.as_str()),
+            ];
+            i.duration.record(rec.latency_ms / 1000.0, &attrs);
+            i.requests.add(1, &attrs);
+            if let Some(t) = rec.ttft_ms {
+                i.ttft.record(t / 1000.0, &attrs[..3]);
+            }
+            for (ty, n) in [("input", rec.prompt_tokens), ("output", rec.output_tokens)] {
+                if let Some(n) = n {
+                    i.tokens.record(
+                        n,
+                        &[
+                            attrs[0].clone(),
+                            attrs[2].clone(),
+                            KeyValue::new("gen_ai.token.type", ty),
+                        ],
+                    );
+                }
+            }
+            if rec.status == TraceStatus::Shed {
+                i.shed.add(1, &attrs[..3]);
+            }
+            if let Some(s) = overhead_s {
+                i.overhead.record(s, &[]);
+            }
+        }
+        self.recent.push(rec, timeouts);
+    }
+
+    /// Flush and stop the exporters and close the store (shutdown).
+    pub async fn finish(&self) {
+        if let Some(o) = &self.otel {
+            o.shutdown();
+        }
+        if let Some(s) = &self.store {
+            s.clone().close().await;
+        }
+    }
+
+    /// Flush spans, metrics and the store (tests, shutdown).
+    pub async fn flush(&self) {
+        if let Some(o) = &self.otel {
+            o.flush();
+        }
+        if let Some(s) = &self.store {
+            s.flush().await;
+        }
+    }
+}
+
+/// The outermost routing layer: one [`Trail`] per request.
+#[derive(Clone, Debug)]
+pub struct TelemetryLayer {
+    tel: Arc<Telemetry>,
+}
+
+impl TelemetryLayer {
+    pub fn new(tel: Arc<Telemetry>) -> Self {
+        TelemetryLayer { tel }
+    }
+}
+
+impl<S> tower::Layer<S> for TelemetryLayer {
+    type Service = Traced<S>;
+    fn layer(&self, inner: S) -> Traced<S> {
+        Traced {
+            inner,
+            tel: self.tel.clone(),
+        }
+    }
+}
+
+/// See [`TelemetryLayer`].
+#[derive(Clone, Debug)]
+pub struct Traced<S> {
+    inner: S,
+    tel: Arc<Telemetry>,
+}
+
+impl<S> Service<Routed> for Traced<S>
+where
+    S: Service<Routed, Response = http::Response<Body>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Routed) -> ResponseFuture {
+        let trail = Trail::start(self.tel.clone(), req.request.clone());
+        req.trail = Some(trail.clone());
+        let fut = self.inner.call(req);
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let r = fut.await;
+                if let Err(e) = &r {
+                    let status = if e.downcast_ref::<crate::queueing::Shed>().is_some()
+                        || e.downcast_ref::<crate::queueing::QueueTimeout>().is_some()
+                    {
+                        TraceStatus::Shed
+                    } else {
+                        TraceStatus::Failed
+                    };
+                    trail.failed(status, e.to_string());
+                }
+                r
+            }),
+        }
+    }
+}
+
+/// Runs the inner stack; the trail reports when the last holder drops it.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>,
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<Body>, BoxError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
