@@ -14,6 +14,9 @@ use http_body_util::{BodyExt, Full};
 pub use herd_node::config::{Pressure, Thermal};
 pub use herd_node::{FaultsPatch, SensorsPatch};
 
+/// Envoy in front of herd-epp (the Endpoint Picker's end-to-end tests).
+pub mod envoy;
+
 /// A router with simulated devices attached.
 pub struct Fleet {
     pub router: Running,

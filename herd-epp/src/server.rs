@@ -1,0 +1,252 @@
+//! Starting herd-epp: the ext_proc port (TLS by default, with gRPC health and
+//! herd.v1 node attachments), the health port, the metrics port, and the
+//! discovery tasks that fill the fleet (attached herd-nodes, polled static
+//! endpoints, the offline sweep).
+//!
+//! Each listener is owned by its own accept task, so stopping herd-epp closes
+//! the ports at once (Envoy sees "connection refused", its failure mode
+//! decides), while open HTTP/2 connections get a graceful GOAWAY.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use herd_layer::discovery::{self, Attachments, FleetService};
+use herd_layer::fleet::Fleet;
+use herd_layer::history::Live;
+
+use crate::config::EppConfig;
+use crate::leaf::Picker;
+use crate::metrics::Metrics;
+use crate::names::EXT_PROC_SERVICE;
+use crate::processor::Processor;
+
+/// Health service names answered SERVING.
+pub const HEALTH_SERVICES: &[&str] = &[
+    "",
+    "liveness",
+    "readiness",
+    EXT_PROC_SERVICE,
+    "inference-extension",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("TLS setup failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Config(#[from] herd_layer::config::ConfigError),
+}
+
+/// A running herd-epp.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub fleet_addr: Option<SocketAddr>,
+    pub tls: bool,
+    pub fleet: Fleet,
+    pub live: Live,
+    pub metrics: Metrics,
+    pub attachments: Arc<Attachments>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Where herd-nodes attach (`http://…`; plaintext only).
+    pub fn fleet_url(&self) -> String {
+        format!("http://{}", self.fleet_addr.unwrap_or(self.grpc_addr))
+    }
+
+    /// Stop: close the ports, GOAWAY open connections, stop background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.background {
+            t.abort();
+        }
+        for t in self.servers {
+            // Long-lived streams (node attachments) may hold a graceful
+            // shutdown open; the ports are closed already, so cut it short.
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Accept on `listener` until shutdown, then drop it (the port closes).
+fn incoming(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> ReceiverStream<std::io::Result<TcpStream>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|s| *s) => None,
+                r = listener.accept() => Some(r),
+            };
+            let Some(r) = accepted else { break };
+            let r = r.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s
+            });
+            if tx.send(r).await.is_err() {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn signal(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Bind every port and start serving.
+pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
+    cfg.router.validate()?;
+    let grpc = bind(cfg.grpc_listen).await?;
+    let health = bind(cfg.health_listen).await?;
+    let metrics_l = bind(cfg.metrics_listen).await?;
+    let fleet_l = match cfg.fleet_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let local = |l: &TcpListener, a: SocketAddr| l.local_addr().unwrap_or(a);
+    let grpc_addr = local(&grpc, cfg.grpc_listen);
+    let health_addr = local(&health, cfg.health_listen);
+    let metrics_addr = local(&metrics_l, cfg.metrics_listen);
+    let fleet_addr = fleet_l.as_ref().map(|l| local(l, grpc_addr));
+
+    let fleet = Fleet::new();
+    let live = Live::default();
+    let attachments = Arc::new(Attachments::default());
+    let router_cfg = Arc::new(cfg.router.clone());
+    let metrics = Metrics::new();
+    let picker = Picker::new(fleet.clone(), live.clone(), router_cfg.clone());
+    let processor = Processor::new(picker, metrics.clone()).into_server();
+    let fleet_svc = FleetService::new(
+        fleet.clone(),
+        attachments.clone(),
+        cfg.router.fleet_token.clone(),
+        cfg.router.report_interval,
+    )
+    .into_server();
+    let (reporter, health_svc) = tonic_health::server::health_reporter();
+    for name in HEALTH_SERVICES {
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+
+    let mut builder = Server::builder();
+    let tls = crate::tls::server_config(&cfg.tls)?;
+    let with_tls = tls.is_some();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let routes = builder
+        .add_service(processor)
+        .add_service(health_svc.clone());
+    let routes = if fleet_l.is_none() {
+        routes.add_service(fleet_svc.clone())
+    } else {
+        routes
+    };
+    let (inc, sig) = (incoming(grpc, stop_rx.clone()), signal(stop_rx.clone()));
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = routes.serve_with_incoming_shutdown(inc, sig).await {
+            tracing::error!(error = %e, "ext_proc server failed");
+        }
+    }));
+
+    let (inc, sig) = (incoming(health, stop_rx.clone()), signal(stop_rx.clone()));
+    let health_routes = Server::builder().add_service(health_svc);
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = health_routes.serve_with_incoming_shutdown(inc, sig).await {
+            tracing::error!(error = %e, "health server failed");
+        }
+    }));
+
+    if let Some(l) = fleet_l {
+        let (inc, sig) = (incoming(l, stop_rx.clone()), signal(stop_rx.clone()));
+        let r = Server::builder().add_service(fleet_svc);
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = r.serve_with_incoming_shutdown(inc, sig).await {
+                tracing::error!(error = %e, "fleet server failed");
+            }
+        }));
+    }
+
+    let app = metrics.router();
+    let sig = signal(stop_rx.clone());
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_l, app).with_graceful_shutdown(sig).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    }));
+
+    let mut background = vec![tokio::spawn(discovery::sweep(
+        fleet.clone(),
+        cfg.router.report_timeout,
+    ))];
+    let urls = cfg
+        .endpoints
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .chain(cfg.router.nodes.iter().cloned());
+    for url in urls {
+        background.push(tokio::spawn(discovery::agentless::poll(
+            fleet.clone(),
+            url,
+            cfg.router.poll_interval,
+        )));
+    }
+    tracing::info!(
+        %grpc_addr, %health_addr, %metrics_addr, tls = with_tls,
+        endpoints = cfg.endpoints.len(),
+        "herd-epp listening"
+    );
+    Ok(Running {
+        grpc_addr,
+        health_addr,
+        metrics_addr,
+        fleet_addr,
+        tls: with_tls,
+        fleet,
+        live,
+        metrics,
+        attachments,
+        shutdown: stop_tx,
+        servers,
+        background,
+    })
+}
