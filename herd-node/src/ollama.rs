@@ -199,13 +199,24 @@ impl OllamaClient {
         Ok(())
     }
 
-    /// `POST /api/generate` with no prompt: loads the model.
+    /// Loads the model: `POST /api/generate` with no prompt, or `/api/embed`
+    /// with no input for an embedding model.
     pub async fn warm(&self, model: &str) -> Result<(), OllamaError> {
         let body = serde_json::json!({"model": model, "stream": false});
-        let _: serde_json::Value = self
-            .call(http::Method::POST, "/api/generate", Some(body), None)
-            .await?;
-        Ok(())
+        let generate = self
+            .call::<serde_json::Value>(http::Method::POST, "/api/generate", Some(body), None)
+            .await;
+        match generate {
+            // Embedding models do not generate: load them through /api/embed.
+            Err(OllamaError::Status { status: 400, .. }) => {
+                let body = serde_json::json!({"model": model, "input": []});
+                let _: serde_json::Value = self
+                    .call(http::Method::POST, "/api/embed", Some(body), None)
+                    .await?;
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
     }
 }
 

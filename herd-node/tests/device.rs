@@ -78,13 +78,16 @@ impl Resp {
 }
 
 async fn call(c: &Http, method: &str, url: String, body: Option<Value>) -> Result<Resp, String> {
+    let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    call_raw(c, method, url, body).await
+}
+
+async fn call_raw(c: &Http, method: &str, url: String, body: Bytes) -> Result<Resp, String> {
     let req = http::Request::builder()
         .method(method)
         .uri(url)
         .header("content-type", "application/json")
-        .body(Full::new(
-            body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())),
-        ))
+        .body(Full::new(body))
         .map_err(|e| e.to_string())?;
     let resp = c.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
@@ -223,8 +226,20 @@ async fn ollama_api_streaming_and_not_agree_and_stats_count() {
         missing.json(),
         json!({"error": "model \"nope\" not found, try pulling it first"})
     );
-    let bad = post(&d, "/api/chat", json!("{not json")).await;
+    let url = format!("{}/api/chat", d.url());
+    let bad = call_raw(&client(), "POST", url, Bytes::from_static(b"{not json")).await;
+    let bad = bad.expect("request");
     assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].is_string());
+    let oai_missing = post(
+        &d,
+        "/v1/chat/completions",
+        json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(oai_missing.status, 404);
+    assert_eq!(oai_missing.json()["error"]["type"], "not_found_error");
+    assert!(oai_missing.json()["error"]["message"].is_string());
 
     let stats = get(&d, "/_sim/stats").await.json();
     assert_eq!(stats["name"], "t");
@@ -291,6 +306,23 @@ async fn faults_kill_and_revive() {
     assert!(failed.json()["error"].is_string());
     // Discovery endpoints still answer.
     assert_eq!(get(&d, "/api/tags").await.status, 200);
+
+    // hang: the request is read and never answered; the admin API still works.
+    post(&d, "/_sim/faults", json!({"clear": true, "hang": true})).await;
+    let url = format!("{}/api/version", d.url());
+    let c = client();
+    let hung = tokio::time::timeout(Duration::from_millis(200), call(&c, "GET", url, None));
+    assert!(hung.await.is_err(), "a hung device must not answer");
+    let sensors = post(
+        &d,
+        "/_sim/sensors",
+        json!({"thermal": "serious", "cpu_utilization": 0.5}),
+    )
+    .await;
+    assert_eq!(sensors.json()["thermal"], "serious");
+    assert_eq!(d.sensors().cpu_utilization, 0.5);
+    let rejected = post(&d, "/_sim/faults", json!({"hnag": true})).await;
+    assert_eq!(rejected.status, 400, "unknown fault names are refused");
 
     d.set_faults(FaultsPatch {
         clear: true,

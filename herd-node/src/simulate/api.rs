@@ -28,7 +28,7 @@ use super::content::{
     split_json, split_tokens, tool_arguments,
 };
 use super::engine::{Admission, Engine, EngineError};
-use crate::config::{ModelSpec, normalize_model_name};
+use crate::config::ModelSpec;
 
 /// State shared by every handler of one device.
 #[derive(Debug)]
@@ -62,15 +62,15 @@ impl ApiError {
 
     /// The same error in OpenAI's shape.
     pub fn openai(self) -> Response {
-        let ty = match self.status.as_u16() {
-            400..=499 => "invalid_request_error",
+        // Ollama's compat layer uses only these three types; param and code
+        // are always null.
+        let ty = match self.status {
+            StatusCode::BAD_REQUEST => "invalid_request_error",
+            StatusCode::NOT_FOUND => "not_found_error",
             _ => "api_error",
         };
-        let code = match self.status {
-            StatusCode::NOT_FOUND => json!("model_not_found"),
-            _ => Value::Null,
-        };
-        let body = json!({"error": {"message": self.message, "type": ty, "code": code}});
+        let body =
+            json!({"error": {"message": self.message, "type": ty, "param": null, "code": null}});
         (self.status, Json(body)).into_response()
     }
 }
@@ -686,7 +686,9 @@ fn parse_param_count(s: &str) -> u64 {
         Some('K') => (&s[..s.len() - 1], 1e3),
         _ => (s, 1.0),
     };
-    num.parse::<f64>().map(|n| (n * mult) as u64).unwrap_or(0)
+    num.parse::<f64>()
+        .map(|n| (n * mult).round() as u64)
+        .unwrap_or(0)
 }
 
 /// A warm-up or unload request (no prompt / no messages).
@@ -889,6 +891,15 @@ pub async fn embed(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<V
     let _ = (req.truncate, &req.options);
     let keep_alive = keep_alive_of(req.keep_alive.as_ref())?;
     let texts = inputs(&req.input)?;
+    if texts.is_empty() {
+        // No input: just load the model, like a generate without a prompt.
+        let spec = check_model(&s.engine, &req.model, "embeddings")?;
+        let load = s.engine.warm(&spec.name, keep_alive).await?;
+        return Ok(Json(json!({
+            "model": spec.name, "embeddings": [], "total_duration": nanos(load),
+            "load_duration": nanos(load), "prompt_eval_count": 0,
+        })));
+    }
     let e = embed_core(&s.engine, &req.model, texts, req.dimensions, keep_alive).await?;
     Ok(Json(json!({
         "model": e.model,
@@ -1085,11 +1096,6 @@ pub async fn v1_embeddings(State(s): State<Arc<AppState>>, body: Bytes) -> Respo
         Ok(j) => j.into_response(),
         Err(e) => e.openai(),
     }
-}
-
-/// Model name as the client gave it, normalised (used by tests).
-pub fn normalized(model: &str) -> String {
-    normalize_model_name(model)
 }
 
 #[cfg(test)]

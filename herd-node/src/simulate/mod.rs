@@ -135,7 +135,8 @@ impl Device {
         });
         let handle = DeviceHandle { inner };
         let app = router_for(handle.clone());
-        let server = tokio::spawn(serve(listener, app, handle.inner.clone()));
+        let shutdown = handle.inner.shutdown.subscribe();
+        let server = tokio::spawn(serve(listener, app, handle.inner.clone(), shutdown));
         *lock(&handle.inner.server) = Some(server);
         handle.start_agent();
         tracing::info!(device = %handle.name(), url = %handle.url(), "simulated device started");
@@ -299,8 +300,12 @@ impl DeviceHandle {
 
 /// Accepts connections, applying `refuse`/`kill`, and serves each one until
 /// it ends or the device is killed.
-async fn serve(listener: TcpListener, app: Router, inner: Arc<Inner>) {
-    let mut shutdown = inner.shutdown.subscribe();
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    inner: Arc<Inner>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let accepted = tokio::select! {
