@@ -28,6 +28,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Attachments {
     next: AtomicU64,
     senders: Mutex<HashMap<NodeId, (u64, mpsc::Sender<Result<proto::RouterMessage, Status>>)>>,
+    /// The last reason each node id was refused (cleared when it attaches),
+    /// so `/fleet/status` can say why an advertised node is not attached.
+    refused: Mutex<HashMap<String, String>>,
 }
 
 /// Sending a command failed.
@@ -64,6 +67,30 @@ impl Attachments {
         HashMap<NodeId, (u64, mpsc::Sender<Result<proto::RouterMessage, Status>>)>,
     > {
         self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why `node` was last refused, if it was and has not attached since.
+    pub fn refusal(&self, node: &str) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned()
+    }
+
+    fn set_refusal(&self, node: &str, reason: Option<String>) {
+        let mut m = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match reason {
+            Some(r) => {
+                // Bounded: node ids come from the network.
+                if m.len() < 1024 || m.contains_key(node) {
+                    m.insert(node.to_owned(), r);
+                }
+            }
+            None => {
+                m.remove(node);
+            }
+        }
     }
 
     pub fn attached(&self) -> Vec<NodeId> {
@@ -203,29 +230,56 @@ impl proto::fleet_server::Fleet for FleetService {
         &self,
         request: Request<Streaming<proto::NodeMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        // Answer at once and read the Hello on the stream's own task: a node
+        // that waits for the response before sending must not deadlock.
         let peer = request.remote_addr();
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(self.clone().serve(inbound, tx, peer));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+type Outbound = mpsc::Sender<Result<proto::RouterMessage, Status>>;
+
+impl FleetService {
+    async fn serve(
+        self,
+        mut inbound: Streaming<proto::NodeMessage>,
+        tx: Outbound,
+        peer: Option<std::net::SocketAddr>,
+    ) {
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
+            Err(_) => {
+                let _ = tx
+                    .send(Err(Status::deadline_exceeded("no Hello within 10s")))
+                    .await;
+                return;
+            }
+            Ok(Err(_)) | Ok(Ok(None)) => return,
             Ok(Ok(Some(proto::NodeMessage {
                 msg: Some(node_message::Msg::Hello(h)),
             }))) => h,
             Ok(Ok(Some(_))) => {
-                return Err(Status::invalid_argument(
-                    "the first message must be a Hello",
-                ));
+                let _ = tx
+                    .send(Err(Status::invalid_argument(
+                        "the first message must be a Hello",
+                    )))
+                    .await;
+                return;
             }
         };
-        let (tx, rx) = mpsc::channel(16);
         if let Err(reason) = self.check_hello(&hello) {
             tracing::warn!(node = %hello.node_id, ?peer, %reason, "refused a node");
+            if valid_node_id(&hello.node_id).is_ok() {
+                self.attachments
+                    .set_refusal(&hello.node_id, Some(reason.clone()));
+            }
             let msg = proto::RouterMessage {
                 msg: Some(router_message::Msg::Rejected(proto::Rejected { reason })),
             };
             let _ = tx.send(Ok(msg)).await;
-            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+            return;
         }
         let node: NodeId = hello.node_id.as_str().into();
         let welcome = proto::RouterMessage {
@@ -235,52 +289,51 @@ impl proto::fleet_server::Fleet for FleetService {
                 report_interval_ms: self.report_interval.as_millis() as u32,
             })),
         };
-        let _ = tx.send(Ok(welcome)).await;
+        if tx.send(Ok(welcome)).await.is_err() {
+            return;
+        }
         let conn = self.attachments.insert(node.clone(), tx);
+        self.attachments.set_refusal(&node, None);
         tracing::info!(node = %node, ?peer, version = %hello.agent_version, "node attached");
 
-        let fleet = self.fleet.clone();
-        let attachments = self.attachments.clone();
-        tokio::spawn(async move {
-            let reason = loop {
-                match inbound.message().await {
-                    Ok(Some(proto::NodeMessage {
-                        msg: Some(node_message::Msg::Report(r)),
-                    })) => {
-                        if let Err(why) = valid_report(&node, &r) {
-                            tracing::warn!(node = %node, %why, "ignored an invalid report");
-                            continue;
-                        }
-                        let now = tokio::time::Instant::now();
-                        let now_ms = crate::scoring::now_ms();
-                        fleet.update(|v| {
-                            let n = v.nodes.entry(node.clone()).or_insert_with(|| {
-                                NodeState::new(node.clone(), Source::Attached, r.ollama_url.clone())
-                            });
-                            n.source = Source::Attached;
-                            n.apply_report(&r, now, now_ms);
+        let fleet = self.fleet;
+        let reason = loop {
+            match inbound.message().await {
+                Ok(Some(proto::NodeMessage {
+                    msg: Some(node_message::Msg::Report(r)),
+                })) => {
+                    if let Err(why) = valid_report(&node, &r) {
+                        tracing::warn!(node = %node, %why, "ignored an invalid report");
+                        continue;
+                    }
+                    let now = tokio::time::Instant::now();
+                    let now_ms = crate::scoring::now_ms();
+                    fleet.update(|v| {
+                        let n = v.nodes.entry(node.clone()).or_insert_with(|| {
+                            NodeState::new(node.clone(), Source::Attached, r.ollama_url.clone())
                         });
-                    }
-                    Ok(Some(proto::NodeMessage {
-                        msg: Some(node_message::Msg::Result(res)),
-                    })) => {
-                        tracing::info!(node = %node, id = %res.id, ok = res.ok, message = %res.message, "command result");
-                    }
-                    Ok(Some(_)) => tracing::debug!(node = %node, "ignored an unexpected message"),
-                    Ok(None) => break "stream closed".to_string(),
-                    Err(e) => break format!("stream failed: {}", e.message()),
+                        n.source = Source::Attached;
+                        n.apply_report(&r, now, now_ms);
+                    });
                 }
-            };
-            if attachments.remove(&node, conn) {
-                tracing::warn!(node = %node, %reason, "node detached; marking offline");
-                fleet.update(|v| {
-                    if let Some(n) = v.nodes.get_mut(&node) {
-                        n.mark_offline(reason);
-                    }
-                });
+                Ok(Some(proto::NodeMessage {
+                    msg: Some(node_message::Msg::Result(res)),
+                })) => {
+                    tracing::info!(node = %node, id = %res.id, ok = res.ok, message = %res.message, "command result");
+                }
+                Ok(Some(_)) => tracing::debug!(node = %node, "ignored an unexpected message"),
+                Ok(None) => break "stream closed".to_string(),
+                Err(e) => break format!("stream failed: {}", e.message()),
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        };
+        if self.attachments.remove(&node, conn) {
+            tracing::warn!(node = %node, %reason, "node detached; marking offline");
+            fleet.update(|v| {
+                if let Some(n) = v.nodes.get_mut(&node) {
+                    n.mark_offline(reason);
+                }
+            });
+        }
     }
 }
 
