@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian tools the tests drive: promtool (package prometheus) checks /metrics.
+if ! command -v promtool >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends prometheus
+fi
+
 venv=tests/.venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

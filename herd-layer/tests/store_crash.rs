@@ -9,11 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use herd_layer::store::{Store, StoreConfig};
+use http_body_util::Full;
 
 fn data_dir(what: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("herd-crash-{what}-{}-{}", std::process::id(), fastrand::u64(..)));
+    let d = std::env::temp_dir().join(format!(
+        "herd-crash-{what}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
@@ -37,7 +41,10 @@ fn addr_or_exit(child: &mut Child) -> Result<String, String> {
         let mut all = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("addr=") {
-                let a: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
+                let a: String = line[i + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
                 let _ = tx.send(Ok(a));
             }
             all.push_str(&line);
@@ -45,7 +52,8 @@ fn addr_or_exit(child: &mut Child) -> Result<String, String> {
         }
         let _ = tx.send(Err(all));
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("herd neither listened nor exited")
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("herd neither listened nor exited")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +68,9 @@ async fn the_store_survives_kill_9_during_a_write_burst() {
         let client = client.clone();
         let addr = addr.clone();
         async move {
-            let body = format!(r#"{{"model":"nowhere:{i}","messages":[{{"role":"user","content":"x"}}],"stream":false,"tags":["burst"]}}"#);
+            let body = format!(
+                r#"{{"model":"nowhere:{i}","messages":[{{"role":"user","content":"x"}}],"stream":false,"tags":["burst"]}}"#
+            );
             let req = http::Request::post(format!("http://{addr}/api/chat"))
                 .body(Full::new(Bytes::from(body)))
                 .unwrap();
@@ -80,9 +90,16 @@ async fn the_store_survives_kill_9_during_a_write_burst() {
     let _ = tail.await;
     assert!(sent >= 400, "the burst reached herd ({sent})");
 
-    let store = Store::open(&dir, &StoreConfig::default()).expect("the store reopens after kill -9");
-    let traces = store.all_traces(None).expect("every record reads back whole");
-    assert!(traces.len() >= 300, "most committed records survived: {}", traces.len());
+    let store =
+        Store::open(&dir, &StoreConfig::default()).expect("the store reopens after kill -9");
+    let traces = store
+        .all_traces(None)
+        .expect("every record reads back whole");
+    assert!(
+        traces.len() >= 300,
+        "most committed records survived: {}",
+        traces.len()
+    );
     assert!(traces.len() <= sent + 200);
     for (i, t) in traces.iter().enumerate() {
         assert_eq!(t.seq, i as u64 + 1, "no gap and no torn record");
@@ -107,8 +124,14 @@ async fn a_corrupt_or_locked_store_stops_herd_with_a_clear_message() {
     let said = addr_or_exit(&mut child).expect_err("herd must not start on a corrupt store");
     let status = child.wait().unwrap();
     assert!(!status.success());
-    assert!(said.contains("herd.redb") && said.contains("cannot be opened"), "{said}");
-    assert!(std::fs::metadata(dir.join("herd.redb")).unwrap().len() == 128 * 1024, "the file is left as it was");
+    assert!(
+        said.contains("herd.redb") && said.contains("cannot be opened"),
+        "{said}"
+    );
+    assert!(
+        std::fs::metadata(dir.join("herd.redb")).unwrap().len() == 128 * 1024,
+        "the file is left as it was"
+    );
 
     let dir = data_dir("locked");
     let held = Store::open(&dir, &StoreConfig::default()).unwrap();

@@ -21,8 +21,11 @@ fn bad(e: impl std::fmt::Display) -> Response {
 }
 
 fn no_store() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "the store is disabled ([store] enabled = false)")
-        .render(ClientFormat::Ollama)
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "the store is disabled ([store] enabled = false)",
+    )
+    .render(ClientFormat::Ollama)
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
@@ -34,18 +37,19 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     }
     m.health_score.set(i64::from(health_report(&st).score));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         m.encode(),
     )
         .into_response()
 }
 
 fn health_report(st: &AppState) -> crate::health::Report {
-    let dropped = st
-        .telemetry
-        .store
-        .as_ref()
-        .map_or(0, |s| s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed));
+    let dropped = st.telemetry.store.as_ref().map_or(0, |s| {
+        s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed)
+    });
     crate::health::evaluate(
         &st.fleet.snapshot(),
         &st.live.admission,
@@ -73,8 +77,10 @@ pub async fn traces(
     };
     match tokio::task::spawn_blocking(move || store.traces(&f)).await {
         Ok(Ok(t)) => axum::Json(json!({"traces": t})).into_response(),
-        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).render(ClientFormat::Ollama),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).render(ClientFormat::Ollama),
+        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            .render(ClientFormat::Ollama),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            .render(ClientFormat::Ollama),
     }
 }
 
@@ -106,7 +112,10 @@ pub async fn usage(
         return bad("use /fleet/analytics/usage?by=model|node|tag|hour|day[&since_ms=N]");
     };
     if !matches!(q.by.as_str(), "model" | "node" | "tag" | "hour" | "day") {
-        return bad(format!("by={:?} is not one of model, node, tag, hour, day", q.by));
+        return bad(format!(
+            "by={:?} is not one of model, node, tag, hour, day",
+            q.by
+        ));
     }
     let Some(store) = st.telemetry.store.clone() else {
         return no_store();
@@ -114,7 +123,10 @@ pub async fn usage(
     let since = q.since_ms;
     let all = match tokio::task::spawn_blocking(move || store.all_traces(since)).await {
         Ok(Ok(t)) => t,
-        _ => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed").render(ClientFormat::Ollama),
+        _ => {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
+                .render(ClientFormat::Ollama);
+        }
     };
     let mut groups: BTreeMap<String, Usage> = BTreeMap::new();
     for t in &all {
@@ -156,10 +168,16 @@ pub async fn context(State(st): State<AppState>) -> Response {
     };
     let all = match tokio::task::spawn_blocking(move || store.all_traces(None)).await {
         Ok(Ok(t)) => t,
-        _ => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed").render(ClientFormat::Ollama),
+        _ => {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
+                .render(ClientFormat::Ollama);
+        }
     };
     let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for t in all.iter().filter(|t| t.status == TraceStatus::Completed || t.status == TraceStatus::Retried) {
+    for t in all
+        .iter()
+        .filter(|t| t.status == TraceStatus::Completed || t.status == TraceStatus::Retried)
+    {
         if let (Some(p), o) = (t.prompt_tokens, t.output_tokens) {
             per.entry(crate::request::normalize_model(&t.model_served))
                 .or_default()
@@ -211,6 +229,7 @@ pub async fn benchmarks(State(st): State<AppState>) -> Response {
     };
     match tokio::task::spawn_blocking(move || store.benchmarks()).await {
         Ok(Ok(b)) => axum::Json(json!({"benchmarks": b})).into_response(),
-        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed").render(ClientFormat::Ollama),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
+            .render(ClientFormat::Ollama),
     }
 }

@@ -430,7 +430,7 @@ pub fn evaluate(
         }
         for (node, (n, err, cold, timeouts)) in &per_node {
             let rate = ratio(*err, *n);
-            if *n >= cfg.min_requests.min(5) && rate >= cfg.error_rate {
+            if *n >= 1 && rate >= cfg.error_rate {
                 add(
                     "high_error_rate",
                     if rate >= 0.25 {

@@ -75,7 +75,11 @@ async fn generate(client: &Client, url: &str, model: &str, tokens: u32) -> Resul
         .map(|n| n / 1e6)
         .filter(|ms| *ms > 0.0)
         .unwrap_or((total_ms - ttft_ms).max(1.0));
-    Ok(One { ttft_ms, tokens, gen_ms })
+    Ok(One {
+        ttft_ms,
+        tokens,
+        gen_ms,
+    })
 }
 
 /// Calibrate, store and feed scoring. Returns what was measured and what failed.
@@ -108,12 +112,21 @@ pub async fn run(
                 }
             };
             // The first request may have loaded the model; measure warm.
-            let single = generate(client, &n.url, &model, tokens).await.unwrap_or(single);
+            let single = generate(client, &n.url, &model, tokens)
+                .await
+                .unwrap_or(single);
             let parallel = n.parallel_slots.max(1);
             let started = Instant::now();
-            let all = futures::future::join_all((0..parallel).map(|_| generate(client, &n.url, &model, tokens))).await;
+            let all = futures::future::join_all(
+                (0..parallel).map(|_| generate(client, &n.url, &model, tokens)),
+            )
+            .await;
             let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let total: u64 = all.iter().filter_map(|r| r.as_ref().ok()).map(|o| o.tokens).sum();
+            let total: u64 = all
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|o| o.tokens)
+                .sum();
             let b = Benchmark {
                 node: n.id.to_string(),
                 model: crate::request::normalize_model(&model),

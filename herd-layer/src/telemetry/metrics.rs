@@ -214,6 +214,39 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut s = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
-        s
+        classic_text(&s)
     }
+}
+
+/// prometheus-client writes OpenMetrics, where a counter's HELP and TYPE
+/// name the family without `_total` and the text ends in `# EOF`. Served as
+/// Prometheus text (0.0.4, what every scraper and `promtool check metrics`
+/// read), those lines must name the `_total` series instead.
+pub fn classic_text(open_metrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for l in open_metrics.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(open_metrics.len() + 64);
+    for l in open_metrics.lines() {
+        if l == "# EOF" {
+            continue;
+        }
+        let mut line = l.to_string();
+        for prefix in ["# HELP ", "# TYPE "] {
+            if let Some(rest) = l.strip_prefix(prefix) {
+                let name = rest.split(' ').next().unwrap_or("");
+                if counters.contains(name) {
+                    line = format!("{prefix}{name}_total{}", &rest[name.len()..]);
+                }
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
