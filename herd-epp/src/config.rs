@@ -120,7 +120,10 @@ mod tests {
             parse_endpoint("http://10.0.0.5:11434/").unwrap(),
             "10.0.0.5:11434".parse().unwrap()
         );
-        assert_eq!(parse_endpoint("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
+        assert_eq!(
+            parse_endpoint("[::1]:9").unwrap(),
+            "[::1]:9".parse().unwrap()
+        );
         assert!(parse_endpoint("mac.local:11434").is_err());
         assert!(parse_endpoint("10.0.0.5").is_err());
     }

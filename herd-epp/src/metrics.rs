@@ -175,9 +175,18 @@ mod tests {
         m.picked(Duration::from_micros(300));
         m.outcome("429");
         let text = m.render();
-        assert!(text.contains("herd_epp_request_total{outcome=\"picked\"} 1"), "{text}");
-        assert!(text.contains("herd_epp_request_total{outcome=\"429\"} 1"), "{text}");
-        assert!(text.contains("herd_epp_scheduler_e2e_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("herd_epp_request_total{outcome=\"picked\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("herd_epp_request_total{outcome=\"429\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("herd_epp_scheduler_e2e_duration_seconds_count 1"),
+            "{text}"
+        );
         assert_eq!(m.recent_picks(), vec![Duration::from_micros(300)]);
     }
 }

@@ -26,7 +26,6 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
-use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
     ExternalProcessor, ExternalProcessorServer,
 };
@@ -37,6 +36,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse, StreamedBodyResponse,
     TrailersResponse, body_mutation::Mutation,
 };
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use serde_json::Map;
 use tokio::sync::mpsc;
@@ -242,13 +242,17 @@ impl Exchange {
             return Action::Reply(vec![]);
         };
         match req {
-            Req::RequestHeaders(h) => self.request_headers(h, msg.metadata_context.as_ref(), picker),
+            Req::RequestHeaders(h) => {
+                self.request_headers(h, msg.metadata_context.as_ref(), picker)
+            }
             Req::RequestBody(b) => self.request_body(b, picker),
             Req::RequestTrailers(_) => {
                 if !self.settled && self.chunks > 0 {
                     return self.decide_body(picker, true);
                 }
-                Action::Reply(vec![reply(Resp::RequestTrailers(TrailersResponse::default()))])
+                Action::Reply(vec![reply(Resp::RequestTrailers(
+                    TrailersResponse::default(),
+                ))])
             }
             Req::ResponseHeaders(h) => {
                 let rs = self.response_headers(&h, msg.metadata_context.as_ref());
@@ -257,7 +261,9 @@ impl Exchange {
             Req::ResponseBody(b) => Action::Reply(self.response_body(b)),
             Req::ResponseTrailers(_) => {
                 self.end_response(true);
-                Action::Reply(vec![reply(Resp::ResponseTrailers(TrailersResponse::default()))])
+                Action::Reply(vec![reply(Resp::ResponseTrailers(
+                    TrailersResponse::default(),
+                ))])
             }
         }
     }
@@ -322,10 +328,7 @@ impl Exchange {
         if self.body.len() + b.body.len() > self.max_body {
             return self.refuse(Rejection {
                 status: 413,
-                message: format!(
-                    "request body is larger than {} bytes",
-                    self.max_body
-                ),
+                message: format!("request body is larger than {} bytes", self.max_body),
                 code: "body_too_large",
                 dropped_reason: "bad-request",
                 retry_after: None,
@@ -409,7 +412,13 @@ impl Exchange {
         self.job(request, shape, trailers, picker)
     }
 
-    fn job(&mut self, request: RouteRequest, shape: Shape, trailers: bool, picker: &Picker) -> Action {
+    fn job(
+        &mut self,
+        request: RouteRequest,
+        shape: Shape,
+        trailers: bool,
+        picker: &Picker,
+    ) -> Action {
         let only = match &self.subset {
             None => None,
             Some(entries) if entries.is_empty() => {
@@ -448,7 +457,11 @@ impl Exchange {
     }
 
     /// Replies once the pick is made (or refused).
-    fn picked(&mut self, result: Result<Decision, Rejection>, job: &Job) -> Vec<ProcessingResponse> {
+    fn picked(
+        &mut self,
+        result: Result<Decision, Rejection>,
+        job: &Job,
+    ) -> Vec<ProcessingResponse> {
         let d = match result {
             Ok(d) => d,
             Err(rej) => {
@@ -761,7 +774,11 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-fn headers_only_request(endpoint: Endpoint, model: String, headers: &http::HeaderMap) -> RouteRequest {
+fn headers_only_request(
+    endpoint: Endpoint,
+    model: String,
+    headers: &http::HeaderMap,
+) -> RouteRequest {
     RouteRequest {
         id: request_id(headers),
         endpoint,

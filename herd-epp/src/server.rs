@@ -85,7 +85,10 @@ impl Running {
             // Long-lived streams (node attachments) may hold a graceful
             // shutdown open; the ports are closed already, so cut it short.
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -209,7 +212,10 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
     let app = metrics.router();
     let sig = signal(stop_rx.clone());
     servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(metrics_l, app).with_graceful_shutdown(sig).await {
+        if let Err(e) = axum::serve(metrics_l, app)
+            .with_graceful_shutdown(sig)
+            .await
+        {
             tracing::error!(error = %e, "metrics server failed");
         }
     }));

@@ -135,12 +135,12 @@ fn listener(name: &str, port: u16, cluster: &str, filters: &str) -> String {
 
 /// The Envoy config for these options.
 pub fn config(o: &EnvoyOpts, port: u16, admin: u16, rr_port: Option<u16>) -> String {
-    let trailer = if o.request_body == BodyMode::FullDuplex || o.response_body == BodyMode::FullDuplex
-    {
-        "SEND"
-    } else {
-        "SKIP"
-    };
+    let trailer =
+        if o.request_body == BodyMode::FullDuplex || o.response_body == BodyMode::FullDuplex {
+            "SEND"
+        } else {
+            "SKIP"
+        };
     let wait = o.request_body == BodyMode::Streamed;
     let secs = o.timeout.as_secs_f64();
     let ext_proc = format!(
@@ -171,7 +171,11 @@ pub fn config(o: &EnvoyOpts, port: u16, admin: u16, rr_port: Option<u16>) -> Str
         req = o.request_body.yaml(),
         rsp = o.response_body.yaml(),
     );
-    let upstream = if o.pool.is_some() { "pool" } else { "original_destination_cluster" };
+    let upstream = if o.pool.is_some() {
+        "pool"
+    } else {
+        "original_destination_cluster"
+    };
     let mut listeners = listener("gw", port, upstream, &ext_proc);
     if let Some(rr) = rr_port {
         listeners.push_str(&listener("rr", rr, "round_robin", ""));
@@ -273,11 +277,18 @@ impl Envoy {
         let cfg = dir.join("envoy.yaml");
         std::fs::write(&cfg, &yaml).unwrap();
         let log = dir.join("envoy.log");
-        let base_id = (std::process::id() % 10_000) * 100 + NEXT_BASE_ID.fetch_add(1, Ordering::Relaxed) % 100;
+        let base_id = (std::process::id() % 10_000) * 100
+            + NEXT_BASE_ID.fetch_add(1, Ordering::Relaxed) % 100;
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&cfg)
-            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
             .args(["--base-id", &base_id.to_string()])
             .arg("--log-path")
             .arg(&log)
@@ -307,7 +318,9 @@ impl Envoy {
             }
             let mut ok = true;
             for p in &ports {
-                ok &= tokio::net::TcpStream::connect(("127.0.0.1", *p)).await.is_ok();
+                ok &= tokio::net::TcpStream::connect(("127.0.0.1", *p))
+                    .await
+                    .is_ok();
             }
             if ok {
                 return;
@@ -324,7 +337,10 @@ impl Envoy {
     }
 
     pub fn rr_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.rr_port.expect("started with round_robin"))
+        format!(
+            "http://127.0.0.1:{}",
+            self.rr_port.expect("started with round_robin")
+        )
     }
 
     pub fn log_text(&self) -> String {
@@ -358,7 +374,9 @@ impl EppFleet {
 
     /// The device listening on `ip:port`.
     pub fn device_at(&self, endpoint: &str) -> Option<&DeviceHandle> {
-        self.devices.iter().find(|d| d.addr().to_string() == endpoint)
+        self.devices
+            .iter()
+            .find(|d| d.addr().to_string() == endpoint)
     }
 
     pub fn addrs(&self) -> Vec<SocketAddr> {

@@ -54,17 +54,36 @@ async fn epp_bench_scheduling_time_and_added_latency() {
     let mut picks: Vec<Duration> = fleet.epp.metrics.recent_picks()[before..].to_vec();
     let mut rr = run(format!("{}/v1/chat/completions", envoy.rr_url())).await;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (e50, e99, r50, r99) = (pct(&mut epp, 0.5), pct(&mut epp, 0.99), pct(&mut rr, 0.5), pct(&mut rr, 0.99));
-    println!("herd-epp bench ({n} sequential non-streamed chat requests, 3 simulated devices, debug build, loopback)");
+    let (e50, e99, r50, r99) = (
+        pct(&mut epp, 0.5),
+        pct(&mut epp, 0.99),
+        pct(&mut rr, 0.5),
+        pct(&mut rr, 0.99),
+    );
+    println!(
+        "herd-epp bench ({n} sequential non-streamed chat requests, 3 simulated devices, debug build, loopback)"
+    );
     println!(
         "  scheduling per pick: p50 {:.3} ms  p99 {:.3} ms  ({} picks)",
         ms(pct(&mut picks, 0.5)),
         ms(pct(&mut picks, 0.99)),
         picks.len()
     );
-    println!("  Envoy + herd-epp (FULL_DUPLEX_STREAMED): p50 {:.2} ms  p99 {:.2} ms", ms(e50), ms(e99));
-    println!("  Envoy round robin:                       p50 {:.2} ms  p99 {:.2} ms", ms(r50), ms(r99));
-    println!("  added by herd-epp:                       p50 {:+.2} ms  p99 {:+.2} ms", ms(e50) - ms(r50), ms(e99) - ms(r99));
+    println!(
+        "  Envoy + herd-epp (FULL_DUPLEX_STREAMED): p50 {:.2} ms  p99 {:.2} ms",
+        ms(e50),
+        ms(e99)
+    );
+    println!(
+        "  Envoy round robin:                       p50 {:.2} ms  p99 {:.2} ms",
+        ms(r50),
+        ms(r99)
+    );
+    println!(
+        "  added by herd-epp:                       p50 {:+.2} ms  p99 {:+.2} ms",
+        ms(e50) - ms(r50),
+        ms(e99) - ms(r99)
+    );
     assert!(picks.len() >= n);
     drop(envoy);
     fleet.shutdown().await;

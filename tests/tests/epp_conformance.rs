@@ -68,7 +68,10 @@ async fn epp_routing_follows_the_subset_hint_for_one_two_three_endpoints() {
     }
     let cases: Vec<(String, Vec<&str>)> = vec![
         (ep("pod2"), vec!["pod2"]),
-        (format!("{},{}", ep("pod0"), ep("pod1")), vec!["pod0", "pod1"]),
+        (
+            format!("{},{}", ep("pod0"), ep("pod1")),
+            vec!["pod0", "pod1"],
+        ),
         (
             format!("{}, {}, {}", ep("pod0"), ep("pod1"), ep("pod2")),
             vec!["pod0", "pod1", "pod2"],
@@ -128,13 +131,28 @@ async fn epp_bad_body_is_400_and_no_eligible_endpoint_is_503() {
             assert_eq!(r.status, status, "{mode:?}: {}", r.text());
             let v = r.json();
             assert_eq!(v["error"]["code"], code, "{v}");
-            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
             assert!(v["error"]["type"].is_string());
         };
         let r = send(&c, &url, None, b"{not json").await;
         error(&r, 400, "invalid_request");
-        assert!(r.json()["error"]["message"].as_str().unwrap().contains("invalid JSON"));
-        let r = send(&c, &url, None, br#"{"messages":[{"role":"user","content":"x"}]}"#).await;
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid JSON")
+        );
+        let r = send(
+            &c,
+            &url,
+            None,
+            br#"{"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .await;
         error(&r, 400, "model_required");
         // Subset names an endpoint herd does not know.
         let r = send(&c, &url, Some("127.0.0.1:1"), &body(1)).await;
@@ -153,7 +171,10 @@ async fn epp_bad_body_is_400_and_no_eligible_endpoint_is_503() {
         .await;
         error(&r, 503, "model_not_found");
         let total: u64 = fleet.devices.iter().map(|d| d.stats().served_total).sum();
-        assert_eq!(total, 0, "{mode:?}: refused requests must not reach a device");
+        assert_eq!(
+            total, 0,
+            "{mode:?}: refused requests must not reach a device"
+        );
         drop(envoy);
     }
     fleet.shutdown().await;
@@ -177,7 +198,13 @@ async fn epp_picker_down_fails_open_or_closed_as_configured() {
     let pod2 = fleet.device("pod2").addr().to_string();
     // Picker up: both follow the pick.
     for e in [&open, &closed] {
-        let r = send(&c, &format!("{}/v1/chat/completions", e.url()), Some(&pod2), &body(0)).await;
+        let r = send(
+            &c,
+            &format!("{}/v1/chat/completions", e.url()),
+            Some(&pod2),
+            &body(0),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-served-by"), Some(pod2.clone()));
     }
@@ -185,13 +212,30 @@ async fn epp_picker_down_fails_open_or_closed_as_configured() {
     fleet.epp.shutdown().await;
     // Picker down: fail open serves from the pool, fail closed is a 5xx.
     for i in 0..5 {
-        let r = send(&c, &format!("{}/v1/chat/completions", open.url()), Some(&pod2), &body(i)).await;
+        let r = send(
+            &c,
+            &format!("{}/v1/chat/completions", open.url()),
+            Some(&pod2),
+            &body(i),
+        )
+        .await;
         assert_eq!(r.status, 200, "fail open: {:?} {}", r.headers, r.text());
         let served = r.header("x-served-by").unwrap();
         assert!(pool.iter().any(|a| a.to_string() == served), "{served}");
         assert!(r.header("x-herd-epp-endpoint").is_none());
-        let r = send(&c, &format!("{}/v1/chat/completions", closed.url()), Some(&pod2), &body(i)).await;
-        assert!((500..600).contains(&r.status), "fail closed: {} {}", r.status, r.text());
+        let r = send(
+            &c,
+            &format!("{}/v1/chat/completions", closed.url()),
+            Some(&pod2),
+            &body(i),
+        )
+        .await;
+        assert!(
+            (500..600).contains(&r.status),
+            "fail closed: {} {}",
+            r.status,
+            r.text()
+        );
     }
     drop((open, closed));
     for d in devices {

@@ -32,7 +32,10 @@ fn epp_deploy_envoy_configs_validate() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(n >= 2, "expected the standalone and fail-open Envoy configs");
+    assert!(
+        n >= 2,
+        "expected the standalone and fail-open Envoy configs"
+    );
 }
 
 #[test]

@@ -14,7 +14,10 @@ async fn epp_raw_ext_proc_stream_from_python_checks_every_field() {
     let m = || vec![model("m:8b", 2.0)];
     let fleet = start_epp(
         epp_config(),
-        vec![device("a", 64, m(), &["m:8b"]), device("b", 64, m(), &["m:8b"])],
+        vec![
+            device("a", 64, m(), &["m:8b"]),
+            device("b", 64, m(), &["m:8b"]),
+        ],
     )
     .await;
     let (a, b) = (fleet.device("a").addr(), fleet.device("b").addr());

@@ -4,9 +4,9 @@
 
 use herd_tests::envoy::*;
 use herd_tests::*;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epp_health_on_both_ports_and_metrics() {
@@ -26,7 +26,11 @@ async fn epp_health_on_both_ports_and_metrics() {
                 .await
                 .unwrap_or_else(|e| panic!("{addr} {service:?}: {e}"))
                 .into_inner();
-            assert_eq!(r.status, ServingStatus::Serving as i32, "{addr} {service:?}");
+            assert_eq!(
+                r.status,
+                ServingStatus::Serving as i32,
+                "{addr} {service:?}"
+            );
         }
         let unknown = h
             .check(HealthCheckRequest {
@@ -35,7 +39,11 @@ async fn epp_health_on_both_ports_and_metrics() {
             .await;
         assert_eq!(unknown.unwrap_err().code(), tonic::Code::NotFound);
     }
-    let r = get(&client(), &format!("http://{}/metrics", fleet.epp.metrics_addr)).await;
+    let r = get(
+        &client(),
+        &format!("http://{}/metrics", fleet.epp.metrics_addr),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().contains("openmetrics"));
     for name in [

@@ -29,7 +29,11 @@ pub async fn post_with(c: &Client, url: &str, headers: &[(&str, &str)], body: Ve
     }
 }
 
-fn quick(name: &str, models: Vec<herd_node::config::ModelSpec>, loaded: &[&str]) -> herd_node::DeviceConfig {
+fn quick(
+    name: &str,
+    models: Vec<herd_node::config::ModelSpec>,
+    loaded: &[&str],
+) -> herd_node::DeviceConfig {
     herd_node::DeviceConfig {
         ttft_ms_per_prompt_token: 0.0,
         ..device(name, 64, models, loaded)
@@ -39,8 +43,13 @@ fn quick(name: &str, models: Vec<herd_node::config::ModelSpec>, loaded: &[&str])
 /// Served by the endpoint herd-epp picked (Envoy's `%UPSTREAM_HOST%`).
 fn served_as_picked(r: &Reply) -> String {
     let served = r.header("x-served-by").expect("x-served-by");
-    let picked = r.header("x-herd-epp-endpoint").expect("x-herd-epp-endpoint");
-    assert_eq!(served, picked, "Envoy served another endpoint than the pick");
+    let picked = r
+        .header("x-herd-epp-endpoint")
+        .expect("x-herd-epp-endpoint");
+    assert_eq!(
+        served, picked,
+        "Envoy served another endpoint than the pick"
+    );
     served
 }
 
@@ -66,12 +75,19 @@ async fn epp_routes_by_model_to_the_device_that_has_it_loaded() {
     let envoy = Envoy::start(&o).await;
     let c = client();
     for i in 0..6 {
-        let (m, want) = if i % 2 == 0 { ("m1:8b", "a") } else { ("m2:8b", "b") };
+        let (m, want) = if i % 2 == 0 {
+            ("m1:8b", "a")
+        } else {
+            ("m2:8b", "b")
+        };
         // A client-supplied destination header must not steer the request.
         let r = post_with(
             &c,
             &format!("{}/api/chat", envoy.url()),
-            &[("x-gateway-destination-endpoint", &fleet.device("c").addr().to_string())],
+            &[(
+                "x-gateway-destination-endpoint",
+                &fleet.device("c").addr().to_string(),
+            )],
             serde_json::to_vec(&chat(m, &format!("q{i}"), false)).unwrap(),
         )
         .await;
@@ -102,12 +118,15 @@ fn sse_content(r: &Reply) -> (String, bool) {
     let mut out = String::new();
     let mut done = false;
     for l in text.lines() {
-        let Some(d) = l.strip_prefix("data: ") else { continue };
+        let Some(d) = l.strip_prefix("data: ") else {
+            continue;
+        };
         if d.trim() == "[DONE]" {
             done = true;
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(d).unwrap_or_else(|e| panic!("bad SSE {d:?}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(d).unwrap_or_else(|e| panic!("bad SSE {d:?}: {e}"));
         if let Some(s) = v["choices"][0]["delta"]["content"].as_str() {
             out.push_str(s);
         }
@@ -126,7 +145,12 @@ async fn epp_streams_arrive_intact_in_every_body_mode() {
     let c = client();
     // A prompt larger than Envoy's chunks and herd-epp's 62000-byte re-emission chunks.
     let big = "lorem ipsum dolor sit amet ".repeat(8_000);
-    for mode in [BodyMode::None, BodyMode::Buffered, BodyMode::Streamed, BodyMode::FullDuplex] {
+    for mode in [
+        BodyMode::None,
+        BodyMode::Buffered,
+        BodyMode::Streamed,
+        BodyMode::FullDuplex,
+    ] {
         let envoy = Envoy::start(&EnvoyOpts::new(fleet.epp.grpc_addr, mode)).await;
         let hdr: &[(&str, &str)] = if mode == BodyMode::None {
             &[("x-ai-eg-model", "m:8b")]
@@ -143,7 +167,10 @@ async fn epp_streams_arrive_intact_in_every_body_mode() {
             let (got, want) = (ndjson_content(&r), ndjson_content(&direct));
             assert!(got.2, "{mode:?}: the stream must end with done:true");
             assert!(got.1 > 2, "{mode:?}: several chunks expected");
-            assert_eq!(got, want, "{mode:?}: stream through Envoy differs from the device's");
+            assert_eq!(
+                got, want,
+                "{mode:?}: stream through Envoy differs from the device's"
+            );
 
             // OpenAI SSE stream.
             let body = serde_json::to_vec(&serde_json::json!({
@@ -151,26 +178,45 @@ async fn epp_streams_arrive_intact_in_every_body_mode() {
                 "messages": [{"role": "user", "content": prompt}],
             }))
             .unwrap();
-            let r = post_with(&c, &format!("{}/v1/chat/completions", envoy.url()), hdr, body.clone()).await;
+            let r = post_with(
+                &c,
+                &format!("{}/v1/chat/completions", envoy.url()),
+                hdr,
+                body.clone(),
+            )
+            .await;
             assert_eq!(r.status, 200, "{mode:?}: {}", r.text());
             let served = served_as_picked(&r);
-            let direct =
-                post_with(&c, &format!("http://{served}/v1/chat/completions"), &[], body).await;
+            let direct = post_with(
+                &c,
+                &format!("http://{served}/v1/chat/completions"),
+                &[],
+                body,
+            )
+            .await;
             let (got, want) = (sse_content(&r), sse_content(&direct));
             assert!(got.1, "{mode:?}: SSE must end with [DONE]");
             assert!(!got.0.is_empty());
-            assert_eq!(got, want, "{mode:?}: SSE through Envoy differs from the device's");
+            assert_eq!(
+                got, want,
+                "{mode:?}: SSE through Envoy differs from the device's"
+            );
         }
         drop(envoy);
     }
     // Every pick was learned from: TTFT and usage went into the shared history.
     let learned = fleet.epp.live.history.summaries();
     assert!(
-        learned.iter().any(|s| s.completed > 0 && s.perf.is_some_and(|p| p.ttft_ms > 0.0)),
+        learned
+            .iter()
+            .any(|s| s.completed > 0 && s.perf.is_some_and(|p| p.ttft_ms > 0.0)),
         "{learned:?}"
     );
     let metrics = fleet.epp.metrics.render();
-    assert!(metrics.contains("herd_epp_request_output_tokens_total"), "{metrics}");
+    assert!(
+        metrics.contains("herd_epp_request_output_tokens_total"),
+        "{metrics}"
+    );
     tokio::time::sleep(Duration::from_millis(1)).await;
     fleet.shutdown().await;
 }

@@ -31,7 +31,11 @@ fn slow_single_slot(name: &str) -> herd_node::DeviceConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epp_one_slot_per_device_is_never_exceeded_through_envoy() {
-    let fleet = start_epp(epp_config(), vec![slow_single_slot("a"), slow_single_slot("b")]).await;
+    let fleet = start_epp(
+        epp_config(),
+        vec![slow_single_slot("a"), slow_single_slot("b")],
+    )
+    .await;
     for (mode, response) in [
         (BodyMode::FullDuplex, BodyMode::FullDuplex),
         (BodyMode::Buffered, BodyMode::Buffered),
@@ -73,21 +77,36 @@ async fn epp_one_slot_per_device_is_never_exceeded_through_envoy() {
             .await;
         for (status, text) in &replies {
             assert_eq!(*status, 200, "{mode:?}: {text}");
-            assert!(text.trim_end().ends_with('}') && text.contains("\"done\":true"), "{mode:?}: {text}");
+            assert!(
+                text.trim_end().ends_with('}') && text.contains("\"done\":true"),
+                "{mode:?}: {text}"
+            );
         }
         let mut total = 0;
         for d in &fleet.devices {
             let s = d.stats();
-            assert_eq!(s.rejected_busy, 0, "{mode:?}: {} was sent a request while busy", d.name());
+            assert_eq!(
+                s.rejected_busy,
+                0,
+                "{mode:?}: {} was sent a request while busy",
+                d.name()
+            );
             assert!(s.max_active_seen <= 1, "{mode:?}: {s:?}");
             total += s.served_total;
         }
         assert_eq!(total, 12, "{mode:?}");
         // Both devices took work: the queue spread it, it did not serialise on one.
-        assert!(fleet.devices.iter().all(|d| d.stats().served_total > 0), "{mode:?}");
+        assert!(
+            fleet.devices.iter().all(|d| d.stats().served_total > 0),
+            "{mode:?}"
+        );
         // Every slot was given back.
         let snap = fleet.epp.live.admission.snapshot();
-        assert!(snap.iter().all(|(_, _, l, _)| l.in_flight == 0 && l.waiting == 0), "{snap:?}");
+        assert!(
+            snap.iter()
+                .all(|(_, _, l, _)| l.in_flight == 0 && l.waiting == 0),
+            "{snap:?}"
+        );
         drop(envoy);
     }
     fleet.shutdown().await;
