@@ -348,14 +348,14 @@ impl Drop for Trail {
             s.end();
         }
         if let Some(store) = &self.tel.store {
-            if let Some(node) = &rec.node {
-                if let Some(book) = self.tel.history.export(node, &rec.model_served) {
-                    store.submit(Write::Perf {
-                        node: node.clone(),
-                        model: crate::request::normalize_model(&rec.model_served),
-                        book,
-                    });
-                }
+            if let Some(node) = &rec.node
+                && let Some(book) = self.tel.history.export(node, &rec.model_served)
+            {
+                store.submit(Write::Perf {
+                    node: node.clone(),
+                    model: crate::request::normalize_model(&rec.model_served),
+                    book,
+                });
             }
             store.submit(Write::Trace(Box::new(rec)));
         }
