@@ -1,7 +1,9 @@
 //! Compiles herd's own protocol (`proto/herd/v1`) with protox, so no system
 //! `protoc` is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read at run time, not `env!`: the compiled build script is shared by
+    // every checkout that builds into the same target dir.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     let file = root.join("herd/v1/fleet.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let fds = protox::compile([&file], [&root])?;

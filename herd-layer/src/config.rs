@@ -57,6 +57,35 @@ pub struct RouterConfig {
     pub health: crate::health::HealthConfig,
     pub context: ContextConfig,
     pub log: LogConfig,
+    pub mdns: MdnsConfig,
+}
+
+/// `[mdns]`: zero-config discovery (see [`crate::discovery::mdns`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MdnsConfig {
+    /// Advertise `_herd._tcp` and list `_herd-node._tcp` machines. Off by
+    /// itself when the router listens on loopback.
+    pub enabled: bool,
+    /// Only this network interface (e.g. `en0`); default: the interface of
+    /// the listen address, or all when listening on 0.0.0.0.
+    pub interface: Option<String>,
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        MdnsConfig {
+            enabled: true,
+            interface: None,
+        }
+    }
+}
+
+impl MdnsConfig {
+    /// Where multicast may go for a router listening on `listen`.
+    pub fn scope(&self, listen: std::net::IpAddr) -> crate::discovery::mdns::Scope {
+        crate::discovery::mdns::Scope::for_listen(listen, self.enabled, self.interface.as_deref())
+    }
 }
 
 /// `[context]`: how herd treats clients' context sizes.
@@ -119,6 +148,7 @@ impl Default for RouterConfig {
             health: Default::default(),
             context: Default::default(),
             log: Default::default(),
+            mdns: Default::default(),
         }
     }
 }
@@ -157,6 +187,16 @@ impl RouterConfig {
 
     /// Reject values that would make the router misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .fleet_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                name: "fleet_token",
+                reason: "is empty; give a real token or none".into(),
+            });
+        }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
                 name: "max_body_bytes",

@@ -59,11 +59,19 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The `_herd._tcp` advert (withdrawn when the router stops) and the
+    /// herd-node browser; `None` when mDNS is off.
+    mdns: Option<discovery::mdns::RouterMdns>,
 }
 
 impl Running {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// herd-nodes seen over mDNS, when mDNS is on.
+    pub fn seen_nodes(&self) -> Option<&discovery::mdns::SeenNodes> {
+        self.mdns.as_ref().map(|m| &m.seen)
     }
 
     /// Stop accepting, let in-flight requests finish, stop background tasks,
@@ -102,6 +110,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let live = Live::default();
     let attachments = Arc::new(Attachments::default());
     let telemetry = Arc::new(telemetry(&cfg, &fleet, &live)?);
+    let mdns = start_mdns(&cfg, addr);
     let stack =
         crate::stack::routing_traced(fleet.clone(), live.clone(), &cfg, Some(telemetry.clone()));
     let state = AppState {
@@ -112,6 +121,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         attachments: attachments.clone(),
         client: crate::forward::client(cfg.connect_timeout),
         telemetry: telemetry.clone(),
+        seen_nodes: mdns.as_ref().map(|m| m.seen.clone()),
     };
     let grpc = FleetService::new(
         fleet.clone(),
@@ -156,5 +166,29 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         shutdown: tx,
         task,
         background,
+        mdns,
     })
+}
+
+/// Advertise `_herd._tcp` where the config allows; a failure is logged, not
+/// fatal (nodes can still be pointed at the router with `--router`).
+fn start_mdns(cfg: &RouterConfig, addr: SocketAddr) -> Option<discovery::mdns::RouterMdns> {
+    let scope = cfg.mdns.scope(addr.ip());
+    if let discovery::mdns::Scope::Off(why) = &scope {
+        tracing::info!(%why, "mDNS off");
+        return None;
+    }
+    let ad = discovery::mdns::RouterAdvertisement {
+        kind: "herd".into(),
+        id: format!("{:08x}", fastrand::u32(..)),
+        port: addr.port(),
+        token_required: cfg.fleet_token.is_some(),
+    };
+    match discovery::mdns::start_router(&scope, &ad) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot advertise over mDNS; nodes need --router");
+            None
+        }
+    }
 }

@@ -71,6 +71,9 @@ impl AgentConfig {
 #[derive(Debug)]
 pub struct Controls {
     mode: Mutex<NodeMode>,
+    /// Set when a person (CLI or router API) chose the mode: it then beats
+    /// what the source suggests (a meeting pausing the node).
+    pinned: AtomicBool,
     draining: AtomicBool,
     sequence: AtomicU64,
     wake: Notify,
@@ -82,6 +85,7 @@ impl Default for Controls {
     fn default() -> Self {
         Self {
             mode: Mutex::new(NodeMode::Full),
+            pinned: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             sequence: AtomicU64::new(0),
             wake: Notify::new(),
@@ -96,10 +100,24 @@ impl Controls {
         *self.mode.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Changes the mode and reports it at once.
+    /// Pins the mode (it now beats the source's suggestion) and reports it
+    /// at once.
     pub fn set_mode(&self, m: NodeMode) {
         *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = m;
+        self.pinned.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    /// Back to automatic: the source decides (full unless it says otherwise).
+    pub fn unpin_mode(&self) {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = NodeMode::Full;
+        self.pinned.store(false, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Whether a person pinned the mode.
+    pub fn mode_pinned(&self) -> bool {
+        self.pinned.load(Ordering::SeqCst)
     }
 
     /// Sends a report now instead of at the next tick.
@@ -132,7 +150,14 @@ impl Controls {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         r.agent_version = AGENT_VERSION.to_owned();
-        r.mode = self.mode() as i32;
+        // A pinned mode wins; otherwise the source may suggest one (a meeting
+        // pauses the node); otherwise full.
+        let suggested = NodeMode::try_from(r.mode).unwrap_or(NodeMode::Unspecified);
+        r.mode = if self.mode_pinned() || suggested == NodeMode::Unspecified {
+            self.mode() as i32
+        } else {
+            suggested as i32
+        };
         r.draining = self.draining();
         r
     }
@@ -195,22 +220,64 @@ impl Backoff {
     }
 }
 
-/// Runs the agent forever: attach, report, obey, reconnect.
+/// Runs the agent forever against `cfg.router_url`: attach, report, obey,
+/// reconnect.
 pub async fn run<S: StateSource>(cfg: AgentConfig, source: Arc<S>, controls: Arc<Controls>) {
+    let (_keep, routers) = watch::channel(Some(cfg.router_url.clone()));
+    run_following(cfg, source, controls, routers).await;
+}
+
+/// Runs the agent forever, attached to whichever router `routers` names
+/// (discovery updates it). A new router URL ends the current attachment at
+/// once and attaches to the new one without backoff; `None` waits.
+pub async fn run_following<S: StateSource>(
+    cfg: AgentConfig,
+    source: Arc<S>,
+    controls: Arc<Controls>,
+    mut routers: watch::Receiver<Option<String>>,
+) {
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     loop {
-        match attach_once(&cfg, &source, &controls, &mut backoff).await {
-            Err(AttachError::Rejected(reason)) => {
+        let Some(url) = routers.borrow_and_update().clone() else {
+            tracing::info!(node = %cfg.node_id, "no router known yet; waiting for one to be discovered");
+            changed(&mut routers).await;
+            continue;
+        };
+        let cfg = AgentConfig {
+            router_url: url,
+            ..cfg.clone()
+        };
+        let outcome = tokio::select! {
+            r = attach_once(&cfg, &source, &controls, &mut backoff) => Some(r),
+            _ = changed(&mut routers) => None,
+        };
+        match outcome {
+            None => {
+                tracing::info!(old = %cfg.router_url, new = ?*routers.borrow(), node = %cfg.node_id, "router changed; re-attaching");
+                backoff.reset();
+                continue;
+            }
+            Some(Err(AttachError::Rejected(reason))) => {
                 tracing::error!(router = %cfg.router_url, node = %cfg.node_id, %reason, "router rejected this node; will retry");
                 // A rejection will not fix itself quickly: wait longer.
                 backoff.next_delay();
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(router = %cfg.router_url, node = %cfg.node_id, error = %e, "attachment ended; reconnecting");
             }
-            Ok(()) => {}
+            Some(Ok(())) => {}
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = changed(&mut routers) => backoff.reset(),
+        }
+    }
+}
+
+/// Resolves when the router changes; never when nobody can change it.
+async fn changed(rx: &mut watch::Receiver<Option<String>>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -48,6 +48,40 @@ pub struct SimulateArgs {
     /// Print the demo fleet as TOML and exit.
     #[arg(long, env = "HERD_NODE_PRINT_DEMO_CONFIG")]
     pub print_demo_config: bool,
+    /// Fleet token every device presents (overrides the fleet file).
+    #[arg(long, env = "HERD_NODE_FLEET_TOKEN", hide_env_values = true)]
+    pub fleet_token: Option<String>,
+    /// File holding the fleet token (first line).
+    #[arg(long, env = "HERD_NODE_FLEET_TOKEN_FILE")]
+    pub fleet_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub mdns: MdnsArgs,
+}
+
+/// mDNS discovery flags shared by `run` and `simulate`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct MdnsArgs {
+    /// Do not browse for a router nor advertise this node over mDNS.
+    #[arg(long, env = "HERD_NODE_NO_MDNS")]
+    pub no_mdns: bool,
+    /// Use mDNS on this network interface only (e.g. en0).
+    #[arg(long, env = "HERD_NODE_MDNS_INTERFACE")]
+    pub mdns_interface: Option<String>,
+}
+
+/// `--mode`: who decides the node's mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// herd-node decides (full; paused or small-only in a meeting); the
+    /// router's API can still pin it.
+    #[default]
+    Auto,
+    /// Pinned: take any work.
+    Full,
+    /// Pinned: take no work.
+    Paused,
+    /// Pinned: take only small models.
+    SmallOnly,
 }
 
 /// `herd-node run`.
@@ -60,18 +94,77 @@ pub struct RunArgs {
         default_value = "http://127.0.0.1:11434"
     )]
     pub ollama: String,
-    /// Router to attach to.
+    /// Router to attach to (e.g. http://10.0.0.2:11435); default: found by
+    /// mDNS, and followed when it restarts or moves.
     #[arg(long, env = "HERD_NODE_ROUTER")]
-    pub router: String,
+    pub router: Option<String>,
     /// This node's id (default: the host name).
     #[arg(long, env = "HERD_NODE_ID")]
     pub node_id: Option<String>,
     /// Token the router requires, if any.
-    #[arg(long, env = "HERD_NODE_FLEET_TOKEN")]
+    #[arg(long, env = "HERD_NODE_FLEET_TOKEN", hide_env_values = true)]
     pub fleet_token: Option<String>,
+    /// File holding the fleet token (first line; beats --fleet-token).
+    #[arg(long, env = "HERD_NODE_FLEET_TOKEN_FILE")]
+    pub fleet_token_file: Option<PathBuf>,
+    /// Mode: auto, or pinned to full, paused or small-only.
+    #[arg(long, env = "HERD_NODE_MODE", value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+    /// What a meeting (camera or microphone in use, macOS) does.
+    #[arg(long, env = "HERD_NODE_MEETING", value_enum, default_value_t = crate::ollama::MeetingAction::Pause)]
+    pub meeting: crate::ollama::MeetingAction,
+    /// Engine kind: auto-detect, Ollama, or an OpenAI-only server.
+    #[arg(long, env = "HERD_NODE_ENGINE", value_enum, default_value_t = crate::ollama::EngineChoice::Auto)]
+    pub engine: crate::ollama::EngineChoice,
+    /// Where the capacity model is stored (default: the user's data dir).
+    #[arg(long, env = "HERD_NODE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Do not learn availability (report it as unknown).
+    #[arg(long, env = "HERD_NODE_NO_LEARN")]
+    pub no_learn: bool,
+    /// Seconds between two capacity samples.
+    #[arg(long, env = "HERD_NODE_SAMPLE_SECS", default_value_t = 60)]
+    pub sample_secs: u64,
+    #[command(flatten)]
+    pub mdns: MdnsArgs,
     /// URL the router should use to reach Ollama (default: --ollama).
     #[arg(long, env = "HERD_NODE_PUBLIC_URL")]
     pub public_url: Option<String>,
+}
+
+/// The first line of a token file, trimmed; empty is an error (a node that
+/// silently sent no token would only be refused later, less clearly).
+pub fn read_token_file(p: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| format!("cannot read fleet token file {}: {e}", p.display()))?;
+    let t = text.lines().next().unwrap_or("").trim().to_owned();
+    if t.is_empty() {
+        return Err(format!("fleet token file {} is empty", p.display()));
+    }
+    Ok(t)
+}
+
+/// The token from a file (preferred) or a flag.
+pub fn fleet_token(flag: Option<String>, file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    match file {
+        Some(p) => read_token_file(p).map(Some),
+        None => Ok(flag.filter(|t| !t.trim().is_empty())),
+    }
+}
+
+/// herd-node's data directory: `$XDG_DATA_HOME/herd-node`,
+/// `~/Library/Application Support/herd-node` on macOS, else
+/// `~/.local/share/herd-node`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("herd-node");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    if cfg!(target_os = "macos") {
+        home.join("Library/Application Support/herd-node")
+    } else {
+        home.join(".local/share/herd-node")
+    }
 }
 
 /// The host name, for a default node id.
@@ -124,9 +217,17 @@ mod tests {
             panic!("run")
         };
         assert_eq!(
-            (r.router.as_str(), r.node_id.as_deref()),
-            ("http://r:1", Some("n1"))
+            (r.router.as_deref(), r.node_id.as_deref()),
+            (Some("http://r:1"), Some("n1"))
         );
+        assert_eq!(r.mode, ModeArg::Auto);
+        let cli = Cli::try_parse_from(["herd-node", "run", "--mode", "small-only", "--no-mdns"])
+            .expect("parse");
+        let Cmd::Run(r) = cli.command else {
+            panic!("run")
+        };
+        assert!(r.router.is_none() && r.mdns.no_mdns);
+        assert_eq!(r.mode, ModeArg::SmallOnly);
         assert!(Cli::try_parse_from(["herd-node", "simulate", "--demo", "--fleet", "x"]).is_err());
     }
 }

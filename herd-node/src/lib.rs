@@ -8,9 +8,12 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod capacity;
 pub mod cli;
 pub mod config;
+pub mod discover;
 pub mod ollama;
+pub mod probe;
 pub mod simulate;
 
 pub use config::{ConfigError, DeviceConfig, FleetConfig};

@@ -1,16 +1,17 @@
 //! Real mode: reporting a local Ollama to the router.
 //!
 //! Everything here is read, never guessed: Ollama's own API gives the engine
-//! state, the environment gives Ollama's limits when they are set, and
-//! hardware we cannot probe yet is reported as unknown with a reason. A
-//! router that sees a value from this module can trust it.
+//! state (or `/v1/models` for an OpenAI-only engine), the environment gives
+//! Ollama's limits when they are set, the machine comes from
+//! [`crate::probe`] and availability from [`crate::capacity`]. Whatever cannot
+//! be read is reported as unknown with a reason. A router that sees a value
+//! from this module can trust it.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use herd_layer::proto::{
-    Availability, Cpu, Disk, DiskModel, EngineKind, EngineState, Hardware, LoadedModel, Memory,
-    NodeReport, Thermal,
+    Availability, DiskModel, EngineKind, EngineState, LoadedModel, NodeMode, NodeReport,
 };
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -20,9 +21,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::agent::StateSource;
-
-/// What hardware fields say until their probes exist.
-pub const PROBE_NOT_IMPLEMENTED: &str = "probe not implemented yet";
+use crate::capacity::CapacityModel;
+use crate::probe::{Meeting, Prober};
 
 /// Why a call to Ollama failed.
 #[derive(Debug, thiserror::Error)]
@@ -315,34 +315,158 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(((days * 86_400 + h * 3600 + mi * 60 + se - offset_s) * 1000) + ms)
 }
 
-/// Reads `/proc/meminfo` where it exists.
-fn read_meminfo() -> Option<(u64, u64)> {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .as_deref()
-        .and_then(parse_meminfo)
+/// Which engine the agent reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// Ollama when `/api/version` answers, else an OpenAI-only engine when
+    /// `/v1/models` answers.
+    #[default]
+    Auto,
+    /// Ollama.
+    Ollama,
+    /// An engine that speaks only the OpenAI API (llama.cpp server, vLLM,
+    /// LM Studio): the router sends it only OpenAI-shaped requests.
+    Openai,
 }
 
-/// A real Ollama as the agent sees it.
-#[derive(Debug, Clone)]
+/// What a meeting (camera or microphone in use) does to the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MeetingAction {
+    /// Take no work while the owner is in a call.
+    #[default]
+    Pause,
+    /// Take only small models while the owner is in a call.
+    SmallOnly,
+    /// Ignore meetings.
+    Ignore,
+}
+
+/// Real-mode options beyond the engine's address.
+#[derive(Debug, Clone, Default)]
+pub struct RealOptions {
+    /// Engine kind.
+    pub engine: EngineChoice,
+    /// Meeting behaviour.
+    pub meeting: MeetingAction,
+    /// The learned capacity model; `None` = learning off.
+    pub capacity: Option<CapacityModel>,
+    /// Least time between two capacity samples.
+    pub sample_every: Duration,
+}
+
+/// `GET /v1/models` of an OpenAI-compatible server.
+#[derive(Debug, Deserialize)]
+struct OpenAiModels {
+    #[serde(default)]
+    data: Vec<OpenAiModel>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OpenAiModel {
+    id: String,
+}
+
+impl OllamaClient {
+    /// `GET /v1/models`: model ids of an OpenAI-compatible server.
+    pub async fn v1_models(&self) -> Result<Vec<String>, OllamaError> {
+        let m: OpenAiModels = self
+            .call(http::Method::GET, "/v1/models", None, Some(self.timeout))
+            .await?;
+        Ok(m.data
+            .into_iter()
+            .map(|m| m.id)
+            .filter(|id| !id.is_empty() && id.len() <= 256)
+            .take(10_000)
+            .collect())
+    }
+}
+
+/// A real engine and machine as the agent sees them.
+#[derive(Debug)]
 pub struct RealSource {
     client: OllamaClient,
-    /// URL the router uses to reach this Ollama (may differ from the one we poll).
+    /// URL the router uses to reach this engine (may differ from the one we poll).
     public_url: String,
     limits: OllamaLimits,
+    prober: Prober,
+    opts: RealOptions,
+    last_sample: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl RealSource {
-    /// Polls `client`; tells the router to use `public_url`.
+    /// Polls `client`; tells the router to use `public_url`; no learning.
     pub fn new(client: OllamaClient, public_url: String, limits: OllamaLimits) -> Self {
+        Self::with_options(client, public_url, limits, Prober::default(), RealOptions::default())
+    }
+
+    /// With probes and options chosen by the caller.
+    pub fn with_options(
+        client: OllamaClient,
+        public_url: String,
+        limits: OllamaLimits,
+        prober: Prober,
+        opts: RealOptions,
+    ) -> Self {
         Self {
             client,
             public_url,
             limits,
+            prober,
+            opts,
+            last_sample: std::sync::Mutex::new(None),
         }
     }
 
     async fn engine(&self) -> EngineState {
+        match self.opts.engine {
+            EngineChoice::Openai => self.openai_engine().await,
+            EngineChoice::Ollama => self.ollama_engine().await,
+            EngineChoice::Auto => {
+                let e = self.ollama_engine().await;
+                // Reachable but not Ollama (404 on /api/version): try OpenAI.
+                if !e.reachable && e.unreachable_reason.contains("HTTP 404") {
+                    let o = self.openai_engine().await;
+                    if o.reachable {
+                        return o;
+                    }
+                }
+                e
+            }
+        }
+    }
+
+    async fn openai_engine(&self) -> EngineState {
+        let mut e = EngineState {
+            kind: EngineKind::Openai as i32,
+            ..EngineState::default()
+        };
+        match self.client.v1_models().await {
+            Ok(ids) => {
+                e.reachable = true;
+                // An OpenAI-only server serves what it lists: loaded and on disk.
+                e.loaded = ids
+                    .iter()
+                    .map(|id| LoadedModel {
+                        name: id.clone(),
+                        ..LoadedModel::default()
+                    })
+                    .collect();
+                e.available = ids
+                    .into_iter()
+                    .map(|name| DiskModel {
+                        name,
+                        ..DiskModel::default()
+                    })
+                    .collect();
+            }
+            Err(err) => {
+                e.unreachable_reason = format!("{}/v1/models: {err}", self.client.base());
+            }
+        }
+        e
+    }
+
+    async fn ollama_engine(&self) -> EngineState {
         let mut e = EngineState {
             kind: EngineKind::Ollama as i32,
             parallel_slots: self.limits.num_parallel,
@@ -389,56 +513,66 @@ impl RealSource {
         }
         e
     }
-}
 
-/// Hardware as far as we can read it today.
-pub fn hardware() -> Hardware {
-    let unknown = PROBE_NOT_IMPLEMENTED.to_owned();
-    let memory = match read_meminfo() {
-        Some((total, available)) => Memory {
-            total_bytes: total,
-            available_bytes: available,
-            pressure: 0,
-            unknown_reason: format!("pressure: {PROBE_NOT_IMPLEMENTED}"),
-        },
-        None => Memory {
-            unknown_reason: unknown.clone(),
-            ..Memory::default()
-        },
-    };
-    Hardware {
-        chip: String::new(),
-        os: std::env::consts::OS.to_owned(),
-        arch: std::env::consts::ARCH.to_owned(),
-        memory: Some(memory),
-        thermal: Some(Thermal {
-            unknown_reason: unknown.clone(),
-            ..Thermal::default()
-        }),
-        cpu: Some(Cpu {
-            unknown_reason: unknown.clone(),
-            ..Cpu::default()
-        }),
-        disk: Some(Disk {
-            unknown_reason: unknown,
-            ..Disk::default()
-        }),
-        memory_bandwidth_gbps: 0.0,
+    /// Availability: learned when learning is on, with a sample taken at
+    /// most every `sample_every`.
+    async fn availability(&self, memory_total: u64) -> Availability {
+        let Some(model) = self.opts.capacity.clone() else {
+            return Availability {
+                known: false,
+                reason: "capacity learning is off".to_owned(),
+                ..Availability::default()
+            };
+        };
+        let load = self.prober.load();
+        let due = {
+            let mut last = self.last_sample.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
+            let due = last.is_none_or(|t| now.duration_since(t) >= self.opts.sample_every);
+            if due && load.is_some() {
+                *last = Some(now);
+            }
+            due
+        };
+        if due && let Some(l) = load {
+            let m = model.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || m.record(l.cpu, l.memory)).await;
+            if let Ok(Err(e)) = saved {
+                tracing::warn!(error = %e, "cannot save a capacity sample");
+            }
+        }
+        model.availability(load.map(|l| l.cpu), memory_total)
     }
 }
 
 impl StateSource for RealSource {
     async fn report(&self) -> NodeReport {
+        let (hardware, engine, meeting) = tokio::join!(
+            self.prober.hardware(),
+            self.engine(),
+            self.prober.meeting()
+        );
+        let total = hardware.memory.as_ref().map_or(0, |m| m.total_bytes);
+        let mut availability = self.availability(total).await;
+        let mut mode = NodeMode::Unspecified;
+        if let Meeting::InMeeting(why) = &meeting {
+            mode = match self.opts.meeting {
+                MeetingAction::Pause => NodeMode::Paused,
+                MeetingAction::SmallOnly => NodeMode::SmallOnly,
+                MeetingAction::Ignore => NodeMode::Unspecified,
+            };
+            if mode != NodeMode::Unspecified {
+                availability.reason = format!("in a meeting ({why}); {}", availability.reason);
+            }
+        }
         NodeReport {
             ollama_url: self.public_url.clone(),
             simulated: false,
-            hardware: Some(hardware()),
-            engine: Some(self.engine().await),
-            availability: Some(Availability {
-                known: false,
-                reason: "availability is not learned yet".to_owned(),
-                ..Availability::default()
-            }),
+            hardware: Some(hardware),
+            engine: Some(engine),
+            availability: Some(availability),
+            mode: mode as i32,
             ..NodeReport::default()
         }
     }
@@ -517,9 +651,9 @@ mod tests {
         assert!(!e.unreachable_reason.is_empty());
         assert!(!r.simulated);
         let hw = r.hardware.expect("hw");
-        assert_eq!(
-            hw.thermal.expect("thermal").unknown_reason,
-            PROBE_NOT_IMPLEMENTED
-        );
+        let t = hw.thermal.expect("thermal");
+        assert!(t.state != 0 || !t.unknown_reason.is_empty(), "{t:?}");
+        let a = r.availability.expect("availability");
+        assert!(!a.known && !a.reason.is_empty());
     }
 }

@@ -48,6 +48,8 @@ pub struct AppState {
         Full<Bytes>,
     >,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// herd-nodes seen over mDNS (None when mDNS is off).
+    pub seen_nodes: Option<crate::discovery::mdns::SeenNodes>,
 }
 
 /// The HTTP routes (the gRPC service is merged in by the server).
@@ -405,6 +407,8 @@ async fn status(State(st): State<AppState>) -> Response {
         "nodes_online": view.online().count(),
         "nodes": nodes,
         "attached": st.attachments.attached().iter().map(|n| &**n).collect::<Vec<_>>(),
+        "unattached": st.seen_nodes.as_ref().map(|s| s.unattached(&st.attachments, st.cfg.fleet_token.is_some())).unwrap_or_default(),
+        "mdns": st.seen_nodes.is_some(),
         "queues": queues,
         "history": st.live.history.summaries(),
     }))

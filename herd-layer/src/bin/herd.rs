@@ -69,6 +69,15 @@ struct Opts {
     /// Token nodes must present to attach.
     #[arg(long, env = "HERD_FLEET_TOKEN", global = true, hide_env_values = true)]
     fleet_token: Option<String>,
+    /// File holding the fleet token (first line; beats --fleet-token).
+    #[arg(long, env = "HERD_FLEET_TOKEN_FILE", global = true)]
+    fleet_token_file: Option<PathBuf>,
+    /// Do not advertise over mDNS nor list unattached herd-nodes.
+    #[arg(long, env = "HERD_NO_MDNS", global = true)]
+    no_mdns: bool,
+    /// Advertise over mDNS on this interface only (e.g. en0).
+    #[arg(long, env = "HERD_MDNS_INTERFACE", global = true)]
+    mdns_interface: Option<String>,
     /// Largest request body, bytes.
     #[arg(long, env = "HERD_MAX_BODY_BYTES", global = true)]
     max_body_bytes: Option<usize>,
@@ -104,6 +113,15 @@ impl Opts {
         if let Some(v) = &self.fleet_token {
             c.fleet_token = Some(v.clone());
         }
+        if let Some(p) = &self.fleet_token_file {
+            c.fleet_token = Some(read_token_file(p)?);
+        }
+        if self.no_mdns {
+            c.mdns.enabled = false;
+        }
+        if let Some(v) = &self.mdns_interface {
+            c.mdns.interface = Some(v.clone());
+        }
         if let Some(v) = self.max_body_bytes {
             c.max_body_bytes = v;
         }
@@ -122,6 +140,18 @@ impl Opts {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// The first line of a token file, trimmed; an empty file is an error
+/// (a router that silently ran without its token would admit anyone).
+fn read_token_file(p: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| format!("cannot read fleet token file {}: {e}", p.display()))?;
+    let t = text.lines().next().unwrap_or("").trim().to_owned();
+    if t.is_empty() {
+        return Err(format!("fleet token file {} is empty", p.display()));
+    }
+    Ok(t)
 }
 
 fn herd_node_binary() -> Option<PathBuf> {
@@ -212,21 +242,37 @@ fn init_logging(cli: &Cli) {
     tracing_subscriber::registry().with(human).with(json).init();
 }
 
-async fn bench(router: &str, node: Option<String>, model: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+async fn bench(
+    router: &str,
+    node: Option<String>,
+    model: Option<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
     use http_body_util::BodyExt;
     let client = herd_layer::forward::client(Duration::from_secs(3));
     let body = serde_json::json!({"node": node, "model": model});
     let req = http::Request::post(format!("{}/fleet/benchmark", router.trim_end_matches('/')))
         .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))?;
-    let rsp = client.request(req).await.map_err(|e| format!("cannot reach the router at {router}: {e}"))?;
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))?;
+    let rsp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("cannot reach the router at {router}: {e}"))?;
     let status = rsp.status();
     let bytes = rsp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        return Err(format!("the router answered {status}: {}", String::from_utf8_lossy(&bytes)).into());
+        return Err(format!(
+            "the router answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+        .into());
     }
     let v: serde_json::Value = serde_json::from_slice(&bytes)?;
-    println!("{:<14} {:<24} {:>10} {:>12} {:>14}", "node", "model", "ttft ms", "tok/s (1)", "tok/s (slots)");
+    println!(
+        "{:<14} {:<24} {:>10} {:>12} {:>14}",
+        "node", "model", "ttft ms", "tok/s (1)", "tok/s (slots)"
+    );
     for b in v["benchmarks"].as_array().into_iter().flatten() {
         println!(
             "{:<14} {:<24} {:>10.1} {:>12.1} {:>10.1} ({})",
@@ -247,7 +293,11 @@ async fn bench(router: &str, node: Option<String>, model: Option<String>) -> Res
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = cli.opts.config()?;
     match cli.cmd.unwrap_or(Cmd::Serve) {
-        Cmd::Bench { router, node, model } => bench(&router, node, model).await,
+        Cmd::Bench {
+            router,
+            node,
+            model,
+        } => bench(&router, node, model).await,
         Cmd::PrintConfig => {
             print!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())

@@ -11,6 +11,7 @@
 
 pub mod agentless;
 pub mod attach;
+pub mod mdns;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -5,10 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use herd_layer::discovery::mdns::Scope;
+use herd_layer::proto::NodeMode;
 use herd_node::agent::{self, AgentConfig, Controls};
-use herd_node::cli::{Cli, Cmd, RunArgs, SimulateArgs, host_name};
-use herd_node::ollama::{OllamaClient, OllamaLimits, RealSource};
+use herd_node::capacity::{CapacityConfig, CapacityModel, SystemClock};
+use herd_node::cli::{Cli, Cmd, MdnsArgs, ModeArg, RunArgs, SimulateArgs, host_name};
+use herd_node::discover::{RouterFinder, advertise_node};
+use herd_node::ollama::{OllamaClient, OllamaLimits, RealOptions, RealSource};
+use herd_node::probe::Prober;
+use herd_node::simulate::start_fleet_following;
 use herd_node::{FleetConfig, start_fleet};
+use tokio::sync::watch;
 
 /// How long a draining node waits for in-flight work.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -57,10 +64,37 @@ async fn simulate(a: SimulateArgs) -> Result<(), String> {
             d.bind = bind;
         }
     }
-    let has_router = a.router.is_some() || fleet.router.is_some();
-    let devices = start_fleet(fleet, a.router)
-        .await
-        .map_err(|e| e.to_string())?;
+    if let Some(t) = herd_node::cli::fleet_token(a.fleet_token.clone(), a.fleet_token_file.as_deref())? {
+        fleet.fleet_token = Some(t);
+    }
+    let mut has_router = a.router.is_some() || fleet.router.is_some();
+    // Without a router, find one by mDNS — but only when the devices are
+    // reachable from elsewhere: loopback-bound devices (tests, benchmarks)
+    // never multicast.
+    let bind = fleet.devices.first().map(|d| d.bind);
+    let scope = match bind {
+        Some(ip) if !has_router => mdns_scope(&a.mdns, ip),
+        _ => Scope::Off("a router was given".into()),
+    };
+    let mut _finder = None;
+    let devices = if let Scope::Off(_) = scope {
+        start_fleet(fleet, a.router)
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        let finder = RouterFinder::start(&scope, fleet.fleet_token.is_some())
+            .map_err(|e| format!("mDNS discovery: {e}"))?;
+        let devices = start_fleet_following(fleet, finder.urls())
+            .await
+            .map_err(|e| e.to_string())?;
+        _finder = Some(finder);
+        has_router = true;
+        devices
+    };
+    let _adverts: Vec<_> = devices
+        .iter()
+        .filter_map(|d| advertise_node(&scope, d.name(), d.addr().port()))
+        .collect();
     for d in &devices {
         println!("{} {}", d.name(), d.url());
     }
@@ -90,18 +124,72 @@ async fn simulate(a: SimulateArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Where this node may multicast: `--mdns-interface`, else everywhere the
+/// bind address allows (loopback → nowhere).
+fn mdns_scope(m: &MdnsArgs, bind: std::net::IpAddr) -> Scope {
+    Scope::for_listen(bind, !m.no_mdns, m.mdns_interface.as_deref())
+}
+
 async fn run(a: RunArgs) -> Result<(), String> {
-    let node_id = a.node_id.unwrap_or_else(host_name);
+    let node_id = a.node_id.clone().unwrap_or_else(host_name);
+    herd_layer::discovery::attach::valid_node_id(&node_id)
+        .map_err(|e| format!("--node-id: {e}"))?;
+    let token = herd_node::cli::fleet_token(a.fleet_token.clone(), a.fleet_token_file.as_deref())?;
+    let capacity = if a.no_learn {
+        None
+    } else {
+        let dir = a.data_dir.clone().unwrap_or_else(herd_node::cli::default_data_dir);
+        match CapacityModel::open(&dir, Arc::new(SystemClock::local()), CapacityConfig::default()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "capacity learning off: cannot open its store");
+                None
+            }
+        }
+    };
     let client = OllamaClient::new(a.ollama.clone());
-    let source = Arc::new(RealSource::new(
+    let public = a.public_url.clone().unwrap_or_else(|| a.ollama.clone());
+    let source = Arc::new(RealSource::with_options(
         client,
-        a.public_url.unwrap_or(a.ollama),
+        public,
         OllamaLimits::from_env(),
+        Prober::default(),
+        RealOptions {
+            engine: a.engine,
+            meeting: a.meeting,
+            capacity,
+            sample_every: Duration::from_secs(a.sample_secs.max(1)),
+        },
     ));
-    let mut cfg = AgentConfig::new(a.router, node_id);
-    cfg.fleet_token = a.fleet_token.unwrap_or_default();
     let controls = Arc::new(Controls::default());
-    let agent = tokio::spawn(agent::run(cfg, source, controls.clone()));
+    match a.mode {
+        ModeArg::Auto => {}
+        ModeArg::Full => controls.set_mode(NodeMode::Full),
+        ModeArg::Paused => controls.set_mode(NodeMode::Paused),
+        ModeArg::SmallOnly => controls.set_mode(NodeMode::SmallOnly),
+    }
+    let mut cfg = AgentConfig::new(a.router.clone().unwrap_or_default(), node_id.clone());
+    cfg.fleet_token = token.clone().unwrap_or_default();
+    let scope = Scope::for_listen(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+        !a.mdns.no_mdns,
+        a.mdns.mdns_interface.as_deref(),
+    );
+    let engine_port = herd_layer::fleet::addr_of(&a.ollama).map_or(11434, |s| s.port());
+    let _advert = advertise_node(&scope, &node_id, engine_port);
+    let (_finder, routers) = match &a.router {
+        Some(url) => (None, watch::channel(Some(url.clone())).1),
+        None => {
+            if let Scope::Off(why) = &scope {
+                return Err(format!("no --router given and mDNS is off ({why}); give --router URL"));
+            }
+            let f = RouterFinder::start(&scope, token.is_some())
+                .map_err(|e| format!("mDNS discovery: {e}; give --router URL"))?;
+            let urls = f.urls();
+            (Some(f), urls)
+        }
+    };
+    let agent = tokio::spawn(agent::run_following(cfg, source, controls.clone(), routers));
     shutdown_signal().await;
     tracing::info!("draining");
     controls.set_draining(true);

@@ -86,6 +86,8 @@ struct Inner {
     server: Mutex<Option<JoinHandle<()>>>,
     agent: Mutex<Option<JoinHandle<()>>>,
     agent_cfg: Option<AgentConfig>,
+    /// Set when the router is discovered (mDNS) instead of given.
+    routers: Option<watch::Receiver<Option<String>>>,
     controls: Arc<Controls>,
 }
 
@@ -103,6 +105,25 @@ impl Device {
     pub async fn start_with_token(
         cfg: DeviceConfig,
         router: Option<String>,
+        fleet_token: Option<String>,
+    ) -> Result<DeviceHandle, SimError> {
+        Self::start_inner(cfg, router, None, fleet_token).await
+    }
+
+    /// Attaches to whichever router `routers` names, re-attaching as it
+    /// changes (discovery drives it).
+    pub async fn start_following(
+        cfg: DeviceConfig,
+        routers: watch::Receiver<Option<String>>,
+        fleet_token: Option<String>,
+    ) -> Result<DeviceHandle, SimError> {
+        Self::start_inner(cfg, Some(String::new()), Some(routers), fleet_token).await
+    }
+
+    async fn start_inner(
+        cfg: DeviceConfig,
+        router: Option<String>,
+        routers: Option<watch::Receiver<Option<String>>>,
         fleet_token: Option<String>,
     ) -> Result<DeviceHandle, SimError> {
         cfg.validate()?;
@@ -131,6 +152,7 @@ impl Device {
             server: Mutex::new(None),
             agent: Mutex::new(None),
             agent_cfg,
+            routers,
             controls: Arc::new(Controls::default()),
         });
         let handle = DeviceHandle { inner };
@@ -157,6 +179,27 @@ pub async fn start_fleet(
     let mut out = Vec::with_capacity(cfg.devices.len());
     for d in cfg.devices {
         match Device::start_with_token(d, router.clone(), cfg.fleet_token.clone()).await {
+            Ok(h) => out.push(h),
+            Err(e) => {
+                for h in out {
+                    h.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Starts every device of `cfg`, each following the routers discovery
+/// names.
+pub async fn start_fleet_following(
+    cfg: FleetConfig,
+    routers: watch::Receiver<Option<String>>,
+) -> Result<Vec<DeviceHandle>, SimError> {
+    let mut out = Vec::with_capacity(cfg.devices.len());
+    for d in cfg.devices {
+        match Device::start_following(d, routers.clone(), cfg.fleet_token.clone()).await {
             Ok(h) => out.push(h),
             Err(e) => {
                 for h in out {
@@ -290,11 +333,11 @@ impl DeviceHandle {
             engine: self.inner.engine.clone(),
             url: self.url(),
         });
-        *slot = Some(tokio::spawn(agent::run(
-            cfg,
-            source,
-            self.inner.controls.clone(),
-        )));
+        let controls = self.inner.controls.clone();
+        *slot = Some(match self.inner.routers.clone() {
+            Some(routers) => tokio::spawn(agent::run_following(cfg, source, controls, routers)),
+            None => tokio::spawn(agent::run(cfg, source, controls)),
+        });
     }
 }
 
@@ -526,6 +569,7 @@ pub fn build_report(engine: &Engine, url: &str) -> NodeReport {
                 unknown_reason: String::new(),
             }),
             memory_bandwidth_gbps: 0.0,
+            ..Hardware::default()
         }),
         engine: Some(EngineState {
             kind: EngineKind::Ollama as i32,
