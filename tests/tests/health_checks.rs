@@ -51,11 +51,15 @@ fn cfg() -> herd_layer::config::RouterConfig {
 }
 
 async fn good(c: &Client, url: &str, model: &str, n: usize) {
+    stream(c, url, model, n, false).await
+}
+
+async fn stream(c: &Client, url: &str, model: &str, n: usize, stream: bool) {
     for i in 0..n {
         let r = post(
             c,
             &format!("{url}/api/chat"),
-            chat(model, &format!("good {i}"), false),
+            chat(model, &format!("good {i}"), stream),
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.text());
