@@ -12,6 +12,17 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends prometheus
 fi
 
+# iproute2's `ip` builds the network namespaces of the mDNS tests
+# (tests/tests/mdns_netns.rs; they need root).
+if ! command -v ip >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2
+  else
+    echo "run.sh: ip (iproute2) is missing; install it with: apt-get install iproute2" >&2
+  fi
+fi
+
 venv=tests/.venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
