@@ -64,6 +64,8 @@ pub struct Running {
     pub live: Live,
     pub metrics: Metrics,
     pub attachments: Arc<Attachments>,
+    /// The `_herd._tcp` advertisement, withdrawn when dropped.
+    _advert: Option<discovery::mdns::Advert>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -236,6 +238,7 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
             cfg.router.poll_interval,
         )));
     }
+    let advert = advertise(&cfg, grpc_addr, fleet_addr, with_tls);
     tracing::info!(
         %grpc_addr, %health_addr, %metrics_addr, tls = with_tls,
         endpoints = cfg.endpoints.len(),
@@ -246,6 +249,7 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
         health_addr,
         metrics_addr,
         fleet_addr,
+        _advert: advert,
         tls: with_tls,
         fleet,
         live,
@@ -255,4 +259,44 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
         servers,
         background,
     })
+}
+
+/// Advertise herd-epp as `_herd._tcp` so herd-nodes attach to it with no
+/// flags, like they do to the proxy. Nodes speak plaintext herd.v1, so with
+/// TLS on the ext_proc port the advertised port is the plaintext fleet port;
+/// without one there is nothing a node could attach to.
+fn advertise(
+    cfg: &EppConfig,
+    grpc: SocketAddr,
+    fleet: Option<SocketAddr>,
+    tls: bool,
+) -> Option<discovery::mdns::Advert> {
+    let port_addr = match (tls, fleet) {
+        (_, Some(f)) => f,
+        (false, None) => grpc,
+        (true, None) => {
+            tracing::info!(
+                "mDNS off: with TLS on the ext_proc port, nodes need a plaintext --fleet-port to attach"
+            );
+            return None;
+        }
+    };
+    let scope = cfg.router.mdns.scope(port_addr.ip());
+    if let discovery::mdns::Scope::Off(why) = &scope {
+        tracing::info!(%why, "mDNS off");
+        return None;
+    }
+    let ad = discovery::mdns::RouterAdvertisement {
+        kind: "herd-epp".into(),
+        id: format!("{:08x}-{}", std::process::id(), grpc.port()),
+        port: port_addr.port(),
+        token_required: cfg.router.fleet_token.is_some(),
+    };
+    match discovery::mdns::advertise(&scope, &ad) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot advertise over mDNS; nodes need --router");
+            None
+        }
+    }
 }

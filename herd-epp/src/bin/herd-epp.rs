@@ -67,6 +67,12 @@ struct Cli {
     /// Largest request body, bytes.
     #[arg(long, env = "HERD_EPP_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Do not advertise `_herd._tcp` over mDNS.
+    #[arg(long, env = "HERD_EPP_NO_MDNS")]
+    no_mdns: bool,
+    /// Advertise over mDNS only on this interface.
+    #[arg(long, env = "HERD_EPP_MDNS_INTERFACE")]
+    mdns_interface: Option<String>,
     /// Log filter, e.g. info or herd_epp=debug.
     #[arg(long, env = "HERD_EPP_LOG", default_value = "info")]
     log: String,
@@ -92,6 +98,12 @@ impl Cli {
         }
         if let Some(n) = self.max_body_bytes {
             router.max_body_bytes = n;
+        }
+        if self.no_mdns {
+            router.mdns.enabled = false;
+        }
+        if let Some(i) = &self.mdns_interface {
+            router.mdns.interface = Some(i.clone());
         }
         let mut endpoints = Vec::new();
         for e in &self.endpoints {
