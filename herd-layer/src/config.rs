@@ -58,6 +58,10 @@ pub struct RouterConfig {
     pub context: ContextConfig,
     pub log: LogConfig,
     pub mdns: MdnsConfig,
+    /// Pull a model no node has to the node where it fits best.
+    pub autopull: crate::retry::AutoPullConfig,
+    /// Warm the runner-up when a model's queue builds.
+    pub prewarm: crate::queueing::PrewarmConfig,
 }
 
 /// `[mdns]`: zero-config discovery (see [`crate::discovery::mdns`]).
@@ -149,6 +153,8 @@ impl Default for RouterConfig {
             context: Default::default(),
             log: Default::default(),
             mdns: Default::default(),
+            autopull: Default::default(),
+            prewarm: Default::default(),
         }
     }
 }

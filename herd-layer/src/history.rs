@@ -244,6 +244,8 @@ impl History {
 pub struct Live {
     pub admission: Admission,
     pub history: History,
+    /// Pulls of models no node has, started by requests (none in herd-epp).
+    pub autopull: Option<crate::retry::AutoPull>,
 }
 
 impl Observations for Live {

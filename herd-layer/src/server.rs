@@ -107,10 +107,18 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let addr = listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let fleet = Fleet::new();
-    let live = Live::default();
+    let mut live = Live::default();
+    if cfg.autopull.enabled {
+        live.autopull = Some(crate::retry::AutoPull::new(
+            fleet.clone(),
+            cfg.autopull.clone(),
+            Arc::new(cfg.scoring.clone()),
+        ));
+    }
     let attachments = Arc::new(Attachments::default());
     let telemetry = Arc::new(telemetry(&cfg, &fleet, &live)?);
     let mdns = start_mdns(&cfg, addr);
+    let prewarms = crate::queueing::Prewarms::default();
     let stack =
         crate::stack::routing_traced(fleet.clone(), live.clone(), &cfg, Some(telemetry.clone()));
     let state = AppState {
@@ -122,6 +130,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         client: crate::forward::client(cfg.connect_timeout),
         telemetry: telemetry.clone(),
         seen_nodes: mdns.as_ref().map(|m| m.seen.clone()),
+        prewarms: prewarms.clone(),
     };
     let grpc = FleetService::new(
         fleet.clone(),
@@ -140,6 +149,17 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         fleet.clone(),
         cfg.report_timeout,
     ))];
+    if cfg.prewarm.enabled {
+        background.push(tokio::spawn(crate::queueing::prewarm::run(
+            fleet.clone(),
+            live.clone(),
+            live.admission.clone(),
+            attachments.clone(),
+            Arc::new(cfg.scoring.clone()),
+            cfg.prewarm.clone(),
+            prewarms,
+        )));
+    }
     for url in &cfg.nodes {
         background.push(tokio::spawn(discovery::agentless::poll(
             fleet.clone(),

@@ -50,7 +50,7 @@ where
     L::Future: Send + 'static,
 {
     let stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(Arc::new(cfg.retry.clone())))
+        .layer(RetryLayer::new(Arc::new(cfg.retry.clone())).with_autopull(live.autopull.clone()))
         .layer(DiscoveryLayer::new(fleet))
         .layer(ScoringLayer::new(
             Arc::new(live.clone()),
@@ -88,7 +88,7 @@ pub fn routing_traced(
     );
     let stack = ServiceBuilder::new()
         .option_layer(telemetry.map(crate::telemetry::TelemetryLayer::new))
-        .layer(RetryLayer::new(Arc::new(cfg.retry.clone())))
+        .layer(RetryLayer::new(Arc::new(cfg.retry.clone())).with_autopull(live.autopull.clone()))
         .layer(DiscoveryLayer::new(fleet))
         .layer(ScoringLayer::new(
             Arc::new(live.clone()),

@@ -74,6 +74,13 @@ impl ApiError {
             .code("no_eligible_node")
             .retry_after(Duration::from_secs(5));
         }
+        if let Some(e) = err.downcast_ref::<crate::retry::AutoPullFailed>() {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("{e}; {}", where_models_are(view)),
+            )
+            .code("model_not_found");
+        }
         if let Some(e) = err.downcast_ref::<Shed>() {
             return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
                 .code("queue_full")

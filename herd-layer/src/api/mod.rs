@@ -50,6 +50,8 @@ pub struct AppState {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// herd-nodes seen over mDNS (None when mDNS is off).
     pub seen_nodes: Option<crate::discovery::mdns::SeenNodes>,
+    /// Warms issued to runners-up (see [`crate::queueing::prewarm`]).
+    pub prewarms: crate::queueing::Prewarms,
 }
 
 /// The HTTP routes (the gRPC service is merged in by the server).
@@ -102,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/fleet/status", get(status))
         .route("/fleet/explain", get(explain))
+        .route("/fleet/pulls", get(pulls))
         .route("/fleet/nodes/{node}/command", post(command))
         .fallback(not_found)
         .with_state(state)
@@ -407,6 +410,7 @@ async fn status(State(st): State<AppState>) -> Response {
         "nodes_online": view.online().count(),
         "nodes": nodes,
         "attached": st.attachments.attached().iter().map(|n| &**n).collect::<Vec<_>>(),
+        "prewarms": st.prewarms.recent(),
         "unattached": st.seen_nodes.as_ref().map(|s| s.unattached(&st.attachments, st.cfg.fleet_token.is_some())).unwrap_or_default(),
         "mdns": st.seen_nodes.is_some(),
         "queues": queues,
@@ -515,4 +519,15 @@ async fn command(
             .into_response(),
         Err(e) => e.render(ClientFormat::Ollama),
     }
+}
+
+/// Pulls started by auto-pull, with progress.
+async fn pulls(State(st): State<AppState>) -> Response {
+    let pulls = st
+        .live
+        .autopull
+        .as_ref()
+        .map(|a| a.statuses())
+        .unwrap_or_default();
+    axum::Json(json!({"pulls": pulls})).into_response()
 }

@@ -56,8 +56,8 @@ fn health_report(st: &AppState) -> crate::health::Report {
         &st.telemetry.recent,
         &st.cfg.health,
         dropped,
-        crate::scoring::now_ms(),
         st.cfg.report_interval.as_millis() as u64,
+        st.cfg.poll_interval.as_millis() as u64,
     )
 }
 

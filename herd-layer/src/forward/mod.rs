@@ -33,6 +33,7 @@ use crate::fleet::{Engine, NodeId};
 use crate::history::{History, Outcome};
 use crate::request::{ClientFormat, Endpoint};
 use crate::routed::{Body, BoxError, ResponseFuture, Routed};
+use crate::telemetry::trail::AttemptFailure;
 use crate::translate;
 
 pub use relay::Mode;
@@ -127,7 +128,8 @@ pub struct InvalidRequest(pub String);
 #[error("forward needs a pick; the scoring layer must run first")]
 pub struct MissingPick;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The pooled client herd talks to nodes with.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The leaf service.
 #[derive(Clone)]
@@ -267,7 +269,11 @@ impl Service<Routed> for Forward {
                 t.attempt_failed(
                     &up.node,
                     &up.to_string(),
-                    matches!(up.kind, UpstreamErrorKind::Timeout(_)),
+                    match up.kind {
+                        UpstreamErrorKind::Timeout(_) => AttemptFailure::Timeout,
+                        UpstreamErrorKind::Connect(_) => AttemptFailure::Connect,
+                        _ => AttemptFailure::Other,
+                    },
                 );
             }
             r

@@ -14,8 +14,13 @@
 //! first byte never reach this layer: the forward leaf ends such a stream with
 //! a well-formed error in the client's format.
 
-use std::future::{Ready, ready};
-use std::sync::Arc;
+mod autopull;
+
+use std::future::ready;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +31,7 @@ use crate::queueing::Shed;
 use crate::routed::{BoxError, Routed};
 use crate::scoring::NoCandidates;
 
+pub use autopull::{AutoPull, AutoPullConfig, AutoPullFailed, PullStatus};
 pub use tower::retry::Retry;
 
 /// Retry tunables.
@@ -78,6 +84,10 @@ pub struct Policy {
     last: Option<(String, String, Option<u16>)>,
     /// The last node that shed this request (node, waiting, retry after).
     last_shed: Option<(crate::fleet::NodeId, u32, Duration)>,
+    autopull: Option<AutoPull>,
+    pull_tried: bool,
+    /// Why the auto-pull failed, written by the pull future.
+    pull_error: Arc<Mutex<Option<String>>>,
 }
 
 impl Policy {
@@ -90,6 +100,9 @@ impl Policy {
             started: false,
             last: None,
             last_shed: None,
+            autopull: None,
+            pull_tried: false,
+            pull_error: Arc::default(),
         }
     }
 
@@ -108,7 +121,7 @@ impl Policy {
 }
 
 impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
-    type Future = Ready<()>;
+    type Future = BoxFuture<'static, ()>;
 
     fn retry(
         &mut self,
@@ -136,10 +149,10 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
             if self.attempts < self.cfg.max_attempts_per_model && self.budget.withdraw() {
                 tracing::warn!(request = %req.request.id, node = %up.node, error = %up, "attempt failed before the first byte; retrying on another node");
                 req.attempt += 1;
-                return Some(ready(()));
+                return Some(ready(()).boxed());
             }
             if self.next_model(req) {
-                return Some(ready(()));
+                return Some(ready(()).boxed());
             }
             *result = Err(self.exhausted(req));
             return None;
@@ -151,13 +164,45 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
             self.attempts += 1;
             if self.attempts < self.cfg.max_attempts_per_model {
                 req.attempt += 1;
-                return Some(ready(()));
+                return Some(ready(()).boxed());
             }
-            return self.next_model(req).then(|| ready(()));
+            return self.next_model(req).then(|| ready(()).boxed());
         }
-        if err.downcast_ref::<NoCandidates>().is_some() {
+        if let Some(nc) = err.downcast_ref::<NoCandidates>() {
             if self.next_model(req) {
-                return Some(ready(()));
+                return Some(ready(()).boxed());
+            }
+            if nc.model_unknown() {
+                if let Some(ap) = self.autopull.as_ref().filter(|a| a.enabled())
+                    && !self.pull_tried
+                {
+                    // The wait before the next attempt is the pull itself.
+                    self.pull_tried = true;
+                    req.attempt += 1;
+                    let pull = ap.pull(&req.model, req.request.kind());
+                    let slot = self.pull_error.clone();
+                    return Some(
+                        async move {
+                            if let Err(e) = pull.await {
+                                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            }
+                        }
+                        .boxed(),
+                    );
+                }
+                let failed = self
+                    .pull_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(reason) = failed {
+                    *result = Err(AutoPullFailed {
+                        model: req.model.clone(),
+                        reason,
+                    }
+                    .into());
+                    return None;
+                }
             }
             if let Some((node, waiting, retry_after)) = self.last_shed.clone() {
                 // Every node with the model was full: that is a 429, not "no node".
@@ -208,6 +253,7 @@ impl Policy {
 pub struct RetryLayer {
     budget: Arc<TpsBudget>,
     cfg: Arc<RetryConfig>,
+    autopull: Option<AutoPull>,
 }
 
 impl RetryLayer {
@@ -217,7 +263,17 @@ impl RetryLayer {
             cfg.budget_min_per_s,
             cfg.budget_ratio,
         ));
-        RetryLayer { budget, cfg }
+        RetryLayer {
+            budget,
+            cfg,
+            autopull: None,
+        }
+    }
+
+    /// Pull models no node has before giving up on them.
+    pub fn with_autopull(mut self, autopull: Option<AutoPull>) -> Self {
+        self.autopull = autopull;
+        self
     }
 }
 
@@ -225,6 +281,8 @@ impl<S> tower::Layer<S> for RetryLayer {
     type Service = Retry<Policy, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::new(Policy::new(self.budget.clone(), self.cfg.clone()), inner)
+        let mut policy = Policy::new(self.budget.clone(), self.cfg.clone());
+        policy.autopull = self.autopull.clone();
+        Retry::new(policy, inner)
     }
 }

@@ -1,0 +1,302 @@
+//! Auto-pull: a request for a model no node has pulls it to the node where
+//! it fits best, then routes as usual.
+//!
+//! It lives in the retry policy because it is a retry: the first attempt
+//! fails with "no node has the model"; the policy's wait before the next
+//! attempt is the pull itself. "Where it fits best" is decided by the same
+//! scorer as every request, run on the fleet as if every node had the model
+//! on disk. Concurrent requests for one model share one pull, and its
+//! progress is visible at `GET /fleet/pulls`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use http_body_util::{BodyExt, Full};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::fleet::{DiskModel, Engine, Fleet, Mode, NodeId};
+use crate::request::{Kind, normalize_model};
+use crate::scoring::{self, NoObservations, ScoreInput, ScoringConfig};
+
+/// `[autopull]` tunables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoPullConfig {
+    pub enabled: bool,
+    /// Longest a pull may take before the request gives up.
+    #[serde(with = "crate::config::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for AutoPullConfig {
+    fn default() -> Self {
+        AutoPullConfig {
+            enabled: true,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One pull as `/fleet/pulls` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PullStatus {
+    pub model: String,
+    pub node: NodeId,
+    pub status: String,
+    pub completed: u64,
+    pub total: u64,
+    pub done: bool,
+    pub error: Option<String>,
+}
+
+type Outcome = Result<NodeId, String>;
+
+/// Pulls in flight and recently finished. Cheap to clone.
+#[derive(Clone)]
+pub struct AutoPull {
+    fleet: Fleet,
+    cfg: AutoPullConfig,
+    scoring: Arc<ScoringConfig>,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    in_flight: Arc<Mutex<HashMap<String, Shared<BoxFuture<'static, Outcome>>>>>,
+    status: Arc<Mutex<HashMap<String, PullStatus>>>,
+}
+
+impl std::fmt::Debug for AutoPull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoPull")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AutoPull {
+    pub fn new(fleet: Fleet, cfg: AutoPullConfig, scoring: Arc<ScoringConfig>) -> Self {
+        AutoPull {
+            fleet,
+            cfg,
+            scoring,
+            client: crate::forward::client(Duration::from_secs(3)),
+            in_flight: Default::default(),
+            status: Default::default(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    /// Every pull herd started, newest state first.
+    pub fn statuses(&self) -> Vec<PullStatus> {
+        let mut v: Vec<_> = self.lock_status().values().cloned().collect();
+        v.sort_by(|a, b| (a.done, &a.model).cmp(&(b.done, &b.model)));
+        v
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, HashMap<String, PullStatus>> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node where `model` would fit best if it were on disk everywhere.
+    pub fn choose(&self, model: &str, kind: Kind) -> Option<NodeId> {
+        let mut view = (*self.fleet.snapshot()).clone();
+        let est = (scoring::name_size_gib(model) * 1024.0 * 1024.0 * 1024.0) as u64;
+        view.nodes.retain(|_, n| {
+            n.online
+                && n.engine == Engine::Ollama
+                && n.engine_reachable
+                && n.mode == Mode::Full
+                && !n.draining
+        });
+        for n in view.nodes.values_mut() {
+            n.available.push(DiskModel {
+                name: model.to_string(),
+                size_bytes: est,
+                family: String::new(),
+                parameter_size: String::new(),
+                quantization: String::new(),
+            });
+        }
+        let input = ScoreInput {
+            model,
+            kind,
+            format: crate::request::ClientFormat::Ollama,
+            est_prompt_tokens: 1,
+            max_output_tokens: None,
+            exclude: &[],
+            only: None,
+            now_ms: scoring::now_ms(),
+        };
+        scoring::score(&view, &NoObservations, &input, &self.scoring)
+            .best()
+            .map(|c| c.node.clone())
+    }
+
+    /// Pull `model` (once, however many requests ask) and wait for the end.
+    pub fn pull(&self, model: &str, kind: Kind) -> Shared<BoxFuture<'static, Outcome>> {
+        let key = normalize_model(model);
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = in_flight.get(&key) {
+            return f.clone();
+        }
+        let this = self.clone();
+        let model = model.to_string();
+        let fut = async move {
+            let out = match this.choose(&model, kind) {
+                None => Err("no online node can take a new model".to_string()),
+                Some(node) => {
+                    let r = tokio::time::timeout(this.cfg.timeout, this.run(&model, &node)).await;
+                    match r {
+                        Ok(Ok(())) => Ok(node),
+                        Ok(Err(e)) => Err(format!("pulling to {node} failed: {e}")),
+                        Err(_) => Err(format!(
+                            "pulling to {node} took longer than {:?}",
+                            this.cfg.timeout
+                        )),
+                    }
+                }
+            };
+            this.in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&normalize_model(&model));
+            out
+        }
+        .boxed()
+        .shared();
+        in_flight.insert(key, fut.clone());
+        fut
+    }
+
+    async fn run(&self, model: &str, node: &NodeId) -> Result<(), String> {
+        let url = self
+            .fleet
+            .snapshot()
+            .node(node)
+            .map(|n| format!("{}/api/pull", n.url.trim_end_matches('/')))
+            .ok_or("the node went away")?;
+        let set = |f: &dyn Fn(&mut PullStatus)| {
+            let mut st = self.lock_status();
+            let s = st
+                .entry(normalize_model(model))
+                .or_insert_with(|| PullStatus {
+                    model: model.to_string(),
+                    node: node.clone(),
+                    status: "starting".into(),
+                    completed: 0,
+                    total: 0,
+                    done: false,
+                    error: None,
+                });
+            f(s);
+        };
+        set(&|s| {
+            s.node = node.clone();
+            s.status = "starting".into();
+            s.done = false;
+            s.error = None;
+        });
+        tracing::info!(%model, %node, "auto-pulling a model no node has");
+        let body = serde_json::to_vec(&serde_json::json!({"model": model, "stream": true}))
+            .map_err(|e| e.to_string())?;
+        let req = http::Request::post(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let result = async {
+            let rsp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| crate::forward::error_chain(&e))?;
+            let status = rsp.status();
+            let mut body = rsp.into_body();
+            let mut buf = Vec::new();
+            let mut ok = false;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| e.to_string())?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                buf.extend_from_slice(&data);
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                        continue;
+                    };
+                    if let Some(e) = v.get("error").and_then(Value::as_str) {
+                        return Err(e.to_string());
+                    }
+                    let st = v
+                        .get("status")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    ok |= st == "success";
+                    set(&|s| {
+                        s.status = st.clone();
+                        if let Some(t) = v.get("total").and_then(Value::as_u64) {
+                            s.total = t;
+                        }
+                        if let Some(c) = v.get("completed").and_then(Value::as_u64) {
+                            s.completed = c;
+                        }
+                    });
+                }
+            }
+            if !status.is_success() {
+                return Err(crate::translate::error_message(&buf));
+            }
+            if ok {
+                Ok(())
+            } else {
+                Err("the pull ended without success".to_string())
+            }
+        }
+        .await;
+        match &result {
+            Ok(()) => {
+                set(&|s| {
+                    s.done = true;
+                    s.status = "success".into();
+                });
+                // Routable now, without waiting for the node's next report.
+                let est = (scoring::name_size_gib(model) * 1024.0 * 1024.0 * 1024.0) as u64;
+                self.fleet.update(|v| {
+                    if let Some(n) = v.nodes.get_mut(node)
+                        && !n.has_model(model)
+                    {
+                        n.available.push(DiskModel {
+                            name: model.to_string(),
+                            size_bytes: est,
+                            family: String::new(),
+                            parameter_size: String::new(),
+                            quantization: String::new(),
+                        });
+                    }
+                });
+            }
+            Err(e) => set(&|s| {
+                s.done = true;
+                s.error = Some(e.clone());
+            }),
+        }
+        result
+    }
+}
+
+/// Auto-pull was tried and failed; says why.
+#[derive(Debug, thiserror::Error)]
+#[error("model {model:?} is on no node, and auto-pull failed: {reason}")]
+pub struct AutoPullFailed {
+    pub model: String,
+    pub reason: String,
+}
