@@ -262,3 +262,233 @@ async fn traffic_checks_follow_the_recent_requests() {
     expect(&c, &url, "ttft_regression", None, false).await;
     fleet.shutdown().await;
 }
+
+/// A device that stops answering: its queue backs up in the router, more
+/// requests are shed, an idle node with free memory is pointed at, and the
+/// clients that give up count as disconnects. All clear once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_device_backs_up_sheds_and_loses_clients() {
+    let mut c = cfg();
+    c.queue.max_waiting = 3;
+    let mut stuck = device("stuck", 64, vec![model("q:8b", 5.0)], &["q:8b"]);
+    stuck.num_parallel = 1;
+    let fleet = start(
+        c,
+        vec![
+            stuck,
+            device("idle", 64, vec![model("m:8b", 5.0)], &["m:8b"]),
+        ],
+    )
+    .await;
+    let (c, url) = (client(), fleet.url());
+    good(&c, &url, "m:8b", 5).await;
+    expect(&c, &url, "queue_backlog", None, false).await;
+    expect(&c, &url, "memory_idle_while_queued", None, false).await;
+
+    fleet.device("stuck").set_faults(FaultsPatch {
+        hang: Some(true),
+        ..Default::default()
+    });
+    // One request holds the only slot and hangs; three wait behind it.
+    let waiting: Vec<_> = (0..4)
+        .map(|i| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                post(
+                    &c,
+                    &format!("{url}/api/chat"),
+                    chat("q:8b", &format!("w{i}"), false),
+                )
+                .await
+            })
+        })
+        .collect();
+    expect(&c, &url, "queue_backlog", Some("stuck:q:8b"), true).await;
+    expect(&c, &url, "memory_idle_while_queued", Some("idle"), true).await;
+    let r = checks(&c, &url).await;
+    let backlog = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "queue_backlog")
+        .unwrap();
+    assert_eq!(backlog["evidence"]["waiting"], 3, "{r:#}");
+
+    // The queue is full: the next ones are shed at once.
+    for i in 0..2 {
+        let r = post(
+            &c,
+            &format!("{url}/api/chat"),
+            chat("q:8b", &format!("s{i}"), false),
+        )
+        .await;
+        assert_eq!(r.status, 429, "{}", r.text());
+    }
+    expect(&c, &url, "requests_shed", None, true).await;
+
+    // The clients give up.
+    for w in &waiting {
+        w.abort();
+    }
+    for w in waiting {
+        assert!(w.await.unwrap_err().is_cancelled());
+    }
+    expect(&c, &url, "client_disconnects", None, true).await;
+    expect(&c, &url, "queue_backlog", None, false).await;
+    expect(&c, &url, "memory_idle_while_queued", None, false).await;
+
+    fleet.device("stuck").set_faults(FaultsPatch {
+        clear: true,
+        ..Default::default()
+    });
+    good(&c, &url, "q:8b", 5).await;
+    good(&c, &url, "m:8b", 5).await;
+    expect(&c, &url, "requests_shed", None, false).await;
+    expect(&c, &url, "client_disconnects", None, false).await;
+    fleet.shutdown().await;
+}
+
+/// A node whose engine hangs on a model (times out) or refuses connections
+/// while its agent still reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_refused_connections_are_flagged() {
+    let mut c = cfg();
+    c.response_timeout = Duration::from_millis(700);
+    let fleet = start(
+        c,
+        vec![
+            device("slow", 64, vec![model("q:8b", 5.0)], &["q:8b"]),
+            device("down", 64, vec![model("r:8b", 5.0)], &["r:8b"]),
+            device("ok", 64, vec![model("m:8b", 5.0)], &["m:8b"]),
+        ],
+    )
+    .await;
+    let (c, url) = (client(), fleet.url());
+    good(&c, &url, "m:8b", 3).await;
+
+    fleet.device("slow").set_faults(FaultsPatch {
+        hang: Some(true),
+        ..Default::default()
+    });
+    for i in 0..2 {
+        let r = post(
+            &c,
+            &format!("{url}/api/chat"),
+            chat("q:8b", &format!("t{i}"), false),
+        )
+        .await;
+        assert!(r.status >= 500, "{} {}", r.status, r.text());
+    }
+    expect(&c, &url, "model_load_timeout", Some("slow"), true).await;
+    fleet.device("slow").set_faults(FaultsPatch {
+        clear: true,
+        ..Default::default()
+    });
+    good(&c, &url, "q:8b", 10).await;
+    expect(&c, &url, "model_load_timeout", None, false).await;
+
+    fleet.device("down").set_faults(FaultsPatch {
+        refuse: Some(true),
+        ..Default::default()
+    });
+    for i in 0..3 {
+        let r = post(
+            &c,
+            &format!("{url}/api/chat"),
+            chat("r:8b", &format!("u{i}"), false),
+        )
+        .await;
+        assert!(r.status >= 500, "{} {}", r.status, r.text());
+    }
+    // Its agent still reports (the node is online); herd's own attempts say otherwise.
+    assert!(fleet.router.fleet.snapshot().node("down").unwrap().online);
+    expect(&c, &url, "engine_unreachable", Some("down"), true).await;
+    fleet.device("down").set_faults(FaultsPatch {
+        clear: true,
+        ..Default::default()
+    });
+    good(&c, &url, "r:8b", 1).await;
+    expect(&c, &url, "engine_unreachable", None, false).await;
+    fleet.shutdown().await;
+}
+
+/// An agentless Ollama that stops answering its polls goes stale, then
+/// offline; it is fresh again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agentless_node_goes_stale() {
+    let dev = herd_node::Device::start(
+        device("lone", 64, vec![model("m:8b", 5.0)], &["m:8b"]),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut c = cfg();
+    c.nodes = vec![dev.url()];
+    c.poll_interval = Duration::from_millis(100);
+    let fleet = start(c, vec![]).await;
+    let id = herd_layer::discovery::agentless::node_id_for(&dev.url());
+    fleet
+        .wait_for("the agentless node is online", |v| {
+            v.node(&id).is_some_and(|n| n.online)
+        })
+        .await;
+    let (c, url) = (client(), fleet.url());
+    expect(&c, &url, "node_stale", None, false).await;
+
+    dev.set_faults(FaultsPatch {
+        hang: Some(true),
+        ..Default::default()
+    });
+    expect(&c, &url, "node_stale", Some(&id), true).await;
+    dev.set_faults(FaultsPatch {
+        clear: true,
+        ..Default::default()
+    });
+    // The hung poll gives up after its own timeout; the next one answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = checks(&c, &url).await;
+        if !has(&r, "node_stale", None) && !has(&r, "node_offline", None) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{r:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.shutdown().await;
+    dev.shutdown().await;
+}
+
+/// Pulling a large model onto a small disk leaves it nearly full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_the_disk_raises_disk_low() {
+    let mut d = device("d", 64, vec![model("m:8b", 5.0)], &["m:8b"]);
+    d.disk_total_bytes = 40 * herd_node::config::GIB;
+    d.catalog = vec![model("big:70b", 28.0)];
+    d.pull_bytes_per_sec = 1 << 40;
+    let fleet = start(cfg(), vec![d]).await;
+    let (c, url) = (client(), fleet.url());
+    expect(&c, &url, "disk_low", None, false).await;
+
+    let r = post(
+        &c,
+        &format!("{url}/fleet/nodes/d/command"),
+        serde_json::json!({"type": "pull", "model": "big:70b"}),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    expect(&c, &url, "disk_low", Some("d"), true).await;
+    let r = checks(&c, &url).await;
+    let low = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "disk_low")
+        .unwrap();
+    assert_eq!(
+        low["evidence"]["available_bytes"],
+        7 * herd_node::config::GIB,
+        "{r:#}"
+    );
+    assert_eq!(low["evidence"]["total_bytes"], 40 * herd_node::config::GIB);
+    fleet.shutdown().await;
+}

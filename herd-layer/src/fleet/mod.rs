@@ -115,6 +115,9 @@ pub struct NodeState {
     pub thermal: Thermal,
     pub cpu_utilization: f64,
     pub memory_bandwidth_gbps: f64,
+    /// Size of the disk that holds the models; 0 when unknown.
+    pub disk_total_bytes: u64,
+    pub disk_available_bytes: u64,
     pub loaded: Vec<LoadedModel>,
     pub available: Vec<DiskModel>,
     /// Models that left memory recently, with when (milliseconds since the Unix epoch).
@@ -156,6 +159,8 @@ impl NodeState {
             thermal: Thermal::Unknown,
             cpu_utilization: 0.0,
             memory_bandwidth_gbps: 0.0,
+            disk_total_bytes: 0,
+            disk_available_bytes: 0,
             loaded: Vec::new(),
             available: Vec::new(),
             recently_unloaded: HashMap::new(),
@@ -226,6 +231,10 @@ impl NodeState {
             }
             if let Some(c) = &hw.cpu {
                 self.cpu_utilization = c.utilization.clamp(0.0, 1.0);
+            }
+            if let Some(d) = &hw.disk {
+                self.disk_total_bytes = d.total_bytes;
+                self.disk_available_bytes = d.available_bytes.min(d.total_bytes);
             }
         }
         if let Some(e) = &r.engine {

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::fleet::{FleetView, Mode, Pressure, Thermal};
+use crate::fleet::{FleetView, Mode, NodeState, Pressure, Source, Thermal};
 use crate::queueing::Admission;
 use crate::store::{TraceRecord, TraceStatus};
 
@@ -35,6 +35,13 @@ pub struct HealthConfig {
     pub cold_load_ms: f64,
     /// Recent TTFT this many times the node:model baseline is flagged.
     pub ttft_factor: f64,
+    /// Connection failures in a row (no success between) after which herd
+    /// calls a node's engine unreachable, whatever its agent reports.
+    pub unreachable_after: usize,
+    /// Free disk (bytes) below which a node's disk counts as low.
+    pub disk_min_free_bytes: u64,
+    /// Free disk (share of the total) below which a node's disk counts as low.
+    pub disk_min_free_fraction: f64,
 }
 
 impl Default for HealthConfig {
@@ -47,6 +54,9 @@ impl Default for HealthConfig {
             thrash_loads: 3,
             cold_load_ms: 500.0,
             ttft_factor: 3.0,
+            unreachable_after: 2,
+            disk_min_free_bytes: 10 * 1024 * 1024 * 1024,
+            disk_min_free_fraction: 0.05,
         }
     }
 }
@@ -78,6 +88,7 @@ pub const CHECK_IDS: &[&str] = &[
     "engine_unreachable",
     "memory_pressure",
     "thermal_throttling",
+    "disk_low",
     "node_paused",
     "node_draining",
     "version_mismatch",
@@ -114,6 +125,21 @@ struct Seen {
     tokens: Option<u64>,
     no_candidates: bool,
     context_action: Option<String>,
+    /// Nodes this request could not connect to.
+    unreachable: Vec<String>,
+    /// The store's dropped-records counter when this request ended.
+    store_dropped: u64,
+}
+
+/// What the trail knows of a request beyond its trace record.
+#[derive(Clone, Debug, Default)]
+pub struct Attempts {
+    /// Attempts that timed out waiting for the node's answer.
+    pub timeouts: u32,
+    /// Nodes whose engine refused or did not accept the connection.
+    pub unreachable: Vec<String>,
+    /// The store's dropped-records counter when the request ended.
+    pub store_dropped: u64,
 }
 
 /// The recent-requests window.
@@ -144,7 +170,7 @@ impl Recent {
             );
     }
 
-    pub(crate) fn push(&self, r: &TraceRecord, timeouts: u32) {
+    pub(crate) fn push(&self, r: &TraceRecord, a: Attempts) {
         let model = crate::request::normalize_model(&r.model_served);
         let s = Seen {
             node: r.node.clone(),
@@ -155,7 +181,7 @@ impl Recent {
             fallback: r.fallback_used,
             ttft_ms: r.ttft_ms,
             load_ms: r.load_ms,
-            timeouts,
+            timeouts: a.timeouts,
             tokens: match (r.prompt_tokens, r.output_tokens) {
                 (None, None) => None,
                 (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
@@ -165,6 +191,8 @@ impl Recent {
                     .as_deref()
                     .is_some_and(|e| e.contains("not") && e.contains("model")),
             context_action: r.context_action.clone(),
+            unreachable: a.unreachable,
+            store_dropped: a.store_dropped,
         };
         if let (Some(n), Some(t)) = (&r.node, r.ttft_ms)
             && r.load_ms.unwrap_or(0.0) < 500.0
@@ -179,6 +207,11 @@ impl Recent {
             q.pop_front();
         }
         q.push_back(s);
+    }
+
+    /// Whether the window holds its full `recent` requests.
+    fn full(&self, w: &[Seen]) -> bool {
+        w.len() >= self.cap
     }
 
     fn window(&self) -> Vec<Seen> {
@@ -220,8 +253,8 @@ pub fn evaluate(
     recent: &Recent,
     cfg: &HealthConfig,
     store_dropped: u64,
-    now_ms: i64,
     report_interval_ms: u64,
+    poll_interval_ms: u64,
 ) -> Report {
     let mut out = Vec::new();
     let mut add = |id, severity, subject: &str, message: String, evidence: Value, fix| {
@@ -247,7 +280,6 @@ pub fn evaluate(
             "start Ollama and herd-node on at least one machine, or check the network",
         );
     }
-    let _ = now_ms;
     let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for n in view.nodes.values() {
         let id = &*n.id;
@@ -266,24 +298,52 @@ pub fn evaluate(
             );
             continue;
         }
-        if report_interval_ms > 0 && silent_ms > report_interval_ms * 3 {
+        // Agentless nodes are polled, attached ones report: each has its own beat.
+        let interval_ms = match n.source {
+            Source::Attached => report_interval_ms,
+            Source::Agentless => poll_interval_ms,
+        };
+        if interval_ms > 0 && silent_ms > interval_ms * 3 {
             add(
                 "node_stale",
                 Severity::Warning,
                 id,
                 format!("node {id} has not reported for {silent_ms} ms"),
-                json!({"silent_ms": silent_ms, "report_interval_ms": report_interval_ms}),
+                json!({"silent_ms": silent_ms, "interval_ms": interval_ms}),
                 "the node may be sleeping or its network flaky; check herd-node's log",
             );
         }
-        if !n.engine_reachable {
+        let refused = failed_connects(&w, id);
+        if !n.engine_reachable || refused >= cfg.unreachable_after.max(1) {
             add(
                 "engine_unreachable",
                 Severity::Critical,
                 id,
-                format!("node {id} reports that its engine does not answer"),
-                json!({"url": n.url}),
-                "restart Ollama on the node",
+                if n.engine_reachable {
+                    format!("herd could not connect to node {id}'s engine {refused} times in a row")
+                } else {
+                    format!("node {id} reports that its engine does not answer")
+                },
+                json!({"url": n.url, "reported_by_node": !n.engine_reachable, "failed_connects": refused}),
+                "restart Ollama on the node, and check that it listens on the address herd uses",
+            );
+        }
+        if let Some(free) = disk_low(n, cfg) {
+            add(
+                "disk_low",
+                if free < cfg.disk_min_free_fraction / 5.0 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                id,
+                format!(
+                    "node {id} has {:.1} GiB of disk free ({:.0}%)",
+                    n.disk_available_bytes as f64 / GIB,
+                    free * 100.0
+                ),
+                json!({"available_bytes": n.disk_available_bytes, "total_bytes": n.disk_total_bytes, "free_fraction": free}),
+                "delete models the node no longer needs (ollama rm) or free disk space; pulls fail on a full disk",
             );
         }
         match n.memory_pressure {
@@ -642,13 +702,21 @@ pub fn evaluate(
             }
         }
     }
-    if store_dropped > 0 {
+    // Drops while the window's requests ended (since start until it fills),
+    // so the check clears once a window's worth of records were all kept.
+    let since = if recent.full(&w) {
+        w.first().map_or(0, |s| s.store_dropped)
+    } else {
+        0
+    };
+    let dropped = store_dropped.saturating_sub(since);
+    if dropped > 0 {
         add(
             "store_dropping",
             Severity::Warning,
             "store",
-            format!("the store dropped {store_dropped} records it could not write in time"),
-            json!({"dropped": store_dropped}),
+            format!("the store dropped {dropped} records it could not write in time"),
+            json!({"dropped": dropped, "dropped_total": store_dropped, "window": total}),
             "the disk may be slow or full; check the data directory",
         );
     }
@@ -667,6 +735,31 @@ pub fn evaluate(
         watched: CHECK_IDS,
         window_requests: total,
     }
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// A node's free disk share when it is low (unknown disks never are).
+fn disk_low(n: &NodeState, cfg: &HealthConfig) -> Option<f64> {
+    if n.disk_total_bytes == 0 {
+        return None;
+    }
+    let free = n.disk_available_bytes as f64 / n.disk_total_bytes as f64;
+    (n.disk_available_bytes < cfg.disk_min_free_bytes || free < cfg.disk_min_free_fraction)
+        .then_some(free)
+}
+
+/// How many of the newest attempts on `node` failed to connect, counting
+/// back to its last success.
+fn failed_connects(w: &[Seen], node: &str) -> usize {
+    let mut n = 0;
+    for s in w.iter().rev() {
+        if s.node.as_deref() == Some(node) && s.status.ok() {
+            break;
+        }
+        n += s.unreachable.iter().filter(|u| *u == node).count();
+    }
+    n
 }
 
 /// The `num_ctx` to recommend for requests that used up to `max_tokens`:
@@ -696,7 +789,7 @@ mod tests {
         };
         t.status = TraceStatus::Failed;
         for _ in 0..5 {
-            r.push(&t, 0);
+            r.push(&t, Attempts::default());
         }
         let view = FleetView::default();
         let adm = Admission::default();
@@ -709,7 +802,7 @@ mod tests {
         assert!(rep.score < 100);
         t.status = TraceStatus::Completed;
         for _ in 0..10 {
-            r.push(&t, 0);
+            r.push(&t, Attempts::default());
         }
         let rep = evaluate(&view, &adm, &r, &cfg, 0, 0, 0);
         assert!(!rep.checks.iter().any(|c| c.id == "high_error_rate"));

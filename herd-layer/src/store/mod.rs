@@ -546,8 +546,14 @@ fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>, cfg: StoreConfig) {
             Write::Close(ack) => ack,
             _ => unreachable!(),
         });
+        let records = batch
+            .iter()
+            .filter(|w| !matches!(w, Write::Flush(_) | Write::Close(_)))
+            .count() as u64;
         if let Err(e) = commit(&inner, batch, &mut flushes) {
-            tracing::error!(error = %e, path = %inner.path.display(), "store write failed");
+            // The whole batch is lost: count it, so health says so.
+            inner.stats.dropped.fetch_add(records, Ordering::Relaxed);
+            tracing::error!(error = %e, path = %inner.path.display(), records, "store write failed");
         }
         for f in flushes {
             let _ = f.send(());

@@ -40,7 +40,13 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    fn observe(&self, rec: &TraceRecord, op: &'static str, overhead_s: Option<f64>, timeouts: u32) {
+    fn observe(
+        &self,
+        rec: &TraceRecord,
+        op: &'static str,
+        overhead_s: Option<f64>,
+        mut attempts: crate::health::Attempts,
+    ) {
         let m = &self.metrics;
         let node = rec.node.clone().unwrap_or_default();
         let model = crate::request::normalize_model(&rec.model_served);
@@ -120,7 +126,10 @@ impl Telemetry {
                 i.overhead.record(s, &[]);
             }
         }
-        self.recent.push(rec, timeouts);
+        attempts.store_dropped = self.store.as_ref().map_or(0, |s| {
+            s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        self.recent.push(rec, attempts);
     }
 
     /// Flush and stop the exporters and close the store (shutdown).

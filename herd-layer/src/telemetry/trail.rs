@@ -39,8 +39,20 @@ struct Draft {
     disconnected: bool,
     failure: Option<(TraceStatus, String)>,
     timeouts: u32,
+    unreachable: Vec<String>,
     context_action: Option<String>,
     attempt_span: Option<Span>,
+}
+
+/// How an attempt failed, as far as health cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptFailure {
+    /// The node's engine did not answer in time.
+    Timeout,
+    /// The node's engine could not be connected to (refused, reset).
+    Connect,
+    /// Anything else (an error status, a broken body).
+    Other,
 }
 
 /// See the module docs.
@@ -203,11 +215,13 @@ impl Trail {
     }
 
     /// The current attempt failed before the first byte.
-    pub fn attempt_failed(&self, node: &NodeId, error: &str, timeout: bool) {
+    pub fn attempt_failed(&self, node: &NodeId, error: &str, how: AttemptFailure) {
         let mut d = self.draft();
         d.failed_attempts.push((node.clone(), error.to_string()));
-        if timeout {
-            d.timeouts += 1;
+        match how {
+            AttemptFailure::Timeout => d.timeouts += 1,
+            AttemptFailure::Connect => d.unreachable.push(node.to_string()),
+            AttemptFailure::Other => {}
         }
         if let Some(mut s) = d.attempt_span.take() {
             s.set_status(Status::error(error.to_string()));
@@ -301,7 +315,11 @@ impl Trail {
 impl Drop for Trail {
     fn drop(&mut self) {
         let mut d = self.draft.lock().unwrap_or_else(|p| p.into_inner());
-        let timeouts = d.timeouts;
+        let attempts = crate::health::Attempts {
+            timeouts: d.timeouts,
+            unreachable: std::mem::take(&mut d.unreachable),
+            store_dropped: 0,
+        };
         let overhead = d.overhead_s;
         let addr = d.addr;
         let score = d.score;
@@ -309,7 +327,7 @@ impl Drop for Trail {
         let rec = self.record(&mut d);
         drop(d);
         let op = operation(self.req.kind());
-        self.tel.observe(&rec, op, overhead, timeouts);
+        self.tel.observe(&rec, op, overhead, attempts);
         if let Some(mut s) = attempt_span {
             s.end();
         }
