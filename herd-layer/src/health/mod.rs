@@ -779,6 +779,105 @@ mod tests {
         assert_eq!(recommended_num_ctx(3000.0), 8192);
     }
 
+    fn ids(r: &Report) -> Vec<(&str, &str)> {
+        r.checks
+            .iter()
+            .map(|c| (c.id, c.subject.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn staleness_follows_each_source_s_own_beat() {
+        let mut view = FleetView::default();
+        for (id, source) in [
+            ("polled", Source::Agentless),
+            ("attached", Source::Attached),
+        ] {
+            let mut n = NodeState::new(id.into(), source, "http://127.0.0.1:1".into());
+            n.seen(tokio::time::Instant::now() - std::time::Duration::from_secs(1));
+            n.engine_reachable = true;
+            view.nodes.insert(id.into(), n);
+        }
+        let (adm, r, cfg) = (
+            Admission::default(),
+            Recent::new(10),
+            HealthConfig::default(),
+        );
+        // Reports every 100 ms, polls every 5 s: only the attached node is late.
+        let rep = evaluate(&view, &adm, &r, &cfg, 0, 100, 5_000);
+        assert_eq!(ids(&rep), vec![("node_stale", "attached")]);
+        let rep = evaluate(&view, &adm, &r, &cfg, 0, 1_000, 200);
+        assert_eq!(ids(&rep), vec![("node_stale", "polled")]);
+    }
+
+    #[test]
+    fn store_drops_count_over_the_window_and_clear() {
+        let r = Recent::new(3);
+        let t = crate::store::tests::trace("x", 0, &[]);
+        let (view, adm, cfg) = (
+            FleetView::default(),
+            Admission::default(),
+            HealthConfig::default(),
+        );
+        let seen = |dropped| Attempts {
+            store_dropped: dropped,
+            ..Default::default()
+        };
+        assert!(ids(&evaluate(&view, &adm, &r, &cfg, 0, 0, 0)).is_empty());
+        // Before the window fills, every drop since start counts.
+        r.push(&t, seen(0));
+        let rep = evaluate(&view, &adm, &r, &cfg, 2, 0, 0);
+        assert_eq!(ids(&rep), vec![("store_dropping", "store")]);
+        assert_eq!(rep.checks[0].evidence["dropped"], 2);
+        for _ in 0..2 {
+            r.push(&t, seen(2));
+        }
+        // Full window, oldest request saw 0 dropped: the 2 drops are inside it.
+        assert_eq!(evaluate(&view, &adm, &r, &cfg, 2, 0, 0).checks.len(), 1);
+        // One more request without drops pushes them out.
+        r.push(&t, seen(2));
+        assert!(ids(&evaluate(&view, &adm, &r, &cfg, 2, 0, 0)).is_empty());
+        // New drops after the newest request still show.
+        let rep = evaluate(&view, &adm, &r, &cfg, 5, 0, 0);
+        assert_eq!(rep.checks[0].evidence["dropped"], 3);
+    }
+
+    #[test]
+    fn refused_connections_count_back_to_the_last_success() {
+        let r = Recent::new(10);
+        let mut ok = crate::store::tests::trace("x", 0, &[]);
+        ok.node = Some("a".into());
+        let mut failed = ok.clone();
+        failed.status = TraceStatus::Failed;
+        let refused = || Attempts {
+            unreachable: vec!["a".into()],
+            ..Default::default()
+        };
+        r.push(&failed, refused());
+        r.push(&ok, Attempts::default());
+        r.push(&failed, refused());
+        assert_eq!(failed_connects(&r.window(), "a"), 1);
+        r.push(&failed, refused());
+        assert_eq!(failed_connects(&r.window(), "a"), 2);
+        assert_eq!(failed_connects(&r.window(), "b"), 0);
+        r.push(&ok, Attempts::default());
+        assert_eq!(failed_connects(&r.window(), "a"), 0);
+    }
+
+    #[test]
+    fn disk_is_low_by_bytes_or_by_share_and_unknown_is_not() {
+        let cfg = HealthConfig::default();
+        let mut n = NodeState::new("a".into(), Source::Attached, "http://127.0.0.1:1".into());
+        assert_eq!(disk_low(&n, &cfg), None);
+        let gib = 1024 * 1024 * 1024;
+        (n.disk_total_bytes, n.disk_available_bytes) = (1000 * gib, 100 * gib);
+        assert_eq!(disk_low(&n, &cfg), None);
+        n.disk_available_bytes = 40 * gib; // 4%
+        assert_eq!(disk_low(&n, &cfg), Some(0.04));
+        (n.disk_total_bytes, n.disk_available_bytes) = (100 * gib, 9 * gib); // 9%, under 10 GiB
+        assert_eq!(disk_low(&n, &cfg), Some(0.09));
+    }
+
     #[test]
     fn rate_checks_clear_when_good_traffic_replaces_bad() {
         let r = Recent::new(10);

@@ -200,3 +200,26 @@ async fn history_survives_a_reopen() {
     assert_eq!(h2.perf("a", "m"), h.perf("a", "m"));
     assert_eq!(h2.perf("a", "m").unwrap().tokens_per_s, 100.0);
 }
+
+#[tokio::test]
+async fn records_are_dropped_and_counted_when_the_writer_is_behind() {
+    let d = dir("behind");
+    let cfg = StoreConfig {
+        queue: 16,
+        batch: 1,
+        ..StoreConfig::default()
+    };
+    let s = Store::open(&d, &cfg).unwrap();
+    {
+        // The writer stalls as it would on a slow disk or a long compaction:
+        // it holds at most one record, the channel 16 more.
+        let _stall = s.inner.db.write().unwrap();
+        for i in 0..100 {
+            s.submit(Write::Trace(Box::new(trace(&format!("r{i}"), i, &[]))));
+        }
+    }
+    s.flush().await;
+    let dropped = s.stats().dropped.load(Ordering::Relaxed);
+    assert!(dropped >= 100 - 17, "dropped {dropped}");
+    assert_eq!(s.all_traces(None).unwrap().len() as u64, 100 - dropped);
+}
