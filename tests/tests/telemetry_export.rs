@@ -135,6 +135,20 @@ async fn spans_and_metrics_reach_a_real_otlp_receiver_with_the_clients_trace() {
         .find(|s| s["name"] == "herd.queue")
         .expect("a queueing span");
     assert_eq!(q["parent_span_id"], root["span_id"]);
+    // The node received the trace context with herd's upstream span as parent.
+    let seen = fleet
+        .device(&node)
+        .stats()
+        .last_traceparent
+        .expect("the device received a traceparent");
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "{seen}");
+    assert_eq!(parts[1], trace_id, "same trace at the node: {seen}");
+    assert_eq!(
+        parts[2],
+        up["span_id"].as_str().unwrap(),
+        "herd's attempt span is the node's parent: {seen}"
+    );
     for w in want {
         assert!(metrics.contains(w), "metric {w} missing from {metrics:?}");
     }

@@ -78,6 +78,9 @@ pub struct DeviceStats {
     pub per_model: BTreeMap<String, ModelStats>,
     /// Requests answered 503 because the queue was full.
     pub rejected_busy: u64,
+    /// The last W3C `traceparent` header a request carried.
+    #[serde(default)]
+    pub last_traceparent: Option<String>,
 }
 
 /// A model in memory.
@@ -283,6 +286,11 @@ impl Engine {
     pub fn set_faults(&self, p: &crate::config::FaultsPatch) {
         self.lock().faults.apply(p);
         self.changed.notify_waiters();
+    }
+
+    /// Records the trace context of a request (see [`DeviceStats::last_traceparent`]).
+    pub fn note_traceparent(&self, tp: &str) {
+        self.lock().stats.last_traceparent = Some(tp.chars().take(128).collect());
     }
 
     /// A snapshot of the counters.

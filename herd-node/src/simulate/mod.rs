@@ -421,6 +421,15 @@ fn router_for(handle: DeviceHandle) -> Router {
 
 /// `hang`: read the request, never answer (until the client gives up).
 async fn hang_layer(State(h): State<DeviceHandle>, req: Request, next: Next) -> Response {
+    // Remember the trace context a caller sent, so tests can check that a
+    // router continues traces to the node (a real Ollama ignores it).
+    if let Some(tp) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        h.inner.engine.note_traceparent(tp);
+    }
     if h.inner.engine.faults().hang {
         std::future::pending::<()>().await;
     }
