@@ -250,3 +250,69 @@ pub fn classic_text(open_metrics: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_help_and_type_name_the_total_series() {
+        let open = "\
+# HELP herd_retries Attempts retried on another node.
+# TYPE herd_retries counter
+herd_retries_total 3
+# HELP herd_retries_budget A gauge that merely shares the prefix.
+# TYPE herd_retries_budget gauge
+herd_retries_budget 1
+# HELP herd_shed Requests shed.
+# TYPE herd_shed counter
+herd_shed_total{model=\"m:latest\"} 2
+# EOF
+";
+        assert_eq!(
+            classic_text(open),
+            "\
+# HELP herd_retries_total Attempts retried on another node.
+# TYPE herd_retries_total counter
+herd_retries_total 3
+# HELP herd_retries_budget A gauge that merely shares the prefix.
+# TYPE herd_retries_budget gauge
+herd_retries_budget 1
+# HELP herd_shed_total Requests shed.
+# TYPE herd_shed_total counter
+herd_shed_total{model=\"m:latest\"} 2
+"
+        );
+    }
+
+    #[test]
+    fn herd_s_own_series_come_out_classic() {
+        let m = Metrics::new();
+        m.retries.inc();
+        m.requests
+            .get_or_create(&RequestLabels {
+                operation: "chat".into(),
+                model: "m:latest".into(),
+                node: "a".into(),
+                status: "completed".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(!text.contains("# EOF"), "{text}");
+        let mut counters = 0;
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ")
+                && let Some(name) = rest.strip_suffix(" counter")
+            {
+                counters += 1;
+                assert!(name.ends_with("_total"), "{l}");
+                assert!(
+                    text.contains(&format!("# HELP {name} ")),
+                    "HELP for {name}: {text}"
+                );
+            }
+        }
+        assert!(counters >= 3, "{text}");
+        assert!(text.contains("herd_retries_total 1\n"), "{text}");
+    }
+}

@@ -379,3 +379,203 @@ impl Drop for Trail {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{Engine, FleetView, NodeState, Source};
+    use crate::health::{HealthConfig, Recent};
+    use crate::history::History;
+    use crate::queueing::Admission;
+    use crate::request::Endpoint;
+    use crate::scoring::{Ranking, Temperature};
+    use crate::store::{Store, StoreConfig};
+
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn telemetry(store: Option<Store>) -> Arc<Telemetry> {
+        Arc::new(Telemetry {
+            metrics: super::super::Metrics::new(),
+            otel: None,
+            store,
+            history: History::new(),
+            recent: Recent::new(10),
+        })
+    }
+
+    fn request() -> Arc<RouteRequest> {
+        Arc::new(RouteRequest {
+            id: "req-1".into(),
+            endpoint: Endpoint::OllamaChat,
+            model: "m".into(),
+            fallback_models: vec![],
+            stream: true,
+            include_usage: false,
+            est_prompt_tokens: 3,
+            max_output_tokens: None,
+            images: 0,
+            num_ctx: None,
+            tags: vec!["team:a".into()],
+            body: Arc::new(serde_json::Map::new()),
+            traceparent: Some(TRACEPARENT.into()),
+        })
+    }
+
+    fn pick(node: &str) -> Pick {
+        Pick {
+            node: node.into(),
+            url: "http://127.0.0.1:1".into(),
+            addr: None,
+            engine: Engine::Ollama,
+            slots: 1,
+            temperature: Temperature::Hot,
+            score: 1.0,
+            ranking: Arc::new(Ranking {
+                model: "m:latest".into(),
+                candidates: vec![],
+                eliminated: vec![],
+            }),
+        }
+    }
+
+    fn ok() -> Outcome {
+        Outcome {
+            ttft_ms: Some(5.0),
+            total_ms: 20.0,
+            prompt_tokens: Some(3),
+            output_tokens: Some(4),
+            ok: true,
+            ..Outcome::default()
+        }
+    }
+
+    /// The record the trail would report now.
+    fn record(t: &Trail) -> TraceRecord {
+        let mut d = t.draft();
+        t.record(&mut d)
+    }
+
+    #[tokio::test]
+    async fn reports_once_when_the_last_holder_lets_go() {
+        let dir = std::env::temp_dir().join(format!(
+            "herd-trail-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let store = Store::open(&dir, &StoreConfig::default()).unwrap();
+        let tel = telemetry(Some(store.clone()));
+        let trail = Trail::start(tel.clone(), request());
+        let relay = trail.clone();
+        // Without OTel the node gets the client's own trace context.
+        assert_eq!(
+            trail.attempt(&pick("a"), "m:latest").as_deref(),
+            Some(TRACEPARENT)
+        );
+        trail.attempt_failed(
+            &"a".into(),
+            "cannot connect: refused",
+            AttemptFailure::Connect,
+        );
+        trail.attempt(&pick("b"), "m:latest");
+        relay.outcome(&ok(), false);
+        drop(trail);
+        store.flush().await;
+        assert!(store.all_traces(None).unwrap().is_empty(), "reported early");
+        drop(relay);
+        store.flush().await;
+        let t = store.all_traces(None).unwrap();
+        assert_eq!(t.len(), 1);
+        let t = &t[0];
+        assert_eq!(t.status, TraceStatus::Retried);
+        assert_eq!(t.node.as_deref(), Some("b"));
+        assert_eq!(t.excluded, vec!["a".to_string()]);
+        assert_eq!((t.retries, t.error.as_deref()), (1, None));
+        assert_eq!((t.ttft_ms, t.output_tokens), (Some(5.0), Some(4)));
+        assert_eq!(t.tags, vec!["team:a".to_string()]);
+        assert!(!t.fallback_used);
+
+        let text = tel.metrics.encode();
+        assert!(
+            text.contains(
+                r#"herd_requests_total{operation="chat",model="m:latest",node="b",status="retried"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("herd_retries_total 1"), "{text}");
+
+        // Health heard that node a could not be connected to.
+        let mut view = FleetView::default();
+        let mut a = NodeState::new("a".into(), Source::Attached, "http://127.0.0.1:1".into());
+        a.seen(tokio::time::Instant::now());
+        a.engine_reachable = true;
+        view.nodes.insert("a".into(), a);
+        let cfg = HealthConfig {
+            unreachable_after: 1,
+            ..HealthConfig::default()
+        };
+        let rep = crate::health::evaluate(&view, &Admission::default(), &tel.recent, &cfg, 0, 0, 0);
+        assert!(
+            rep.checks
+                .iter()
+                .any(|c| c.id == "engine_unreachable" && c.subject == "a"),
+            "{:#?}",
+            rep.checks
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn status_follows_how_the_request_ended() {
+        let tel = telemetry(None);
+        let t = Trail::start(tel.clone(), request());
+        assert_eq!(record(&t).status, TraceStatus::ClientDisconnected);
+
+        t.attempt(&pick("a"), "m:latest");
+        t.outcome(&Outcome::default(), false);
+        let r = record(&t);
+        assert_eq!(r.status, TraceStatus::Incomplete);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("the stream ended before the model finished")
+        );
+
+        t.outcome(&Outcome::default(), true);
+        assert_eq!(record(&t).status, TraceStatus::ClientDisconnected);
+
+        t.outcome(&ok(), false);
+        assert_eq!(record(&t).status, TraceStatus::Completed);
+
+        let t = Trail::start(tel.clone(), request());
+        t.failed(TraceStatus::Shed, "a is busy".into());
+        let r = record(&t);
+        assert_eq!(
+            (r.status, r.error.as_deref()),
+            (TraceStatus::Shed, Some("a is busy"))
+        );
+        assert_eq!(r.node, None);
+
+        // A failed attempt's error stands when nothing better is known.
+        let t = Trail::start(tel.clone(), request());
+        t.attempt(&pick("a"), "m:latest");
+        t.attempt_failed(&"a".into(), "no answer within 1s", AttemptFailure::Timeout);
+        assert_eq!(t.draft().timeouts, 1);
+        t.failed(TraceStatus::Failed, "no node can serve m".into());
+        let r = record(&t);
+        assert_eq!(r.status, TraceStatus::Failed);
+        assert_eq!(r.error.as_deref(), Some("no node can serve m"));
+        assert_eq!((r.retries, r.excluded.len()), (1, 1));
+        assert!(t.draft().unreachable.is_empty());
+
+        // Served by another model than asked: a fallback.
+        let t = Trail::start(tel, request());
+        t.attempt(&pick("a"), "n:latest");
+        t.outcome(&ok(), false);
+        let r = record(&t);
+        assert!(r.fallback_used);
+        assert_eq!(
+            (r.model_requested.as_str(), r.model_served.as_str()),
+            ("m", "n:latest")
+        );
+    }
+}
