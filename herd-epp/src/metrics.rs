@@ -1,4 +1,6 @@
-//! Prometheus metrics on the metrics port (`/metrics`, OpenMetrics text).
+//! Prometheus metrics on the metrics port (`/metrics`, Prometheus text
+//! 0.0.4, encoded like herd's own — see
+//! [`herd_layer::telemetry::metrics::encode_classic`]).
 //!
 //! Names follow the llm-d/GIE EPPs where a counterpart exists
 //! (`…_request_total`, `…_scheduler_e2e_duration_seconds`, TTFT, tokens,
@@ -11,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -137,11 +138,9 @@ impl Metrics {
         r.iter().copied().collect()
     }
 
-    /// The OpenMetrics text exposition.
+    /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut s = String::new();
-        encode(&mut s, &self.registry).expect("writing to a String cannot fail");
-        s
+        herd_layer::telemetry::metrics::encode_classic(&self.registry)
     }
 
     /// The `/metrics` HTTP app.
@@ -155,7 +154,7 @@ impl Metrics {
                     (
                         [(
                             http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            herd_layer::telemetry::metrics::CONTENT_TYPE,
                         )],
                         m.render(),
                     )

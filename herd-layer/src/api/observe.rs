@@ -39,7 +39,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::telemetry::metrics::CONTENT_TYPE,
         )],
         m.encode(),
     )

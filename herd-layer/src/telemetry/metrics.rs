@@ -209,13 +209,21 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every series (herd-epp can serve its own
-    /// `Metrics` the same way).
+    /// The text exposition of every series.
     pub fn encode(&self) -> String {
-        let mut s = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
-        classic_text(&s)
+        encode_classic(&self.registry)
     }
+}
+
+/// The content type of [`encode_classic`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A registry in Prometheus text exposition (0.0.4): what herd's and
+/// herd-epp's `/metrics` serve, with [`CONTENT_TYPE`].
+pub fn encode_classic(registry: &Registry) -> String {
+    let mut s = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut s, registry);
+    classic_text(&s)
 }
 
 /// prometheus-client writes OpenMetrics, where a counter's HELP and TYPE
