@@ -263,6 +263,36 @@ async fn traffic_checks_follow_the_recent_requests() {
     fleet.shutdown().await;
 }
 
+/// The check `id` in a report (the first, when several subjects have it).
+fn find<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {report:#}"))
+}
+
+/// Requests that must fail (with a 5xx).
+async fn failing(c: &Client, url: &str, model: &str, n: usize) {
+    for i in 0..n {
+        let r = post(
+            c,
+            &format!("{url}/api/chat"),
+            chat(model, &format!("bad {i}"), false),
+        )
+        .await;
+        assert!(r.status >= 500, "{} {}", r.status, r.text());
+    }
+}
+
+fn clear(d: &herd_node::DeviceHandle) {
+    d.set_faults(FaultsPatch {
+        clear: true,
+        ..Default::default()
+    });
+}
+
 /// A device that stops answering: its queue backs up in the router, more
 /// requests are shed, an idle node with free memory is pointed at, and the
 /// clients that give up count as disconnects. All clear once it answers.
@@ -306,12 +336,7 @@ async fn a_stuck_device_backs_up_sheds_and_loses_clients() {
     expect(&c, &url, "queue_backlog", Some("stuck:q:8b"), true).await;
     expect(&c, &url, "memory_idle_while_queued", Some("idle"), true).await;
     let r = checks(&c, &url).await;
-    let backlog = r["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "queue_backlog")
-        .unwrap();
+    let backlog = find(&r, "queue_backlog");
     assert_eq!(backlog["evidence"]["waiting"], 3, "{r:#}");
 
     // The queue is full: the next ones are shed at once.
@@ -337,10 +362,7 @@ async fn a_stuck_device_backs_up_sheds_and_loses_clients() {
     expect(&c, &url, "queue_backlog", None, false).await;
     expect(&c, &url, "memory_idle_while_queued", None, false).await;
 
-    fleet.device("stuck").set_faults(FaultsPatch {
-        clear: true,
-        ..Default::default()
-    });
+    clear(fleet.device("stuck"));
     good(&c, &url, "q:8b", 5).await;
     good(&c, &url, "m:8b", 5).await;
     expect(&c, &url, "requests_shed", None, false).await;
@@ -370,20 +392,9 @@ async fn timeouts_and_refused_connections_are_flagged() {
         hang: Some(true),
         ..Default::default()
     });
-    for i in 0..2 {
-        let r = post(
-            &c,
-            &format!("{url}/api/chat"),
-            chat("q:8b", &format!("t{i}"), false),
-        )
-        .await;
-        assert!(r.status >= 500, "{} {}", r.status, r.text());
-    }
+    failing(&c, &url, "q:8b", 2).await;
     expect(&c, &url, "model_load_timeout", Some("slow"), true).await;
-    fleet.device("slow").set_faults(FaultsPatch {
-        clear: true,
-        ..Default::default()
-    });
+    clear(fleet.device("slow"));
     good(&c, &url, "q:8b", 10).await;
     expect(&c, &url, "model_load_timeout", None, false).await;
 
@@ -391,22 +402,11 @@ async fn timeouts_and_refused_connections_are_flagged() {
         refuse: Some(true),
         ..Default::default()
     });
-    for i in 0..3 {
-        let r = post(
-            &c,
-            &format!("{url}/api/chat"),
-            chat("r:8b", &format!("u{i}"), false),
-        )
-        .await;
-        assert!(r.status >= 500, "{} {}", r.status, r.text());
-    }
+    failing(&c, &url, "r:8b", 3).await;
     // Its agent still reports (the node is online); herd's own attempts say otherwise.
     assert!(fleet.router.fleet.snapshot().node("down").unwrap().online);
     expect(&c, &url, "engine_unreachable", Some("down"), true).await;
-    fleet.device("down").set_faults(FaultsPatch {
-        clear: true,
-        ..Default::default()
-    });
+    clear(fleet.device("down"));
     good(&c, &url, "r:8b", 1).await;
     expect(&c, &url, "engine_unreachable", None, false).await;
     fleet.shutdown().await;
@@ -440,10 +440,7 @@ async fn a_silent_agentless_node_goes_stale() {
         ..Default::default()
     });
     expect(&c, &url, "node_stale", Some(&id), true).await;
-    dev.set_faults(FaultsPatch {
-        clear: true,
-        ..Default::default()
-    });
+    clear(&dev);
     // The hung poll gives up after its own timeout; the next one answers.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -478,12 +475,7 @@ async fn filling_the_disk_raises_disk_low() {
     assert_eq!(r.status, 202, "{}", r.text());
     expect(&c, &url, "disk_low", Some("d"), true).await;
     let r = checks(&c, &url).await;
-    let low = r["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "disk_low")
-        .unwrap();
+    let low = find(&r, "disk_low");
     assert_eq!(
         low["evidence"]["available_bytes"],
         7 * herd_node::config::GIB,

@@ -1,6 +1,7 @@
 use super::*;
 
-fn dir(name: &str) -> PathBuf {
+/// A fresh path under the temp dir (not created).
+pub(crate) fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "herd-store-{name}-{}-{}",
         std::process::id(),

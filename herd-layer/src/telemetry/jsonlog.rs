@@ -215,16 +215,6 @@ mod tests {
     /// 2026-03-01T12:00:00Z
     const NOON: i64 = 20_513 * DAY + DAY / 2;
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "herd-jsonlog-{name}-{}-{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
     fn log(dir: &std::path::Path, max: u64) -> (DailyJson, Arc<AtomicI64>) {
         let now = Arc::new(AtomicI64::new(NOON));
         let clock = now.clone();
@@ -262,7 +252,7 @@ mod tests {
 
     #[test]
     fn one_file_per_utc_day() {
-        let d = dir("daily");
+        let d = crate::store::tests::dir("jsonlog-daily");
         let (log, now) = log(&d, 1 << 20);
         line(&log, 1);
         now.fetch_add(DAY / 2 - 1, Ordering::SeqCst); // 23:59:59
@@ -282,7 +272,7 @@ mod tests {
 
     #[test]
     fn the_directory_stays_within_its_bound_and_keeps_the_newest() {
-        let d = dir("bound");
+        let d = crate::store::tests::dir("jsonlog-bound");
         let max = 1_000;
         let (log, now) = log(&d, max);
         let len = 31; // bytes per line, at most
@@ -324,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_restart_continues_today_s_newest_part() {
-        let d = dir("restart");
+        let d = crate::store::tests::dir("jsonlog-restart");
         let newest = |d: &std::path::Path| {
             listing(d)
                 .into_iter()

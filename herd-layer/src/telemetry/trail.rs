@@ -457,11 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn reports_once_when_the_last_holder_lets_go() {
-        let dir = std::env::temp_dir().join(format!(
-            "herd-trail-{}-{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
+        let dir = crate::store::tests::dir("trail");
         let store = Store::open(&dir, &StoreConfig::default()).unwrap();
         let tel = telemetry(Some(store.clone()));
         let trail = Trail::start(tel.clone(), request());
