@@ -49,7 +49,28 @@ where
         + 'static,
     L::Future: Send + 'static,
 {
+    around_traced(leaf, fleet, live, cfg, None)
+}
+
+/// [`around`], with the telemetry layer on top when given. This is the one
+/// place the order of the layers is written.
+pub fn around_traced<L>(
+    leaf: L,
+    fleet: Fleet,
+    live: Live,
+    cfg: &RouterConfig,
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+) -> RoutingService
+where
+    L: tower::Service<Routed, Response = http::Response<Body>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    L::Future: Send + 'static,
+{
     let stack = ServiceBuilder::new()
+        .option_layer(telemetry.map(crate::telemetry::TelemetryLayer::new))
         .layer(RetryLayer::new(Arc::new(cfg.retry.clone())).with_autopull(live.autopull.clone()))
         .layer(DiscoveryLayer::new(fleet))
         .layer(ScoringLayer::new(
@@ -86,18 +107,5 @@ pub fn routing_traced(
         }),
         live.history.clone(),
     );
-    let stack = ServiceBuilder::new()
-        .option_layer(telemetry.map(crate::telemetry::TelemetryLayer::new))
-        .layer(RetryLayer::new(Arc::new(cfg.retry.clone())).with_autopull(live.autopull.clone()))
-        .layer(DiscoveryLayer::new(fleet))
-        .layer(ScoringLayer::new(
-            Arc::new(live.clone()),
-            Arc::new(cfg.scoring.clone()),
-        ))
-        .layer(QueueingLayer::new(
-            live.admission.clone(),
-            Arc::new(cfg.queue.clone()),
-        ))
-        .service(forward);
-    BoxCloneSyncService::new(stack)
+    around_traced(forward, fleet, live, cfg, telemetry)
 }
