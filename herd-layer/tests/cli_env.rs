@@ -28,7 +28,11 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Herd {
         .env("HERD_LOG", "info")
         .env(
             "HERD_DATA_DIR",
-            std::env::temp_dir().join(format!("herd-cli-env-{}-{}", std::process::id(), fastrand::u64(..))),
+            std::env::temp_dir().join(format!(
+                "herd-cli-env-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            )),
         )
         .env_remove("HERD_MAX_BODY_BYTES")
         .stdout(Stdio::null())

@@ -230,7 +230,11 @@ impl CapacityModel {
 
     /// Opens (or creates) `dir/capacity.redb` and loads what it learned.
     /// Slots that do not decode are dropped, not trusted.
-    pub fn open(dir: &Path, clock: Arc<dyn Clock>, cfg: CapacityConfig) -> Result<Self, CapacityError> {
+    pub fn open(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        cfg: CapacityConfig,
+    ) -> Result<Self, CapacityError> {
         let path = dir.join("capacity.redb");
         let err = |m: String| CapacityError::Store {
             path: path.clone(),
@@ -310,7 +314,8 @@ impl CapacityModel {
     /// `None` while it has too little data.
     pub fn slot_availability(&self, slot: usize) -> Option<f64> {
         let s = self.slot_now(slot)?;
-        (s.weight >= self.cfg.min_weight - WEIGHT_SLACK).then(|| (1.0 - s.cpu / s.weight).clamp(0.0, 1.0))
+        (s.weight >= self.cfg.min_weight - WEIGHT_SLACK)
+            .then(|| (1.0 - s.cpu / s.weight).clamp(0.0, 1.0))
     }
 
     /// Decayed samples a slot holds now.
@@ -460,7 +465,9 @@ mod tests {
         for slot in 0..SLOTS {
             let (day, hour) = (slot / 24, slot % 24);
             let busy = day < 5 && (9..17).contains(&hour);
-            let a = m.slot_availability(slot).expect("every slot has 60 samples");
+            let a = m
+                .slot_availability(slot)
+                .expect("every slot has 60 samples");
             let want = if busy { 0.2 } else { 0.95 };
             assert!((a - want).abs() < 1e-6, "slot {slot}: {a} != {want}");
         }

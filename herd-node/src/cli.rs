@@ -145,7 +145,10 @@ pub fn read_token_file(p: &std::path::Path) -> Result<String, String> {
 }
 
 /// The token from a file (preferred) or a flag.
-pub fn fleet_token(flag: Option<String>, file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+pub fn fleet_token(
+    flag: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
     match file {
         Some(p) => read_token_file(p).map(Some),
         None => Ok(flag.filter(|t| !t.trim().is_empty())),

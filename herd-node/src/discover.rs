@@ -50,7 +50,10 @@ impl RouterFinder {
         let events = daemon.browse(ROUTER_SERVICE)?;
         let (tx, urls) = watch::channel(None);
         let task = tokio::spawn(follow(events, tx, has_token));
-        tracing::info!(?scope, "looking for a herd router over mDNS ({ROUTER_SERVICE})");
+        tracing::info!(
+            ?scope,
+            "looking for a herd router over mDNS ({ROUTER_SERVICE})"
+        );
         Ok(Self { urls, task, daemon })
     }
 

@@ -396,7 +396,13 @@ pub struct RealSource {
 impl RealSource {
     /// Polls `client`; tells the router to use `public_url`; no learning.
     pub fn new(client: OllamaClient, public_url: String, limits: OllamaLimits) -> Self {
-        Self::with_options(client, public_url, limits, Prober::default(), RealOptions::default())
+        Self::with_options(
+            client,
+            public_url,
+            limits,
+            Prober::default(),
+            RealOptions::default(),
+        )
     }
 
     /// With probes and options chosen by the caller.
@@ -536,8 +542,7 @@ impl RealSource {
         };
         if due && let Some(l) = load {
             let m = model.clone();
-            let saved =
-                tokio::task::spawn_blocking(move || m.record(l.cpu, l.memory)).await;
+            let saved = tokio::task::spawn_blocking(move || m.record(l.cpu, l.memory)).await;
             if let Ok(Err(e)) = saved {
                 tracing::warn!(error = %e, "cannot save a capacity sample");
             }
@@ -548,11 +553,8 @@ impl RealSource {
 
 impl StateSource for RealSource {
     async fn report(&self) -> NodeReport {
-        let (hardware, engine, meeting) = tokio::join!(
-            self.prober.hardware(),
-            self.engine(),
-            self.prober.meeting()
-        );
+        let (hardware, engine, meeting) =
+            tokio::join!(self.prober.hardware(), self.engine(), self.prober.meeting());
         let total = hardware.memory.as_ref().map_or(0, |m| m.total_bytes);
         let mut availability = self.availability(total).await;
         let mut mode = NodeMode::Unspecified;

@@ -104,7 +104,18 @@ impl Lan {
         sh(&["ip", "-n", &hub, "link", "set", "lo", "up"])?;
         let br = "hbr0";
         sh(&["ip", "-n", &hub, "link", "add", br, "type", "bridge"])?;
-        sh(&["ip", "-n", &hub, "link", "set", br, "type", "bridge", "mcast_snooping", "0"])?;
+        sh(&[
+            "ip",
+            "-n",
+            &hub,
+            "link",
+            "set",
+            br,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
         let hub_ip = format!("{}1/24", self.prefix);
         sh(&["ip", "-n", &hub, "addr", "add", &hub_ip, "dev", br])?;
         sh(&["ip", "-n", &hub, "link", "set", br, "up"])?;
@@ -198,7 +209,12 @@ impl Lan {
         ids
     }
 
-    fn wait_online(&self, port: u16, want: &[&str], within: Duration) -> Result<Duration, Vec<String>> {
+    fn wait_online(
+        &self,
+        port: u16,
+        want: &[&str],
+        within: Duration,
+    ) -> Result<Duration, Vec<String>> {
         let start = Instant::now();
         loop {
             let got = self.online(port);
@@ -319,7 +335,11 @@ fn mdns_zeroconf_sees_the_router_and_herd_node_finds_a_zeroconf_router() {
     let p1 = free_port();
     let token_file = lan.tmp.join("token");
     std::fs::write(&token_file, "s3cret\n").unwrap();
-    let cmd = router_cmd(&lan, p1, &["--fleet-token-file", token_file.to_str().unwrap()]);
+    let cmd = router_cmd(
+        &lan,
+        p1,
+        &["--fleet-token-file", token_file.to_str().unwrap()],
+    );
     let r1 = lan.spawn(&hub, "router1.log", &cmd);
     let out = Command::new("ip")
         .args(["netns", "exec", &lan.hosts[0], &python()])
@@ -398,7 +418,9 @@ fn mdns_router_lists_advertised_nodes_that_are_refused() {
         if let Some(v) = lan.get_json(&hub, &url) {
             let hit = v["unattached"].as_array().into_iter().flatten().any(|u| {
                 u["node_id"] == "node-w"
-                    && u["why"].as_str().is_some_and(|w| w.contains("wrong fleet token"))
+                    && u["why"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("wrong fleet token"))
             });
             if hit {
                 assert!(lan.online(p).is_empty(), "a wrong token must not attach");

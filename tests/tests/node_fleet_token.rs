@@ -15,7 +15,11 @@ fn herd_node() -> PathBuf {
         .and_then(Path::parent)
         .expect("target dir")
         .join("herd-node");
-    assert!(p.exists(), "{} is missing: cargo build -p herd-node", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: cargo build -p herd-node",
+        p.display()
+    );
     p
 }
 
@@ -64,7 +68,12 @@ async fn node_fleet_token_right_attaches_wrong_and_missing_are_refused() {
     let url = router.url();
     let token_file = dir.join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let right = Node::start(&dir, "right", &url, &["--fleet-token-file", token_file.to_str().unwrap()]);
+    let right = Node::start(
+        &dir,
+        "right",
+        &url,
+        &["--fleet-token-file", token_file.to_str().unwrap()],
+    );
     let wrong = Node::start(&dir, "wrong", &url, &["--fleet-token", "guess"]);
     let missing = Node::start(&dir, "missing", &url, &[]);
 
@@ -91,13 +100,27 @@ async fn node_fleet_token_right_attaches_wrong_and_missing_are_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let a = &router.attachments;
-    assert_eq!(a.attached().iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["right"]);
+    assert_eq!(
+        a.attached()
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
+        ["right"]
+    );
     assert_eq!(a.refusal("wrong").as_deref(), Some("wrong fleet token"));
-    assert!(a.refusal("missing").unwrap().contains("requires a fleet token"));
+    assert!(
+        a.refusal("missing")
+            .unwrap()
+            .contains("requires a fleet token")
+    );
     assert!(a.refusal("right").is_none());
     // The nodes say it too, with the router's reason.
     assert!(wrong.log().contains("wrong fleet token"), "{}", wrong.log());
-    assert!(missing.log().contains("requires a fleet token"), "{}", missing.log());
+    assert!(
+        missing.log().contains("requires a fleet token"),
+        "{}",
+        missing.log()
+    );
     assert!(right.log().contains("attached"), "{}", right.log());
     let view = router.fleet.snapshot();
     assert!(view.node("right").is_some_and(|n| n.online));
@@ -113,7 +136,13 @@ fn node_refuses_an_empty_token_file() {
     let empty = dir.join("empty");
     std::fs::write(&empty, "\n").unwrap();
     let out = Command::new(herd_node())
-        .args(["run", "--router", "http://127.0.0.1:1", "--no-learn", "--fleet-token-file"])
+        .args([
+            "run",
+            "--router",
+            "http://127.0.0.1:1",
+            "--no-learn",
+            "--fleet-token-file",
+        ])
         .arg(&empty)
         .output()
         .expect("run herd-node");

@@ -64,7 +64,9 @@ async fn simulate(a: SimulateArgs) -> Result<(), String> {
             d.bind = bind;
         }
     }
-    if let Some(t) = herd_node::cli::fleet_token(a.fleet_token.clone(), a.fleet_token_file.as_deref())? {
+    if let Some(t) =
+        herd_node::cli::fleet_token(a.fleet_token.clone(), a.fleet_token_file.as_deref())?
+    {
         fleet.fleet_token = Some(t);
     }
     let mut has_router = a.router.is_some() || fleet.router.is_some();
@@ -138,8 +140,15 @@ async fn run(a: RunArgs) -> Result<(), String> {
     let capacity = if a.no_learn {
         None
     } else {
-        let dir = a.data_dir.clone().unwrap_or_else(herd_node::cli::default_data_dir);
-        match CapacityModel::open(&dir, Arc::new(SystemClock::local()), CapacityConfig::default()) {
+        let dir = a
+            .data_dir
+            .clone()
+            .unwrap_or_else(herd_node::cli::default_data_dir);
+        match CapacityModel::open(
+            &dir,
+            Arc::new(SystemClock::local()),
+            CapacityConfig::default(),
+        ) {
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::warn!(error = %e, "capacity learning off: cannot open its store");
@@ -181,7 +190,9 @@ async fn run(a: RunArgs) -> Result<(), String> {
         Some(url) => (None, watch::channel(Some(url.clone())).1),
         None => {
             if let Scope::Off(why) = &scope {
-                return Err(format!("no --router given and mDNS is off ({why}); give --router URL"));
+                return Err(format!(
+                    "no --router given and mDNS is off ({why}); give --router URL"
+                ));
             }
             let f = RouterFinder::start(&scope, token.is_some())
                 .map_err(|e| format!("mDNS discovery: {e}; give --router URL"))?;

@@ -158,7 +158,8 @@ mod tests {
 
     #[test]
     fn nvidia_smi_csv() {
-        let g = parse_nvidia_smi(include_str!("../../tests/fixtures/linux/nvidia_smi.csv")).unwrap();
+        let g =
+            parse_nvidia_smi(include_str!("../../tests/fixtures/linux/nvidia_smi.csv")).unwrap();
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].name, "NVIDIA GeForce RTX 4090");
         assert_eq!(g[0].memory_total_bytes, 24_564 * 1024 * 1024);

@@ -318,10 +318,7 @@ mod tests {
             Ok(false)
         );
         assert!(parse_ioreg_audio_input("").is_err());
-        assert_eq!(
-            parse_cmio_log(fixture!("log_cmio_streaming.txt")),
-            Ok(true)
-        );
+        assert_eq!(parse_cmio_log(fixture!("log_cmio_streaming.txt")), Ok(true));
         assert_eq!(parse_cmio_log(fixture!("log_cmio_stopped.txt")), Ok(false));
         assert!(parse_cmio_log("Timestamp Thread Type\n").is_err());
     }

@@ -338,7 +338,11 @@ async fn gpus() -> Result<Vec<Gpu>, Option<String>> {
         .kill_on_drop(true)
         .output();
     let out = match tokio::time::timeout(TOOL_TIMEOUT, run).await {
-        Err(_) => return Err(Some(format!("nvidia-smi did not answer in {TOOL_TIMEOUT:?}"))),
+        Err(_) => {
+            return Err(Some(format!(
+                "nvidia-smi did not answer in {TOOL_TIMEOUT:?}"
+            )));
+        }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
         Ok(Err(e)) => return Err(Some(format!("nvidia-smi: {e}"))),
         Ok(Ok(o)) => o,
