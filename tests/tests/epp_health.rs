@@ -45,7 +45,11 @@ async fn epp_health_on_both_ports_and_metrics() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     for name in [
         "herd_epp_scheduler_e2e_duration_seconds",
         "herd_epp_request_ttft_seconds",
