@@ -295,7 +295,7 @@ impl AutoPull {
 
 /// Auto-pull was tried and failed; says why.
 #[derive(Debug, thiserror::Error)]
-#[error("model {model:?} is on no node, and auto-pull failed: {reason}")]
+#[error("model {model:?} not found on any node, and auto-pull failed: {reason}")]
 pub struct AutoPullFailed {
     pub model: String,
     pub reason: String,
