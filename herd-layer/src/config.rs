@@ -218,11 +218,24 @@ impl RouterConfig {
                 ),
             });
         }
+        let window = self.retry.budget_window;
+        if window < Duration::from_secs(1) || window > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid {
+                name: "retry.budget_window",
+                reason: format!("{window:?} is outside 1s..=60s"),
+            });
+        }
+        if !(0.0..=1000.0).contains(&self.retry.budget_ratio) {
+            return Err(ConfigError::Invalid {
+                name: "retry.budget_ratio",
+                reason: format!("{} is outside 0..=1000", self.retry.budget_ratio),
+            });
+        }
         for url in &self.nodes {
             let ok = url
                 .parse::<http::Uri>()
                 .ok()
-                .is_some_and(|u| u.scheme().is_some() && u.host().is_some());
+                .is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
             if !ok {
                 return Err(ConfigError::Invalid {
                     name: "nodes",
@@ -318,9 +331,17 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_err());
+        c.nodes = vec!["https://10.0.0.5:11434".into()];
+        assert!(c.validate().is_err(), "engines are reached over plain http");
         c.nodes.clear();
         c.report_timeout = Duration::from_secs(1);
         assert!(c.validate().is_err());
+        c.report_timeout = Duration::from_secs(30);
+        c.retry.budget_window = Duration::from_secs(120);
+        assert!(
+            c.validate().is_err(),
+            "tower's budget panics outside 1..=60s"
+        );
     }
 
     #[test]

@@ -63,6 +63,9 @@ impl Series {
 
 #[derive(Debug, Default)]
 struct Book {
+    /// Failures since the last success, and when the last one happened.
+    failures_in_row: u32,
+    last_failure: Option<tokio::time::Instant>,
     ttft_ms: Series,
     tokens_per_s: Series,
     cold_load_ms: Series,
@@ -102,6 +105,7 @@ impl History {
             return;
         }
         b.completed += 1;
+        b.failures_in_row = 0;
         let load = o.load_ms.unwrap_or(0.0);
         if let Some(t) = o.ttft_ms {
             if load >= COLD_LOAD_MS {
@@ -125,6 +129,16 @@ impl History {
         }
     }
 
+    /// The node failed an attempt (connect error, 5xx, broke mid-stream):
+    /// scoring turns away from it until it succeeds again or time passes.
+    pub fn node_failed(&self, node: &NodeId, model: &str) {
+        let key = (node.clone(), crate::request::normalize_model(model));
+        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let b = books.entry(key).or_default();
+        b.failures_in_row = b.failures_in_row.saturating_add(1);
+        b.last_failure = Some(tokio::time::Instant::now());
+    }
+
     pub fn perf(&self, node: &str, model: &str) -> Option<Perf> {
         let model = crate::request::normalize_model(model);
         let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,7 +147,15 @@ impl History {
             .find(|((n, m), _)| &**n == node && *m == model)
             .map(|(_, b)| b)?;
         let samples = b.ttft_ms.0.len().max(b.tokens_per_s.0.len()) as u32;
-        if samples == 0 && b.cold_load_ms.0.is_empty() {
+        // Failures in a row, fading with a 15 s time constant so a node that
+        // got no traffic after failing is tried again.
+        let recent_failures = match b.last_failure {
+            Some(at) if b.failures_in_row > 0 => {
+                b.failures_in_row as f64 * (-at.elapsed().as_secs_f64() / 15.0).exp()
+            }
+            _ => 0.0,
+        };
+        if samples == 0 && b.cold_load_ms.0.is_empty() && recent_failures < 0.01 {
             return None;
         }
         Some(Perf {
@@ -141,6 +163,7 @@ impl History {
             tokens_per_s: b.tokens_per_s.median().unwrap_or(0.0),
             cold_load_ms: b.cold_load_ms.median(),
             samples,
+            recent_failures,
         })
     }
 
@@ -214,6 +237,7 @@ impl History {
                 cold_load_ms: series_from(&s.cold_load_ms),
                 completed: s.completed,
                 failed: s.failed,
+                ..Book::default()
             },
         );
     }
@@ -300,6 +324,28 @@ mod tests {
         let p = h.perf("n", "m").unwrap();
         assert_eq!(p.ttft_ms, 400.0);
         assert_eq!(p.tokens_per_s, 10.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_in_a_row_fade_and_reset_on_success() {
+        let h = History::new();
+        let n: NodeId = "n".into();
+        h.node_failed(&n, "m");
+        h.node_failed(&n, "m");
+        assert!((h.perf("n", "m").unwrap().recent_failures - 2.0).abs() < 1e-9);
+        tokio::time::advance(std::time::Duration::from_secs(15)).await;
+        let faded = h.perf("n", "m").unwrap().recent_failures;
+        assert!((faded - 2.0 / std::f64::consts::E).abs() < 1e-6, "{faded}");
+        h.record(
+            &n,
+            "m",
+            &Outcome {
+                ok: true,
+                ttft_ms: Some(10.0),
+                ..Default::default()
+            },
+        );
+        assert_eq!(h.perf("n", "m").unwrap().recent_failures, 0.0);
     }
 
     #[test]

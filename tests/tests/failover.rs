@@ -166,3 +166,54 @@ async fn failures_before_the_first_byte_are_retried_elsewhere() {
     }
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_keeps_failing_stops_getting_first_attempts() {
+    let m = || vec![model("m:8b", 5.0)];
+    // "favourite" wins on role affinity (a small model, a smaller machine)
+    // and, after a warm-up, on learned speed too; then it starts failing.
+    let fleet = start(
+        router_config(),
+        vec![
+            device("favourite", 64, m(), &["m:8b"]),
+            device("spare", 192, m(), &["m:8b"]),
+        ],
+    )
+    .await;
+    let c = client();
+    let url = fleet.url();
+    for i in 0..3 {
+        let r = post(
+            &c,
+            &format!("{url}/api/chat"),
+            chat("m:8b", &format!("w{i}"), false),
+        )
+        .await;
+        assert_eq!(r.header("x-herd-node").as_deref(), Some("favourite"));
+    }
+    fleet.device("favourite").set_faults(FaultsPatch {
+        error_500: Some(true),
+        ..Default::default()
+    });
+    let mut attempts = Vec::new();
+    for i in 0..8 {
+        let r = post(
+            &c,
+            &format!("{url}/api/chat"),
+            chat("m:8b", &format!("q{i}"), false),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-herd-node").as_deref(), Some("spare"));
+        attempts.push(r.header("x-herd-attempts").unwrap());
+    }
+    assert_eq!(
+        attempts[0], "2",
+        "the first request still tries the failing node"
+    );
+    assert!(
+        attempts[2..].iter().all(|a| a == "1"),
+        "after failures the failing node is no longer tried first: {attempts:?}"
+    );
+    fleet.shutdown().await;
+}

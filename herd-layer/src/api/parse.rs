@@ -10,6 +10,9 @@ use super::error::ApiError;
 use crate::config::RouterConfig;
 use crate::request::{Endpoint, RouteRequest, estimate_tokens};
 
+/// Fallback models a request may name (each one is a full routing pass).
+pub const MAX_FALLBACKS: usize = 8;
+
 /// herd-only fields that are removed before a body goes to a node.
 const HERD_FIELDS: &[&str] = &["fallback_models", "tags"];
 
@@ -263,6 +266,15 @@ pub fn parse(
             .unwrap_or_default();
     }
     fallback_models.retain(|m| !crate::request::same_model(m, &model));
+    let mut seen = std::collections::HashSet::new();
+    fallback_models
+        .retain(|m| !m.trim().is_empty() && seen.insert(crate::request::normalize_model(m)));
+    if fallback_models.len() > MAX_FALLBACKS {
+        return Err(ApiError::bad_request(format!(
+            "fallback_models lists {} models; at most {MAX_FALLBACKS} are tried",
+            fallback_models.len()
+        )));
+    }
 
     for f in HERD_FIELDS {
         obj.remove(*f);
@@ -276,6 +288,16 @@ pub fn parse(
         .and_then(|v| v.to_str().ok())
         .filter(|s| s.len() <= 128)
         .map(str::to_string);
+
+    // OpenAI bodies are translated in the leaf; refuse what cannot be
+    // translated now, before the request waits for a slot.
+    let translated = match endpoint {
+        Endpoint::OpenAiChat => crate::translate::chat_request(&obj, &model).map(drop),
+        Endpoint::OpenAiCompletions => crate::translate::completion_request(&obj, &model).map(drop),
+        Endpoint::OpenAiEmbeddings => crate::translate::embeddings_request(&obj, &model).map(drop),
+        _ => Ok(()),
+    };
+    translated.map_err(|e| ApiError::bad_request(e.to_string()))?;
 
     Ok(RouteRequest {
         id: request_id(headers),
@@ -392,6 +414,30 @@ mod tests {
     }
 
     #[test]
+    fn fallbacks_are_bounded_and_deduplicated() {
+        let r = p(
+            Endpoint::OllamaChat,
+            r#"{"model":"m","fallback_models":["a","a:latest","b",""]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.fallback_models, vec!["a", "b"]);
+        let many: Vec<String> = (0..9).map(|i| format!("f{i}")).collect();
+        let body = serde_json::json!({"model": "m", "fallback_models": many}).to_string();
+        let e = p(Endpoint::OllamaChat, &body).unwrap_err();
+        assert!(e.message.contains("at most 8"), "{}", e.message);
+    }
+
+    #[test]
+    fn untranslatable_openai_bodies_fail_early() {
+        let e = p(
+            Endpoint::OpenAiChat,
+            r#"{"model":"m","n":2,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
     fn content_types() {
         let mut h = HeaderMap::new();
         assert!(check_content_type(&h).is_ok());
@@ -419,7 +465,7 @@ mod tests {
     fn openai_images_and_user_count() {
         let r = p(
             Endpoint::OpenAiChat,
-            r#"{"model":"m","user":"u1","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url","image_url":{"url":"data:x"}}]}]}"#,
+            r#"{"model":"m","user":"u1","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}"#,
         )
         .unwrap();
         assert_eq!(r.images, 1);

@@ -85,7 +85,8 @@ async fn get<T: for<'de> Deserialize<'de>>(client: &Client, url: &str) -> Result
     if !rsp.status().is_success() {
         return Err(format!("{url}: status {}", rsp.status()));
     }
-    let body = tokio::time::timeout(Duration::from_secs(5), rsp.into_body().collect())
+    let limited = http_body_util::Limited::new(rsp.into_body(), 16 * 1024 * 1024);
+    let body = tokio::time::timeout(Duration::from_secs(5), limited.collect())
         .await
         .map_err(|_| format!("{url}: body too slow"))?
         .map_err(|e| format!("{url}: {e}"))?
@@ -107,11 +108,25 @@ fn expires_ms(s: Option<&str>) -> i64 {
         let h: i64 = t.next()?.parse().ok()?;
         let mi: i64 = t.next()?.parse().ok()?;
         let sec: f64 = t.next().unwrap_or("0").parse().ok()?;
+        // Out-of-range fields from a node must not overflow the arithmetic below.
+        let sane = (1970..=9999).contains(&y)
+            && (1..=12).contains(&mo)
+            && (1..=31).contains(&da)
+            && (0..24).contains(&h)
+            && (0..60).contains(&mi)
+            && (0.0..61.0).contains(&sec);
+        if !sane {
+            return None;
+        }
         let offset_min = match zone.chars().next() {
             Some(sign @ ('+' | '-')) => {
                 let z = &zone[1..];
                 let (zh, zm) = z.split_once(':').unwrap_or((z, "0"));
-                let m = zh.parse::<i64>().ok()? * 60 + zm.parse::<i64>().ok()?;
+                let (zh, zm) = (zh.parse::<i64>().ok()?, zm.parse::<i64>().ok()?);
+                if !(0..24).contains(&zh) || !(0..60).contains(&zm) {
+                    return None;
+                }
+                let m = zh * 60 + zm;
                 if sign == '-' { -m } else { m }
             }
             _ => 0,
@@ -220,6 +235,8 @@ mod tests {
             1_717_537_111_500
         );
         assert_eq!(expires_ms(Some("garbage")), 0);
+        assert_eq!(expires_ms(Some("99999999999999-01-01T00:00:00Z")), 0);
+        assert_eq!(expires_ms(Some("2024-01-01T99999999999999:00:00Z")), 0);
         assert_eq!(expires_ms(None), 0);
     }
 }

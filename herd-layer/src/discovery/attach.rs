@@ -205,12 +205,18 @@ fn valid_report(hello_id: &str, r: &proto::NodeReport) -> Result<(), String> {
             r.node_id
         ));
     }
-    let ok =
-        r.ollama_url.parse::<http::Uri>().ok().is_some_and(|u| {
-            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-        });
+    let ok = r
+        .ollama_url
+        .parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
     if !ok {
-        return Err(format!("ollama_url {:?} is not an http URL", r.ollama_url));
+        // herd talks plain HTTP to engines (they sit on the LAN); an https
+        // URL would fail every request, so it is refused up front.
+        return Err(format!(
+            "ollama_url {:?} is not an http:// URL",
+            r.ollama_url
+        ));
     }
     if let Some(e) = &r.engine
         && (e.loaded.len() > 10_000 || e.available.len() > 100_000)
@@ -367,6 +373,8 @@ mod tests {
         assert!(valid_report("a", &r).is_ok());
         assert!(valid_report("b", &r).is_err());
         r.ollama_url = "ftp://x".into();
+        assert!(valid_report("a", &r).is_err());
+        r.ollama_url = "https://10.0.0.5:11434".into();
         assert!(valid_report("a", &r).is_err());
     }
 }

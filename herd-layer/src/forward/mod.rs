@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::fleet::{Engine, NodeId};
-use crate::history::{History, Outcome};
+use crate::history::History;
 use crate::request::{ClientFormat, Endpoint};
 use crate::routed::{Body, BoxError, ResponseFuture, Routed};
 use crate::telemetry::trail::AttemptFailure;
@@ -262,7 +262,17 @@ impl Service<Routed> for Forward {
         let this = self.clone();
         ResponseFuture::new(async move {
             let trail = req.trail.clone();
+            let model = req.model.clone();
+            let history = this.history.clone();
             let r = this.forward(req).await;
+            // A node that fails attempts loses traffic until it succeeds
+            // again (see the `reliability` signal).
+            if let Err(e) = &r
+                && let Some(up) = e.downcast_ref::<UpstreamError>()
+                && up.retryable()
+            {
+                history.node_failed(&up.node, &model);
+            }
             if let (Err(e), Some(t)) = (&r, &trail)
                 && let Some(up) = e.downcast_ref::<UpstreamError>()
             {
@@ -335,8 +345,6 @@ impl Forward {
                 .await
                 .unwrap_or_default();
             let message = translate::error_message(&body);
-            self.history
-                .record(&pick.node, &req.model, &Outcome::default());
             return Err(fail(UpstreamErrorKind::Status {
                 status: status.as_u16(),
                 message,
@@ -393,23 +401,47 @@ impl Forward {
         // Streaming: wait for the first bytes so a node that dies before
         // producing anything is still a retryable failure.
         let mut upstream = rsp.into_body();
-        let first = loop {
+        // Ollama answers 200 and then an `{"error": …}` line when a runner
+        // dies before its first token: read up to the first whole line, so
+        // that case is still a retryable failure (nothing reached the client).
+        let mut first = bytes::BytesMut::new();
+        let wants_line = !matches!(plan.mode, relay::Mode::Sse);
+        loop {
             match tokio::time::timeout(self.cfg.response_timeout, upstream.frame()).await {
                 Err(_) => {
                     return Err(fail(UpstreamErrorKind::Timeout(self.cfg.response_timeout)).into());
                 }
-                Ok(None) => {
+                Ok(None) if first.is_empty() => {
                     return Err(fail(UpstreamErrorKind::Body("empty response".into())).into());
                 }
+                Ok(None) => break,
                 Ok(Some(Err(e))) => {
                     return Err(fail(UpstreamErrorKind::Body(error_chain(&e))).into());
                 }
-                Ok(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(d) if !d.is_empty() => break d,
-                    _ => continue,
-                },
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(d) = frame.into_data() {
+                        first.extend_from_slice(&d);
+                    }
+                    let line_done = first.contains(&b'\n') || first.len() >= 1024 * 1024;
+                    if !first.is_empty() && (!wants_line || line_done) {
+                        break;
+                    }
+                }
             }
-        };
+        }
+        let first = first.freeze();
+        if wants_line {
+            let line = first.split(|b| *b == b'\n').next().unwrap_or_default();
+            if let Ok(v) = serde_json::from_slice::<Value>(line)
+                && let Some(msg) = v.get("error").and_then(Value::as_str)
+            {
+                return Err(fail(UpstreamErrorKind::Status {
+                    status: 500,
+                    message: msg.to_string(),
+                })
+                .into());
+            }
+        }
         let content_type = match plan.mode.client_format() {
             ClientFormat::OpenAi => "text/event-stream",
             ClientFormat::Ollama => "application/x-ndjson",

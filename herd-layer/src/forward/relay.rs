@@ -17,6 +17,9 @@ use crate::request::ClientFormat;
 use crate::routed::Body;
 use crate::translate;
 
+/// The longest line (or SSE event) herd holds while waiting for its end.
+const MAX_PENDING: usize = 16 * 1024 * 1024;
+
 /// How the node's answer becomes the client's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -221,11 +224,32 @@ impl Relay {
     /// Feed bytes from the node; return what to send to the client. Only
     /// whole lines are sent, so a cut never leaves half a line behind.
     fn feed(&mut self, data: &[u8], out: &mut Vec<Bytes>) {
+        if self.errored {
+            return;
+        }
+        let scanned = self.buf.len();
         self.buf.extend_from_slice(data);
-        let Some(last_nl) = self.buf.iter().rposition(|b| *b == b'\n') else {
+        // Whole lines (NDJSON) or whole events (SSE: up to a blank line), so
+        // a cut never leaves half of one behind.
+        let boundary = match self.mode {
+            Mode::Sse => self
+                .buf
+                .windows(2)
+                .rposition(|w| w == b"\n\n")
+                .map(|i| i + 2),
+            _ => self.buf[scanned..]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|i| scanned + i + 1),
+        };
+        let Some(end) = boundary else {
+            if self.buf.len() > MAX_PENDING {
+                self.buf.clear();
+                self.fail("the node sent a line longer than 16 MiB", out);
+            }
             return;
         };
-        let complete = self.buf.split_to(last_nl + 1).freeze();
+        let complete = self.buf.split_to(end).freeze();
         match self.mode {
             Mode::Ndjson | Mode::Sse => {
                 for line in complete.split(|b| *b == b'\n') {
@@ -235,7 +259,7 @@ impl Relay {
             }
             _ => {
                 let mut rest = complete;
-                while rest.has_remaining() {
+                while rest.has_remaining() && !self.errored {
                     let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
                     let line = rest.split_to(end);
                     if rest.has_remaining() {
@@ -346,6 +370,36 @@ impl Relay {
     }
 }
 
+/// Send to the client; a client that stops reading for `idle` counts as gone
+/// (it must not hold the node's slot forever).
+async fn send(tx: &mpsc::Sender<Bytes>, b: Bytes, idle: std::time::Duration) -> bool {
+    matches!(tokio::time::timeout(idle, tx.send(b)).await, Ok(Ok(())))
+}
+
+/// Whether what is left when the node closes without a final newline is a
+/// whole line or event (passed on) rather than a torn one (dropped).
+fn whole_tail(mode: Mode, rest: &[u8]) -> bool {
+    let rest = trim(rest);
+    if rest.is_empty() {
+        return false;
+    }
+    match mode {
+        Mode::Sse => rest.split(|b| *b == b'\n').all(|line| {
+            let line = trim(line);
+            match line.strip_prefix(b"data:") {
+                Some(d) => {
+                    let d = trim(d);
+                    d == b"[DONE]" || serde_json::from_slice::<Value>(d).is_ok()
+                }
+                None => true,
+            }
+        }),
+        _ => rest
+            .split(|b| *b == b'\n')
+            .all(|l| trim(l).is_empty() || serde_json::from_slice::<Value>(trim(l)).is_ok()),
+    }
+}
+
 fn sse(v: &Value) -> Bytes {
     let mut b = b"data: ".to_vec();
     b.extend_from_slice(&serde_json::to_vec(v).unwrap_or_default());
@@ -397,7 +451,7 @@ where
         let mut disconnected = false;
         'relay: loop {
             for b in out.drain(..) {
-                if tx.send(b).await.is_err() {
+                if !send(&tx, b, idle).await {
                     disconnected = true;
                     break 'relay;
                 }
@@ -409,15 +463,21 @@ where
                 Err(_) => relay.fail(&format!("node went silent for {idle:?}"), &mut out),
                 Ok(None) => {
                     let rest = std::mem::take(&mut relay.buf);
-                    if !rest.is_empty() {
-                        relay.feed(&[&rest[..], b"\n"].concat(), &mut out);
+                    if whole_tail(relay.mode, &rest) {
+                        let end: &[u8] = if relay.mode == Mode::Sse {
+                            b"\n\n"
+                        } else {
+                            b"\n"
+                        };
+                        relay.feed(&[&rest[..], end].concat(), &mut out);
                     }
                     if !relay.finished {
                         relay.fail("the stream ended before the model finished", &mut out);
                     }
                     for b in out.drain(..) {
-                        if tx.send(b).await.is_err() {
+                        if !send(&tx, b, idle).await {
                             disconnected = true;
+                            break;
                         }
                     }
                     break;
@@ -434,7 +494,9 @@ where
             }
             if relay.errored && !relay.finished {
                 for b in out.drain(..) {
-                    let _ = tx.send(b).await;
+                    if !send(&tx, b, idle).await {
+                        break;
+                    }
                 }
                 break;
             }
@@ -446,7 +508,9 @@ where
         if disconnected {
             tracing::info!(%node, %model, "client went away mid-stream");
         } else if !o.ok {
+            // The node broke the stream (not the client): it counts against it.
             tracing::warn!(%node, %model, "stream ended with an error");
+            history.node_failed(&node, &model);
         }
         history.record(&node, &model, &o);
         if let Some(t) = trail {
@@ -502,6 +566,43 @@ mod tests {
         let v: Value = serde_json::from_str(last).unwrap();
         assert!(v["error"].as_str().unwrap().contains("cut"));
         assert!(!text.contains("trunc"));
+    }
+
+    #[test]
+    fn sse_passes_whole_events_only() {
+        let mut r = Relay::new(Mode::Sse, meta(ClientFormat::OpenAi));
+        let mut out = Vec::new();
+        r.feed(b"data: {\"a\":1}\n\ndata: {\"b\":2}\n", &mut out);
+        assert_eq!(out.concat(), b"data: {\"a\":1}\n\n");
+        r.fail("cut", &mut out);
+        let text = String::from_utf8(out.concat()).unwrap();
+        assert!(
+            !text.contains("\"b\""),
+            "a half event never reaches the client: {text}"
+        );
+        assert!(text.ends_with("\n\n"));
+    }
+
+    #[test]
+    fn torn_tails_are_dropped_whole_ones_kept() {
+        assert!(whole_tail(Mode::Ndjson, b"{\"done\":true}"));
+        assert!(!whole_tail(Mode::Ndjson, b"{\"done\":tr"));
+        assert!(whole_tail(Mode::Sse, b"data: [DONE]"));
+        assert!(!whole_tail(Mode::Sse, b"data: {\"a\""));
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_with_an_error() {
+        let mut r = Relay::new(Mode::Ndjson, meta(ClientFormat::Ollama));
+        let mut out = Vec::new();
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..17 {
+            r.feed(&chunk, &mut out);
+        }
+        assert!(r.errored);
+        assert!(r.buf.is_empty());
+        let text = String::from_utf8(out.concat()).unwrap();
+        assert!(text.contains("16 MiB"), "{text}");
     }
 
     #[test]

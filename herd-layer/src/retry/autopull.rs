@@ -227,6 +227,9 @@ impl AutoPull {
                     continue;
                 };
                 buf.extend_from_slice(&data);
+                if buf.len() > 1024 * 1024 {
+                    return Err("the node's pull progress has a line over 1 MiB".to_string());
+                }
                 while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=nl).collect();
                     let Ok(v) = serde_json::from_slice::<Value>(&line) else {

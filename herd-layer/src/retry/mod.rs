@@ -79,7 +79,7 @@ pub struct Policy {
     /// Attempts on the current model.
     attempts: u32,
     /// Fallback models not yet tried.
-    fallbacks: Vec<String>,
+    fallbacks: std::collections::VecDeque<String>,
     started: bool,
     last: Option<(String, String, Option<u16>)>,
     /// The last node that shed this request (node, waiting, retry after).
@@ -96,7 +96,7 @@ impl Policy {
             budget,
             cfg,
             attempts: 0,
-            fallbacks: Vec::new(),
+            fallbacks: Default::default(),
             started: false,
             last: None,
             last_shed: None,
@@ -107,10 +107,9 @@ impl Policy {
     }
 
     fn next_model(&mut self, req: &mut Routed) -> bool {
-        if self.fallbacks.is_empty() {
+        let Some(next) = self.fallbacks.pop_front() else {
             return false;
-        }
-        let next = self.fallbacks.remove(0);
+        };
         tracing::info!(request = %req.request.id, from = %req.model, to = %next, "falling back to another model");
         req.model = next;
         req.exclude.clear();
@@ -133,7 +132,7 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
         // state is therefore set up here, not there.
         if !self.started {
             self.started = true;
-            self.fallbacks = req.request.fallback_models.clone();
+            self.fallbacks = req.request.fallback_models.iter().cloned().collect();
         }
         let err = match result {
             Ok(_) => return None,
@@ -151,7 +150,9 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
                 req.attempt += 1;
                 return Some(ready(()).boxed());
             }
-            if self.next_model(req) {
+            // Moving to a fallback model is another upstream attempt: it
+            // draws on the budget too, so a fleet in trouble sees no storm.
+            if !self.fallbacks.is_empty() && self.budget.withdraw() && self.next_model(req) {
                 return Some(ready(()).boxed());
             }
             *result = Err(self.exhausted(req));
@@ -172,14 +173,23 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
             if self.next_model(req) {
                 return Some(ready(()).boxed());
             }
+            if self.last.is_some() {
+                // Earlier attempts failed upstream: report that failure, not
+                // what is left after excluding the failed nodes.
+                *result = Err(self.exhausted(req));
+                return None;
+            }
             if nc.model_unknown() {
+                // Only the client's own model is pulled, never a fallback.
                 if let Some(ap) = self.autopull.as_ref().filter(|a| a.enabled())
                     && !self.pull_tried
+                    && !req.fallback_used()
                 {
                     // The wait before the next attempt is the pull itself.
                     self.pull_tried = true;
                     req.attempt += 1;
                     let pull = ap.pull(&req.model, req.request.kind());
+                    self.pull_error = Arc::default();
                     let slot = self.pull_error.clone();
                     return Some(
                         async move {
@@ -214,10 +224,6 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
                 }
                 .into());
                 return None;
-            }
-            if self.last.is_some() && !req.exclude.is_empty() {
-                // Nodes were excluded by earlier failures: report the failure, not the exclusions.
-                *result = Err(self.exhausted(req));
             }
             return None;
         }

@@ -21,6 +21,7 @@
 //! | `context_fit` | −15…5 | the prompt fits the loaded context window |
 //! | `device_thermal` | −25…0 | the device is not throttling |
 //! | `memory_pressure` | −15…0 | the device is not short of memory |
+//! | `reliability` | −60…0 | the node has not been failing attempts lately (fades in ~15 s) |
 //!
 //! Hard eliminations: offline, draining, paused, excluded by a retry, critical
 //! memory pressure, critical thermal state, model absent, model does not fit,
@@ -60,6 +61,8 @@ pub struct Perf {
     /// Typical time a cold load took, in milliseconds, when seen.
     pub cold_load_ms: Option<f64>,
     pub samples: u32,
+    /// Failed attempts in a row, fading with time (0 when healthy).
+    pub recent_failures: f64,
 }
 
 /// The live inputs scoring reads besides the fleet snapshot.
@@ -153,6 +156,7 @@ pub struct Signals {
     pub context_fit: f64,
     pub device_thermal: f64,
     pub memory_pressure: f64,
+    pub reliability: f64,
 }
 
 impl Signals {
@@ -167,6 +171,7 @@ impl Signals {
             + self.context_fit
             + self.device_thermal
             + self.memory_pressure
+            + self.reliability
     }
 }
 
@@ -254,6 +259,8 @@ pub struct Ranking {
     /// Best first.
     pub candidates: Vec<Candidate>,
     pub eliminated: Vec<Eliminated>,
+    /// Whether any node in the fleet, online or not, has the model.
+    pub model_known: bool,
 }
 
 impl Ranking {
@@ -263,11 +270,7 @@ impl Ranking {
 
     /// True when no node in the fleet has the model at all.
     pub fn model_unknown(&self) -> bool {
-        self.candidates.is_empty()
-            && self
-                .eliminated
-                .iter()
-                .all(|e| matches!(e.why, Elimination::ModelAbsent))
+        !self.model_known
     }
 
     /// One line naming why each node was eliminated.
@@ -322,6 +325,7 @@ pub fn score(
     });
     Ranking {
         model: input.model.to_string(),
+        model_known: view.nodes.values().any(|n| n.has_model(input.model)),
         candidates,
         eliminated,
     }
@@ -535,6 +539,7 @@ fn rate(
         Pressure::Warn => -15.0,
         _ => 0.0,
     };
+    s.reliability = -(20.0 * perf.map_or(0.0, |p| p.recent_failures)).min(60.0);
 
     Candidate {
         node: node.id.clone(),

@@ -186,6 +186,7 @@ fn queue_depth_is_normalised_by_speed() {
         tokens_per_s: tps,
         cold_load_ms: None,
         samples: 10,
+        recent_failures: 0.0,
     };
     obs.perf.insert("fast".into(), p(80.0));
     obs.perf.insert("slow".into(), p(20.0));
@@ -210,6 +211,7 @@ fn expected_wait_uses_learned_latency() {
             tokens_per_s: 30.0,
             cold_load_ms: None,
             samples: 5,
+            recent_failures: 0.0,
         },
     );
     let v = view(vec![a, b]);
@@ -351,6 +353,10 @@ fn every_elimination_has_its_reason() {
     ));
     assert_eq!(why(&r, "absent"), Elimination::ModelAbsent);
     assert!(!r.model_unknown());
+    // A model no node has is unknown even when some nodes are offline or
+    // otherwise ineligible (that is a 404 and an auto-pull, not a 503).
+    let r = rank(&v, &NoObservations, &input("nope:1b", &exclude));
+    assert!(r.model_unknown());
 }
 
 #[test]
@@ -455,4 +461,28 @@ fn name_size_heuristic() {
     assert!((name_size_gib("gemma3:27b") - 16.2).abs() < 0.01);
     assert!((name_size_gib("qwen2.5:0.5b") - 0.3).abs() < 0.01);
     assert_eq!(name_size_gib("nomic-embed-text"), 0.3);
+}
+
+#[test]
+fn a_failing_node_loses_to_a_healthy_one() {
+    let mut a = node("a", 192);
+    loaded(&mut a, "m:8b", 5);
+    let mut b = node("b", 64);
+    loaded(&mut b, "m:8b", 5);
+    let v = view(vec![a, b]);
+    let winner = rank(&v, &NoObservations, &input("m:8b", &[])).candidates[0]
+        .node
+        .to_string();
+    let other = if winner == "a" { "b" } else { "a" };
+    let mut obs = Obs::default();
+    obs.perf.insert(
+        winner.clone(),
+        Perf {
+            recent_failures: 2.0,
+            ..Perf::default()
+        },
+    );
+    let r = rank(&v, &obs, &input("m:8b", &[]));
+    assert_eq!(cand(&r, &winner).signals.reliability, -40.0);
+    assert_eq!(&*r.candidates[0].node, other);
 }

@@ -434,6 +434,7 @@ mod tests {
                 model: "m:latest".into(),
                 candidates: vec![],
                 eliminated: vec![],
+                model_known: true,
             }),
         }
     }
