@@ -71,6 +71,37 @@ struct Book {
     cold_load_ms: Series,
     completed: u64,
     failed: u64,
+    /// Medians of the series, kept current on every write so that scoring
+    /// (many reads per request) never sorts.
+    medians: (Option<f64>, Option<f64>, Option<f64>),
+}
+
+impl Book {
+    fn refresh(&mut self) {
+        self.medians = (
+            self.ttft_ms.median(),
+            self.tokens_per_s.median(),
+            self.cold_load_ms.median(),
+        );
+    }
+}
+
+type Books = HashMap<NodeId, HashMap<String, Book>>;
+
+fn book_mut<'a>(books: &'a mut Books, node: &NodeId, model: &str) -> &'a mut Book {
+    let model = crate::request::normalized(model);
+    if !books.contains_key(&**node) {
+        books.insert(node.clone(), HashMap::new());
+    }
+    let per = books.get_mut(&**node).expect("inserted above");
+    if !per.contains_key(&*model) {
+        per.insert(model.clone().into_owned(), Book::default());
+    }
+    per.get_mut(&*model).expect("inserted above")
+}
+
+fn book<'a>(books: &'a Books, node: &str, model: &str) -> Option<&'a Book> {
+    books.get(node)?.get(&*crate::request::normalized(model))
 }
 
 /// Cold loads are told apart from warm requests by the engine's load time.
@@ -79,7 +110,8 @@ const COLD_LOAD_MS: f64 = 500.0;
 /// Per node:model history. Cheap to clone; clones share it.
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    books: Arc<Mutex<HashMap<(NodeId, String), Book>>>,
+    /// node → model (normalised) → book; read by `&str` without allocating.
+    books: Arc<Mutex<Books>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -97,9 +129,8 @@ impl History {
     }
 
     pub fn record(&self, node: &NodeId, model: &str, o: &Outcome) {
-        let key = (node.clone(), crate::request::normalize_model(model));
         let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        let b = books.entry(key).or_default();
+        let b = book_mut(&mut books, node, model);
         if !o.ok {
             b.failed += 1;
             return;
@@ -127,25 +158,21 @@ impl History {
         {
             b.tokens_per_s.push(n as f64 / ((o.total_ms - t) / 1000.0));
         }
+        b.refresh();
     }
 
     /// The node failed an attempt (connect error, 5xx, broke mid-stream):
     /// scoring turns away from it until it succeeds again or time passes.
     pub fn node_failed(&self, node: &NodeId, model: &str) {
-        let key = (node.clone(), crate::request::normalize_model(model));
         let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        let b = books.entry(key).or_default();
+        let b = book_mut(&mut books, node, model);
         b.failures_in_row = b.failures_in_row.saturating_add(1);
         b.last_failure = Some(tokio::time::Instant::now());
     }
 
     pub fn perf(&self, node: &str, model: &str) -> Option<Perf> {
-        let model = crate::request::normalize_model(model);
         let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        let b = books
-            .iter()
-            .find(|((n, m), _)| &**n == node && *m == model)
-            .map(|(_, b)| b)?;
+        let b = book(&books, node, model)?;
         let samples = b.ttft_ms.0.len().max(b.tokens_per_s.0.len()) as u32;
         // Failures in a row, fading with a 15 s time constant so a node that
         // got no traffic after failing is tried again.
@@ -158,28 +185,34 @@ impl History {
         if samples == 0 && b.cold_load_ms.0.is_empty() && recent_failures < 0.01 {
             return None;
         }
+        let (ttft, tps, cold) = b.medians;
         Some(Perf {
-            ttft_ms: b.ttft_ms.median().unwrap_or(0.0),
-            tokens_per_s: b.tokens_per_s.median().unwrap_or(0.0),
-            cold_load_ms: b.cold_load_ms.median(),
+            ttft_ms: ttft.unwrap_or(0.0),
+            tokens_per_s: tps.unwrap_or(0.0),
+            cold_load_ms: cold,
             samples,
             recent_failures,
         })
     }
 
     pub fn summaries(&self) -> Vec<Summary> {
-        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<_> = books.keys().cloned().collect();
+        let mut keys: Vec<(NodeId, String)> = {
+            let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+            books
+                .iter()
+                .flat_map(|(n, per)| per.keys().map(move |m| (n.clone(), m.clone())))
+                .collect()
+        };
         keys.sort();
-        drop(books);
         keys.into_iter()
             .map(|(node, model)| {
                 let perf = self.perf(&node, &model);
                 let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-                let b = &books[&(node.clone(), model.clone())];
+                let (completed, failed) =
+                    book(&books, &node, &model).map_or((0, 0), |b| (b.completed, b.failed));
                 Summary {
-                    completed: b.completed,
-                    failed: b.failed,
+                    completed,
+                    failed,
                     node,
                     model,
                     perf,
@@ -210,12 +243,8 @@ fn series_from(v: &[f64]) -> Series {
 impl History {
     /// The history of one node:model, for the store.
     pub fn export(&self, node: &str, model: &str) -> Option<BookSnapshot> {
-        let model = crate::request::normalize_model(model);
         let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        let b = books
-            .iter()
-            .find(|((n, m), _)| &**n == node && *m == model)
-            .map(|(_, b)| b)?;
+        let b = book(&books, node, model)?;
         Some(BookSnapshot {
             ttft_ms: b.ttft_ms.0.iter().copied().collect(),
             tokens_per_s: b.tokens_per_s.0.iter().copied().collect(),
@@ -227,28 +256,25 @@ impl History {
 
     /// Load a node:model's history from the store (at start).
     pub fn restore(&self, node: &str, model: &str, s: &BookSnapshot) {
-        let key = (NodeId::from(node), crate::request::normalize_model(model));
         let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        books.insert(
-            key,
-            Book {
-                ttft_ms: series_from(&s.ttft_ms),
-                tokens_per_s: series_from(&s.tokens_per_s),
-                cold_load_ms: series_from(&s.cold_load_ms),
-                completed: s.completed,
-                failed: s.failed,
-                ..Book::default()
-            },
-        );
+        let b = book_mut(&mut books, &NodeId::from(node), model);
+        *b = Book {
+            ttft_ms: series_from(&s.ttft_ms),
+            tokens_per_s: series_from(&s.tokens_per_s),
+            cold_load_ms: series_from(&s.cold_load_ms),
+            completed: s.completed,
+            failed: s.failed,
+            ..Book::default()
+        };
+        b.refresh();
     }
 
     /// Feed a calibration: it replaces what traffic taught only while traffic
     /// has taught little (fewer samples than a calibration counts for).
     pub fn calibrate(&self, node: &str, model: &str, ttft_ms: f64, tokens_per_s: f64) {
         const WEIGHT: usize = 3;
-        let key = (NodeId::from(node), crate::request::normalize_model(model));
         let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        let b = books.entry(key).or_default();
+        let b = book_mut(&mut books, &NodeId::from(node), model);
         if b.ttft_ms.0.len() > WEIGHT {
             return;
         }
@@ -260,6 +286,7 @@ impl History {
                 b.tokens_per_s.push(tokens_per_s);
             }
         }
+        b.refresh();
     }
 }
 

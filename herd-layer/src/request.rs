@@ -125,9 +125,21 @@ pub fn normalize_model(name: &str) -> String {
     }
 }
 
+/// [`normalize_model`] without allocating when the name already has a tag
+/// (the common case on the request path).
+pub fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
+    let trimmed = name.trim();
+    let last_segment = trimmed.rsplit('/').next().unwrap_or(trimmed);
+    if last_segment.contains(':') {
+        std::borrow::Cow::Borrowed(trimmed)
+    } else {
+        std::borrow::Cow::Owned(format!("{trimmed}:latest"))
+    }
+}
+
 /// Whether two model names denote the same model.
 pub fn same_model(a: &str, b: &str) -> bool {
-    a == b || normalize_model(a) == normalize_model(b)
+    a == b || normalized(a) == normalized(b)
 }
 
 /// Rough token estimate used for context fit and expected time: characters / 4,
@@ -148,6 +160,11 @@ mod tests {
         assert_eq!(normalize_model("host:5000/lib/m"), "host:5000/lib/m:latest");
         assert!(same_model("llama3.2", "llama3.2:latest"));
         assert!(!same_model("llama3.2:1b", "llama3.2:latest"));
+        assert!(matches!(
+            normalized("a:1b"),
+            std::borrow::Cow::Borrowed("a:1b")
+        ));
+        assert_eq!(normalized(" a "), "a:latest");
     }
 
     #[test]

@@ -117,12 +117,11 @@ impl Gate {
     }
 }
 
-type Key = (NodeId, String);
-
 /// All node:model gates. Cheap to clone; clones share the gates.
 #[derive(Clone, Debug, Default)]
 pub struct Admission {
-    gates: Arc<Mutex<HashMap<Key, Arc<Gate>>>>,
+    /// node → model (normalised) → gate; looked up by `&str` without allocating.
+    gates: Arc<Mutex<HashMap<NodeId, HashMap<String, Arc<Gate>>>>>,
 }
 
 impl Admission {
@@ -131,12 +130,19 @@ impl Admission {
     }
 
     fn gate(&self, node: &NodeId, model: &str, limit: u32) -> Arc<Gate> {
-        let key = (node.clone(), crate::request::normalize_model(model));
+        let model = crate::request::normalized(model);
         let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-        let gate = gates
-            .entry(key)
-            .or_insert_with(|| Arc::new(Gate::new(limit)))
-            .clone();
+        let per_node = match gates.get_mut(&**node) {
+            Some(m) => m,
+            None => gates.entry(node.clone()).or_default(),
+        };
+        let gate = match per_node.get(&*model) {
+            Some(g) => g.clone(),
+            None => per_node
+                .entry(model.into_owned())
+                .or_insert_with(|| Arc::new(Gate::new(limit)))
+                .clone(),
+        };
         drop(gates);
         let mut s = gate.lock();
         if s.limit != limit.max(1) {
@@ -149,12 +155,9 @@ impl Admission {
 
     /// Current load on a node:model.
     pub fn load(&self, node: &str, model: &str) -> Load {
-        let key_model = crate::request::normalize_model(model);
+        let model = crate::request::normalized(model);
         let gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-        let found = gates
-            .iter()
-            .find(|((n, m), _)| &**n == node && *m == key_model)
-            .map(|(_, g)| g.clone());
+        let found = gates.get(node).and_then(|m| m.get(&*model)).cloned();
         drop(gates);
         match found {
             Some(g) => {
@@ -173,6 +176,7 @@ impl Admission {
         let gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<_> = gates
             .iter()
+            .flat_map(|(n, per)| per.iter().map(move |(m, g)| ((n, m), g)))
             .map(|((n, m), g)| {
                 let s = g.lock();
                 (
