@@ -49,6 +49,8 @@ fn smoke_run_reports_every_scenario_completely() {
             "--smoke",
             "--rounds",
             "2",
+            "--scale",
+            "0.5",
             "--rates",
             "100",
             "--streams",

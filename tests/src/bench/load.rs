@@ -5,10 +5,15 @@
 //! between streamed chunks, so herd brings its own. Two habits matter more
 //! than speed:
 //!
-//! - **Open loop measures from the intended send time.** A request that the
-//!   scheduler starts late (because the box is busy) is charged for the
-//!   delay, so a slow proxy cannot hide behind a slow client (coordinated
-//!   omission).
+//! - **Open loop does not wait for answers.** Every request is sent at its
+//!   own Poisson time whatever the earlier ones are doing, so a slow proxy
+//!   cannot slow the offered load down (coordinated omission). Latency is
+//!   measured from the moment the request really leaves; how late that was
+//!   against the schedule is recorded apart (`lag`), because tokio's timer
+//!   wakes on millisecond ticks, and charging that tick to the target would
+//!   bury a microsecond effect under a millisecond of uniform noise. A large
+//!   lag means the box could not keep the schedule: the rate is too high to
+//!   measure here.
 //! - **Everything is bounded**: a run stops at its duration or request
 //!   count, whichever comes first, and every request has a deadline; an
 //!   unfinished request is an error, never a hang.
@@ -75,6 +80,8 @@ pub struct Req {
 pub struct Outcome {
     /// When it was meant to be sent, from the start of the run.
     pub sent_at: Duration,
+    /// How late it really left against that schedule.
+    pub lag: Duration,
     /// HTTP status; 0 when no response arrived.
     pub status: u16,
     /// Transport or timeout error, if any.
@@ -104,9 +111,14 @@ impl Outcome {
     }
 }
 
-/// Sends one request and reads the answer chunk by chunk.
-pub async fn send(client: &HttpClient, req: &Req, t0: Instant, timeout: Duration) -> Outcome {
-    let mut out = Outcome::default();
+/// Sends one request that was due at `due` and reads the answer chunk by
+/// chunk; times are measured from when it really left.
+pub async fn send(client: &HttpClient, req: &Req, due: Instant, timeout: Duration) -> Outcome {
+    let t0 = Instant::now();
+    let mut out = Outcome {
+        lag: t0.saturating_duration_since(due),
+        ..Outcome::default()
+    };
     let run = async {
         let r = http::Request::post(&req.url)
             .header("content-type", "application/json")
@@ -328,6 +340,8 @@ pub struct Summary {
     pub ttft: Hist,
     pub e2e: Hist,
     pub gaps: Hist,
+    /// Scheduling lag (see [`Outcome::lag`]).
+    pub lag: Hist,
     pub chunks: u64,
     pub coalesced: u64,
     pub incomplete: u64,
@@ -347,6 +361,7 @@ impl Summary {
             ttft: hist(),
             e2e: hist(),
             gaps: hist(),
+            lag: hist(),
             chunks: 0,
             coalesced: 0,
             incomplete: 0,
@@ -356,6 +371,7 @@ impl Summary {
         };
         for o in outs {
             *s.statuses.entry(o.status).or_default() += 1;
+            let _ = s.lag.record(us(o.lag));
             s.span = s.span.max(o.sent_at + o.e2e);
             if !o.ok() {
                 s.errors += 1;

@@ -1,11 +1,13 @@
 //! `herd-bench`: herd against the direct path, nginx and Envoy, in one run.
 //!
-//! The pieces, bottom up: [`load`] (the streaming-aware load generator),
+//! The pieces, bottom up: [`echo`] (a zero-think-time replay of a
+//! simulated device), [`load`] (the streaming-aware load generator),
 //! [`procs`] (child processes, pinning, `/proc` readings), [`targets`]
 //! (simulated devices, herd, nginx, Envoy), [`scenarios`] (issue 5's four
 //! scenarios), [`stats`] and [`report`] (medians of round medians, the
 //! markdown and JSON results).
 
+pub mod echo;
 pub mod load;
 pub mod procs;
 pub mod report;

@@ -18,6 +18,7 @@ use herd_node::config::{GIB, ModelSpec};
 use herd_node::{DeviceConfig, FleetConfig};
 use serde_json::json;
 
+use super::echo::{self, Echo};
 use super::load::{self, Bounds, HttpClient, Outcome, Req, Summary, Wire, pct};
 use super::procs::free_port;
 use super::stats::Metrics;
@@ -184,13 +185,29 @@ impl Bench {
             devices: vec![dev],
             ..FleetConfig::default()
         };
-        let (herd, sims) = self.herd_with(&fleet).await?;
-        let addr = sims.addrs()[0];
+        let body = small_chat();
+        // Record the simulated device, then replay it with no timer (see
+        // [`super::echo`] for why).
+        let rec = {
+            let sims = Sims::start(&self.env, &fleet, None).await?;
+            let base = format!("http://{}", sims.addrs()[0]);
+            echo::record(&self.client, &base, "/api/chat", body.clone()).await?
+        };
+        let device = Echo::start(rec).await?;
+        let addr = device.addr;
+        // herd reaches the replay as an agentless node; its slots are not
+        // reported, so lift herd's default (4) to the device's own.
+        let herd = Herd::start(
+            &self.env,
+            &format!("nodes = [\"http://{addr}\"]\n[scoring]\ndefault_parallel_slots = 4096\n"),
+        )
+        .await?;
+        herd.wait_online(&self.client, 1, Duration::from_secs(20))
+            .await?;
         let mut targets = vec![Target::direct(addr), herd.into_target()];
         for k in self.available(&[Kind::NginxRr, Kind::EnvoyRr]) {
             targets.push(Target::proxy(&self.env, k, &[addr]).await?);
         }
-        let body = small_chat();
         let dur = self.opts.secs(if self.opts.smoke { 0.5 } else { 3.0 });
         // Warm every path (connections, caches, herd's learned history).
         for t in &targets {
@@ -256,6 +273,7 @@ impl Bench {
                     self.m.add(format!("{key}/p99"), pct(&s.e2e, 0.99));
                     self.m.add(format!("{key}/errors"), s.errors as f64);
                     self.m.add(format!("{key}/sent"), s.sent as f64);
+                    self.m.add(format!("{key}/lag_p99"), pct(&s.lag, 0.99));
                     base.insert(format!("{label}/{rate}/p50"), pct(&s.e2e, 0.5));
                     base.insert(format!("{label}/{rate}/p99"), pct(&s.e2e, 0.99));
                 }
@@ -311,7 +329,7 @@ impl Bench {
             json!(kinds.iter().map(|k| k.label()).collect::<Vec<_>>()),
         );
         drop(targets);
-        drop(sims);
+        drop(device);
         Ok(())
     }
 
