@@ -120,6 +120,7 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
             "chunks preserved",
             "coalesced frames",
             "errors",
+            "proxy CPU µs/chunk",
             "herd peak RSS MiB",
         ]);
         let mut tags: Vec<String> = vec!["probe".into()];
@@ -160,6 +161,7 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
                     preserved,
                     f(m.med(&format!("{k}/coalesced")), 0),
                     f(m.med(&format!("{k}/errors")), 0),
+                    f(m.med(&format!("{k}/cpu_us_per_chunk")), 1),
                     if l == "herd" {
                         f(m.med(&format!("{k}/peak_rss_kib")) / MIB, 1)
                     } else {
@@ -311,7 +313,18 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
                 1.0,
                 2,
             ),
-            ("errors_after_kill", "client errors after the kill", 1.0, 0),
+            (
+                "errors_after_kill",
+                "client errors, requests sent after the kill",
+                1.0,
+                0,
+            ),
+            (
+                "errors_cut_by_kill",
+                "streams in flight on it when it died (cut)",
+                1.0,
+                0,
+            ),
             ("errors_total", "client errors, whole run", 1.0, 0),
             (
                 "reuse_after_back_s",

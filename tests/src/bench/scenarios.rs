@@ -464,7 +464,9 @@ impl Bench {
                     if let Some(p) = &t.proc {
                         p.reset_peak();
                     }
+                    let cpu0 = t.cpu_seconds();
                     let outs = streams(&self.client, &req, n, stagger).await;
+                    let cpu = t.cpu_seconds() - cpu0;
                     let s = Summary::of(&outs);
                     let tag = match wire {
                         Wire::Sse => format!("sse/n={n}"),
@@ -480,6 +482,12 @@ impl Bench {
                     self.m.add(format!("{key}/gap_p999"), pct(&s.gaps, 0.999));
                     self.m.add(format!("{key}/chunks"), s.chunks as f64);
                     self.m.add(format!("{key}/coalesced"), s.coalesced as f64);
+                    if t.proc.is_some() && s.chunks > 0 {
+                        self.m.add(
+                            format!("{key}/cpu_us_per_chunk"),
+                            cpu * 1e6 / s.chunks as f64,
+                        );
+                    }
                     self.m.add(format!("{key}/errors"), s.errors as f64);
                     self.m.add(format!("{key}/sent"), s.sent as f64);
                     if let Some(e) = &s.first_error {
@@ -787,6 +795,10 @@ impl Bench {
                 format!("s4/{l}/errors_after_kill"),
                 a.errors_after_kill as f64,
             );
+            self.m.add(
+                format!("s4/{l}/errors_cut_by_kill"),
+                a.errors_cut_by_kill as f64,
+            );
             self.m
                 .add(format!("s4/{l}/reuse_after_back_s"), a.reuse_after_back_s);
             self.m.add(format!("s4/{l}/sent"), outs.len() as f64);
@@ -987,6 +999,9 @@ struct Adaptation {
     stop_after_kill_s: f64,
     errors: u64,
     errors_after_kill: u64,
+    /// Requests sent before the kill that failed after it: streams cut
+    /// mid-way, which no router can retry once bytes reached the client.
+    errors_cut_by_kill: u64,
     /// From the victim's return to the first request it served.
     reuse_after_back_s: f64,
 }
@@ -1025,6 +1040,10 @@ fn adaptation(outs: &[Outcome], slow: Duration, kill: Duration, back: Duration) 
         .fold(0.0, f64::max);
     a.errors = outs.iter().filter(|o| !o.ok()).count() as u64;
     a.errors_after_kill = outs.iter().filter(|o| o.sent_at >= kill && !o.ok()).count() as u64;
+    a.errors_cut_by_kill = outs
+        .iter()
+        .filter(|o| o.sent_at < kill && o.sent_at + o.e2e >= kill && !o.ok())
+        .count() as u64;
     a.reuse_after_back_s = outs
         .iter()
         .filter(|o| o.sent_at >= back && is_v(o))
