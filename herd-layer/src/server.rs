@@ -170,6 +170,13 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
 
     let (tx, mut rx) = watch::channel(false);
     let task = tokio::spawn(async move {
+        // Without TCP_NODELAY a first token that follows the response
+        // headers within ~40 ms waits for the client's delayed ACK (Nagle):
+        // measured +41 ms time to first token before this line.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|stop| *stop).await;
