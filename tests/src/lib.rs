@@ -215,16 +215,18 @@ pub fn client() -> Client {
         .build_http()
 }
 
-/// POST raw bytes with a content type and read the whole answer.
-pub async fn post_raw(c: &Client, url: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
-    let mut b = http::Request::post(url);
-    if let Some(ct) = content_type {
-        b = b.header("content-type", ct);
-    }
+/// Send a request and read the whole answer (a body error is kept in the
+/// body text, so a test's assertion shows it).
+pub async fn send(c: &Client, req: http::request::Builder, body: Vec<u8>) -> Reply {
+    let what = format!(
+        "{} {}",
+        req.method_ref().map_or("?", |m| m.as_str()),
+        req.uri_ref().map_or(String::new(), |u| u.to_string())
+    );
     let rsp = c
-        .request(b.body(Full::new(Bytes::from(body))).unwrap())
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
         .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let status = rsp.status().as_u16();
     let headers = rsp.headers().clone();
     let body = rsp
@@ -240,6 +242,24 @@ pub async fn post_raw(c: &Client, url: &str, content_type: Option<&str>, body: V
     }
 }
 
+/// POST raw bytes with a content type and read the whole answer.
+pub async fn post_raw(c: &Client, url: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+    let mut b = http::Request::post(url);
+    if let Some(ct) = content_type {
+        b = b.header("content-type", ct);
+    }
+    send(c, b, body).await
+}
+
+/// POST JSON bytes with extra headers and read the whole answer.
+pub async fn post_with(c: &Client, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    let mut b = http::Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(c, b, body).await
+}
+
 pub async fn post(c: &Client, url: &str, body: serde_json::Value) -> Reply {
     post_raw(
         c,
@@ -251,22 +271,7 @@ pub async fn post(c: &Client, url: &str, body: serde_json::Value) -> Reply {
 }
 
 pub async fn get(c: &Client, url: &str) -> Reply {
-    let rsp = c
-        .request(
-            http::Request::get(url)
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = rsp.status().as_u16();
-    let headers = rsp.headers().clone();
-    let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    send(c, http::Request::get(url), Vec::new()).await
 }
 
 /// A chat body in Ollama's format.

@@ -10,29 +10,16 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use herd_tests::envoy::*;
 use herd_tests::*;
-use http_body_util::{BodyExt, Full};
 
-async fn send(c: &Client, url: &str, subset: Option<&str>, body: &[u8]) -> Reply {
-    let mut b = http::Request::post(url).header("content-type", "application/json");
-    if let Some(s) = subset {
-        b = b.header("x-gateway-destination-endpoint-subset", s);
-    }
-    let rsp = c
-        .request(b.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let status = rsp.status().as_u16();
-    let headers = rsp.headers().clone();
-    let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+async fn pinned(c: &Client, url: &str, subset: Option<&str>, body: &[u8]) -> Reply {
+    let hint: Vec<(&str, &str)> = subset
+        .map(|s| ("x-gateway-destination-endpoint-subset", s))
+        .into_iter()
+        .collect();
+    post_with(c, url, &hint, body.to_vec()).await
 }
 
 fn body(i: usize) -> Vec<u8> {
@@ -61,7 +48,7 @@ async fn epp_routing_follows_the_subset_hint_for_one_two_three_endpoints() {
     let ep = |n: &str| fleet.device(n).addr().to_string();
     // Pin to each pod in turn: 200 from that pod (GatewayDestinationEndpointServed).
     for pod in ["pod0", "pod1", "pod2"] {
-        let r = send(&c, &url, Some(&ep(pod)), &body(0)).await;
+        let r = pinned(&c, &url, Some(&ep(pod)), &body(0)).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-served-by"), Some(ep(pod)));
         assert_eq!(r.header("x-herd-epp-endpoint"), Some(ep(pod)));
@@ -88,7 +75,7 @@ async fn epp_routing_follows_the_subset_hint_for_one_two_three_endpoints() {
         let replies: Vec<Reply> = futures::stream::iter(0..100)
             .map(|i| {
                 let (c, url, hint) = (c.clone(), url.clone(), hint.clone());
-                async move { send(&c, &url, Some(&hint), &body(i)).await }
+                async move { pinned(&c, &url, Some(&hint), &body(i)).await }
             })
             .buffer_unordered(10)
             .collect()
@@ -138,7 +125,7 @@ async fn epp_bad_body_is_400_and_no_eligible_endpoint_is_503() {
             );
             assert!(v["error"]["type"].is_string());
         };
-        let r = send(&c, &url, None, b"{not json").await;
+        let r = pinned(&c, &url, None, b"{not json").await;
         error(&r, 400, "invalid_request");
         assert!(
             r.json()["error"]["message"]
@@ -146,7 +133,7 @@ async fn epp_bad_body_is_400_and_no_eligible_endpoint_is_503() {
                 .unwrap()
                 .contains("invalid JSON")
         );
-        let r = send(
+        let r = pinned(
             &c,
             &url,
             None,
@@ -155,14 +142,14 @@ async fn epp_bad_body_is_400_and_no_eligible_endpoint_is_503() {
         .await;
         error(&r, 400, "model_required");
         // Subset names an endpoint herd does not know.
-        let r = send(&c, &url, Some("127.0.0.1:1"), &body(1)).await;
+        let r = pinned(&c, &url, Some("127.0.0.1:1"), &body(1)).await;
         error(&r, 503, "no_eligible_endpoint");
         assert_eq!(
             r.header("x-llm-d-request-dropped-reason").as_deref(),
             Some("rejected-no-endpoints")
         );
         // A model no endpoint has.
-        let r = send(
+        let r = pinned(
             &c,
             &url,
             None,
@@ -198,7 +185,7 @@ async fn epp_picker_down_fails_open_or_closed_as_configured() {
     let pod2 = fleet.device("pod2").addr().to_string();
     // Picker up: both follow the pick.
     for e in [&open, &closed] {
-        let r = send(
+        let r = pinned(
             &c,
             &format!("{}/v1/chat/completions", e.url()),
             Some(&pod2),
@@ -212,7 +199,7 @@ async fn epp_picker_down_fails_open_or_closed_as_configured() {
     fleet.epp.shutdown().await;
     // Picker down: fail open serves from the pool, fail closed is a 5xx.
     for i in 0..5 {
-        let r = send(
+        let r = pinned(
             &c,
             &format!("{}/v1/chat/completions", open.url()),
             Some(&pod2),
@@ -223,7 +210,7 @@ async fn epp_picker_down_fails_open_or_closed_as_configured() {
         let served = r.header("x-served-by").unwrap();
         assert!(pool.iter().any(|a| a.to_string() == served), "{served}");
         assert!(r.header("x-herd-epp-endpoint").is_none());
-        let r = send(
+        let r = pinned(
             &c,
             &format!("{}/v1/chat/completions", closed.url()),
             Some(&pod2),

@@ -4,30 +4,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use herd_tests::envoy::*;
 use herd_tests::*;
-use http_body_util::{BodyExt, Full};
-
-/// POST with extra headers, read the whole answer.
-pub async fn post_with(c: &Client, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
-    let mut b = http::Request::post(url).header("content-type", "application/json");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let rsp = c
-        .request(b.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let status = rsp.status().as_u16();
-    let headers = rsp.headers().clone();
-    let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
 
 fn quick(
     name: &str,
