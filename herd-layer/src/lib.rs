@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod forward;
 pub mod health;
 pub mod history;
+pub mod ollama;
 pub mod queueing;
 pub mod request;
 pub mod retry;

@@ -20,6 +20,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use herd_layer::ollama::Models;
+pub use herd_layer::ollama::{Details, PsModel, TagModel, Version};
+
 use crate::agent::StateSource;
 use crate::capacity::CapacityModel;
 use crate::probe::{Meeting, Prober};
@@ -58,59 +61,6 @@ pub struct OllamaClient {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
-}
-
-/// `GET /api/version`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Version {
-    /// e.g. `0.12.6`.
-    pub version: String,
-}
-
-/// `details` of a model.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Details {
-    /// Family.
-    pub family: String,
-    /// e.g. `8.2B`.
-    pub parameter_size: String,
-    /// e.g. `Q4_K_M`.
-    pub quantization_level: String,
-}
-
-/// One model of `/api/tags`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct TagModel {
-    /// Name.
-    pub name: String,
-    /// Bytes on disk.
-    pub size: u64,
-    /// Details.
-    pub details: Details,
-}
-
-/// One model of `/api/ps`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct PsModel {
-    /// Name.
-    pub name: String,
-    /// Bytes in memory.
-    pub size: u64,
-    /// Bytes in VRAM.
-    pub size_vram: u64,
-    /// Context length (newer Ollama only).
-    pub context_length: u32,
-    /// RFC 3339.
-    pub expires_at: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Models<T> {
-    #[serde(default = "Vec::new")]
-    models: Vec<T>,
 }
 
 impl OllamaClient {
@@ -268,51 +218,6 @@ pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
         })
     };
     Some((field("MemTotal")?, field("MemAvailable")?))
-}
-
-/// Parses an RFC 3339 time into Unix milliseconds.
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.split('-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let mo: i64 = d.next()?.parse().ok()?;
-    let da: i64 = d.next()?.parse().ok()?;
-    let (clock, offset_s) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
-        (c, 0)
-    } else {
-        let i = time.rfind(['+', '-'])?;
-        let (c, off) = time.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':')?;
-        (
-            c,
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
-        )
-    };
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut t = hms.split(':');
-    let h: i64 = t.next()?.parse().ok()?;
-    let mi: i64 = t.next()?.parse().ok()?;
-    let se: i64 = t.next()?.parse().ok()?;
-    let ms: i64 = if frac.is_empty() {
-        0
-    } else {
-        let f: String = frac.chars().chain("000".chars()).take(3).collect();
-        f.parse().ok()?
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
-        return None;
-    }
-    // Days from civil date (proleptic Gregorian).
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy.rem_euclid(400);
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + h * 3600 + mi * 60 + se - offset_s) * 1000) + ms)
 }
 
 /// Which engine the agent reports.
@@ -486,26 +391,8 @@ impl RealSource {
             (Ok(v), Ok(ps), Ok(tags)) => {
                 e.reachable = true;
                 e.version = v.version;
-                e.loaded = ps
-                    .into_iter()
-                    .map(|m| LoadedModel {
-                        name: m.name,
-                        size_bytes: m.size,
-                        vram_bytes: m.size_vram,
-                        context_length: m.context_length,
-                        expires_at_ms: parse_rfc3339_ms(&m.expires_at).unwrap_or(0),
-                    })
-                    .collect();
-                e.available = tags
-                    .into_iter()
-                    .map(|m| DiskModel {
-                        name: m.name,
-                        size_bytes: m.size,
-                        family: m.details.family,
-                        parameter_size: m.details.parameter_size,
-                        quantization: m.details.quantization_level,
-                    })
-                    .collect();
+                e.loaded = herd_layer::ollama::loaded_models(ps);
+                e.available = herd_layer::ollama::disk_models(tags);
             }
             (v, ps, tags) => {
                 let reason = [v.err(), ps.err(), tags.err()]
@@ -622,20 +509,6 @@ mod tests {
                 max_queue: 0
             }
         );
-    }
-
-    #[test]
-    fn rfc3339_parses_ollama_expiry() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
-        assert_eq!(
-            parse_rfc3339_ms("2023-11-14T22:13:20.5Z"),
-            Some(1_700_000_000_500)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2023-11-14T23:13:20.123456789+01:00"),
-            Some(1_700_000_000_123)
-        );
-        assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 
     #[tokio::test]

@@ -238,38 +238,7 @@ impl NodeState {
             }
         }
         if let Some(e) = &r.engine {
-            self.engine = match proto::EngineKind::try_from(e.kind) {
-                Ok(proto::EngineKind::Openai) => Engine::OpenAi,
-                _ => Engine::Ollama,
-            };
-            self.engine_reachable = e.reachable;
-            self.engine_version = e.version.clone();
-            let loaded = e
-                .loaded
-                .iter()
-                .map(|m| LoadedModel {
-                    name: m.name.clone(),
-                    size_bytes: m.size_bytes,
-                    vram_bytes: m.vram_bytes,
-                    context_length: m.context_length,
-                    expires_at_ms: m.expires_at_ms,
-                })
-                .collect();
-            self.set_loaded(loaded, now_ms);
-            self.available = e
-                .available
-                .iter()
-                .map(|m| DiskModel {
-                    name: m.name.clone(),
-                    size_bytes: m.size_bytes,
-                    family: m.family.clone(),
-                    parameter_size: m.parameter_size.clone(),
-                    quantization: m.quantization.clone(),
-                })
-                .collect();
-            self.parallel_slots = e.parallel_slots;
-            self.max_loaded_models = e.max_loaded_models;
-            self.max_queue = e.max_queue;
+            self.apply_engine(e, now_ms);
         }
         self.mode = match proto::NodeMode::try_from(r.mode) {
             Ok(proto::NodeMode::Paused) => Mode::Paused,
@@ -289,6 +258,43 @@ impl NodeState {
             None => self.availability = None,
         }
         self.seen(now);
+    }
+
+    /// Fold the engine's state (from a report, or from polling an agentless
+    /// node) into this state.
+    pub fn apply_engine(&mut self, e: &proto::EngineState, now_ms: i64) {
+        self.engine = match proto::EngineKind::try_from(e.kind) {
+            Ok(proto::EngineKind::Openai) => Engine::OpenAi,
+            _ => Engine::Ollama,
+        };
+        self.engine_reachable = e.reachable;
+        self.engine_version = e.version.clone();
+        let loaded = e
+            .loaded
+            .iter()
+            .map(|m| LoadedModel {
+                name: m.name.clone(),
+                size_bytes: m.size_bytes,
+                vram_bytes: m.vram_bytes,
+                context_length: m.context_length,
+                expires_at_ms: m.expires_at_ms,
+            })
+            .collect();
+        self.set_loaded(loaded, now_ms);
+        self.available = e
+            .available
+            .iter()
+            .map(|m| DiskModel {
+                name: m.name.clone(),
+                size_bytes: m.size_bytes,
+                family: m.family.clone(),
+                parameter_size: m.parameter_size.clone(),
+                quantization: m.quantization.clone(),
+            })
+            .collect();
+        self.parallel_slots = e.parallel_slots;
+        self.max_loaded_models = e.max_loaded_models;
+        self.max_queue = e.max_queue;
     }
 
     /// Replace the loaded set, remembering what just left memory (the "warm" tier).

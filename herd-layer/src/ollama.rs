@@ -1,0 +1,207 @@
+//! Ollama's own API as herd reads it: `/api/version`, `/api/ps`, `/api/tags`.
+//!
+//! Two readers poll the same endpoints — the router for agentless nodes and
+//! herd-node's real agent — so the shapes, the tolerant parsing of what a
+//! node sends, and the conversion into herd.v1's engine state live here once.
+
+use serde::Deserialize;
+
+use crate::proto;
+
+/// `GET /api/version`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Version {
+    /// e.g. `0.12.6`.
+    pub version: String,
+}
+
+/// `details` of a model.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Details {
+    pub family: String,
+    /// e.g. `8.2B`.
+    pub parameter_size: String,
+    /// e.g. `Q4_K_M`.
+    pub quantization_level: String,
+}
+
+/// One model of `/api/tags`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TagModel {
+    pub name: String,
+    /// Bytes on disk.
+    pub size: u64,
+    pub details: Details,
+}
+
+/// One model of `/api/ps`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PsModel {
+    pub name: String,
+    /// Bytes in memory.
+    pub size: u64,
+    /// Bytes in VRAM.
+    pub size_vram: u64,
+    /// Context length (newer Ollama only).
+    pub context_length: u32,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// The `{"models": […]}` envelope of `/api/ps` and `/api/tags`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Models<T> {
+    #[serde(default = "Vec::new")]
+    pub models: Vec<T>,
+}
+
+/// Loaded models as herd.v1 reports them.
+pub fn loaded_models(ps: Vec<PsModel>) -> Vec<proto::LoadedModel> {
+    ps.into_iter()
+        .map(|m| proto::LoadedModel {
+            expires_at_ms: rfc3339_ms(&m.expires_at).unwrap_or(0),
+            name: m.name,
+            size_bytes: m.size,
+            vram_bytes: m.size_vram,
+            context_length: m.context_length,
+        })
+        .collect()
+}
+
+/// Models on disk as herd.v1 reports them.
+pub fn disk_models(tags: Vec<TagModel>) -> Vec<proto::DiskModel> {
+    tags.into_iter()
+        .map(|m| proto::DiskModel {
+            name: m.name,
+            size_bytes: m.size,
+            family: m.details.family,
+            parameter_size: m.details.parameter_size,
+            quantization: m.details.quantization_level,
+        })
+        .collect()
+}
+
+/// An RFC 3339 time (as Ollama writes `expires_at`) in Unix milliseconds;
+/// `None` for anything malformed or out of range — a node's data never
+/// overflows the arithmetic.
+pub fn rfc3339_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let mo: i64 = d.next()?.parse().ok()?;
+    let da: i64 = d.next()?.parse().ok()?;
+    let (clock, offset_s) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else {
+        let i = time.rfind(['+', '-'])?;
+        let (c, off) = time.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = off[1..].split_once(':')?;
+        let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+        if !(0..24).contains(&oh) || !(0..60).contains(&om) {
+            return None;
+        }
+        (c, sign * (oh * 3600 + om * 60))
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.split(':');
+    let h: i64 = t.next()?.parse().ok()?;
+    let mi: i64 = t.next()?.parse().ok()?;
+    let se: i64 = t.next().unwrap_or("0").parse().ok()?;
+    let ms: i64 = if frac.is_empty() {
+        0
+    } else if frac.bytes().all(|b| b.is_ascii_digit()) {
+        frac.chars()
+            .chain("000".chars())
+            .take(3)
+            .collect::<String>()
+            .parse()
+            .ok()?
+    } else {
+        return None;
+    };
+    let in_range = (1970..=9999).contains(&y)
+        && (1..=12).contains(&mo)
+        && (1..=31).contains(&da)
+        && (0..24).contains(&h)
+        && (0..60).contains(&mi)
+        && (0..61).contains(&se);
+    if !in_range {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy.rem_euclid(400);
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + se - offset_s) * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_parse() {
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(rfc3339_ms("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(
+            rfc3339_ms("2023-11-14T22:13:20.5Z"),
+            Some(1_700_000_000_500)
+        );
+        assert_eq!(
+            rfc3339_ms("2023-11-14T23:13:20.123456789+01:00"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            rfc3339_ms("2024-06-04T14:38:31.5-07:00"),
+            Some(1_717_537_111_500)
+        );
+    }
+
+    #[test]
+    fn malformed_or_huge_times_are_refused() {
+        for bad in [
+            "yesterday",
+            "",
+            "2024-13-01T00:00:00Z",
+            "99999999999999-01-01T00:00:00Z",
+            "2024-01-01T99999999999999:00:00Z",
+            "2024-01-01T00:00:00+99999999999:00",
+            "2024-01-01T00:00:00.5x",
+        ] {
+            assert_eq!(rfc3339_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ps_and_tags_convert_tolerantly() {
+        let ps: Models<PsModel> = serde_json::from_str(
+            r#"{"models":[{"name":"m:8b","size":5,"size_vram":4,"expires_at":"1970-01-01T00:00:02Z","extra":1},{"name":"n"}]}"#,
+        )
+        .unwrap();
+        let loaded = loaded_models(ps.models);
+        assert_eq!(loaded[0].expires_at_ms, 2000);
+        assert_eq!(loaded[0].vram_bytes, 4);
+        assert_eq!(
+            loaded[1].expires_at_ms, 0,
+            "missing expiry is 0, not an error"
+        );
+        let tags: Models<TagModel> = serde_json::from_str(
+            r#"{"models":[{"name":"m:8b","size":7,"details":{"family":"qwen3"}}]}"#,
+        )
+        .unwrap();
+        let disk = disk_models(tags.models);
+        assert_eq!((disk[0].size_bytes, disk[0].family.as_str()), (7, "qwen3"));
+        let empty: Models<TagModel> = serde_json::from_str("{}").unwrap();
+        assert!(empty.models.is_empty());
+    }
+}
