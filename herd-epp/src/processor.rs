@@ -792,6 +792,7 @@ fn headers_only_request(
         num_ctx: None,
         tags: Vec::new(),
         body: Arc::new(Map::new()),
+        ollama_body: None,
         traceparent: None,
     }
 }

@@ -99,6 +99,9 @@ pub struct RouteRequest {
     pub tags: Vec<String>,
     /// The client's body without herd-only fields.
     pub body: Arc<Map<String, Value>>,
+    /// For OpenAI endpoints: the body translated once, at parse, to Ollama's
+    /// native API (the leaf only sets the model it tries).
+    pub ollama_body: Option<Arc<Map<String, Value>>>,
     /// W3C trace context from the client, forwarded to the node.
     pub traceparent: Option<String>,
 }

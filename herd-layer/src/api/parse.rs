@@ -289,15 +289,18 @@ pub fn parse(
         .filter(|s| s.len() <= 128)
         .map(str::to_string);
 
-    // OpenAI bodies are translated in the leaf; refuse what cannot be
-    // translated now, before the request waits for a slot.
+    // OpenAI bodies are translated to Ollama's API here, once: what cannot
+    // be translated is refused before the request waits for a slot.
     let translated = match endpoint {
-        Endpoint::OpenAiChat => crate::translate::chat_request(&obj, &model).map(drop),
-        Endpoint::OpenAiCompletions => crate::translate::completion_request(&obj, &model).map(drop),
-        Endpoint::OpenAiEmbeddings => crate::translate::embeddings_request(&obj, &model).map(drop),
-        _ => Ok(()),
+        Endpoint::OpenAiChat => Some(crate::translate::chat_request(&obj, &model)),
+        Endpoint::OpenAiCompletions => Some(crate::translate::completion_request(&obj, &model)),
+        Endpoint::OpenAiEmbeddings => Some(crate::translate::embeddings_request(&obj, &model)),
+        _ => None,
     };
-    translated.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ollama_body = translated
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .map(Arc::new);
 
     Ok(RouteRequest {
         id: request_id(headers),
@@ -312,6 +315,7 @@ pub fn parse(
         num_ctx,
         tags,
         body: Arc::new(obj),
+        ollama_body,
         traceparent,
     })
 }

@@ -225,28 +225,28 @@ fn protect_context(
 }
 
 fn upstream_body(req: &Routed, engine: Engine) -> Result<Map<String, Value>, BoxError> {
-    let body = &req.request.body;
-    let model = req.model.as_str();
-    let out = match (engine, req.request.endpoint) {
-        (Engine::Ollama, Endpoint::OpenAiChat) => translate::chat_request(body, model),
-        (Engine::Ollama, Endpoint::OpenAiCompletions) => translate::completion_request(body, model),
-        (Engine::Ollama, Endpoint::OpenAiEmbeddings) => translate::embeddings_request(body, model),
-        _ => {
-            let mut b = (**body).clone();
-            b.insert("model".into(), Value::String(model.to_string()));
-            if engine == Engine::Ollama
-                && matches!(
-                    req.request.endpoint,
-                    Endpoint::OllamaChat | Endpoint::OllamaGenerate
-                )
-            {
-                // Ollama streams unless told otherwise; say it explicitly.
-                b.insert("stream".into(), Value::Bool(req.request.stream));
-            }
-            Ok(b)
-        }
+    let translated = match (engine, &req.request.ollama_body) {
+        (Engine::Ollama, Some(b)) => Some(b),
+        _ => None,
     };
-    out.map_err(|e| InvalidRequest(e.to_string()).into())
+    if req.request.format() == ClientFormat::OpenAi
+        && engine == Engine::Ollama
+        && translated.is_none()
+    {
+        return Err(InvalidRequest("the request was not translated for Ollama".into()).into());
+    }
+    let mut b = (**translated.unwrap_or(&req.request.body)).clone();
+    b.insert("model".into(), Value::String(req.model.clone()));
+    if engine == Engine::Ollama
+        && matches!(
+            req.request.endpoint,
+            Endpoint::OllamaChat | Endpoint::OllamaGenerate
+        )
+    {
+        // Ollama streams unless told otherwise; say it explicitly.
+        b.insert("stream".into(), Value::Bool(req.request.stream));
+    }
+    Ok(b)
 }
 
 impl Service<Routed> for Forward {

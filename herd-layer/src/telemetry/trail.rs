@@ -417,6 +417,7 @@ mod tests {
             num_ctx: None,
             tags: vec!["team:a".into()],
             body: Arc::new(serde_json::Map::new()),
+            ollama_body: None,
             traceparent: Some(TRACEPARENT.into()),
         })
     }

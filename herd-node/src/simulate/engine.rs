@@ -337,12 +337,13 @@ impl Engine {
         Duration::from_secs_f64(ms * self.faults().slowdown / 1000.0)
     }
 
-    /// Waits for a slot of `model`, loading it first when needed.
-    pub async fn admit(
-        self: &Arc<Self>,
+    /// The model on disk that `model` names, if it can ever fit, with the
+    /// keep-alive to apply.
+    fn resolve(
+        &self,
         model: &str,
         keep_alive: Option<KeepAlive>,
-    ) -> Result<Admission, EngineError> {
+    ) -> Result<(String, ModelSpec, KeepAlive), EngineError> {
         let name = normalize_model_name(model);
         let spec = self
             .find(&name)
@@ -355,6 +356,16 @@ impl Engine {
             });
         }
         let keep_alive = keep_alive.unwrap_or_else(|| default_keep_alive(&self.cfg));
+        Ok((name, spec, keep_alive))
+    }
+
+    /// Waits for a slot of `model`, loading it first when needed.
+    pub async fn admit(
+        self: &Arc<Self>,
+        model: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Admission, EngineError> {
+        let (name, spec, keep_alive) = self.resolve(model, keep_alive)?;
 
         // Fast path: loaded, ready and a slot free.
         {
@@ -506,18 +517,7 @@ impl Engine {
         model: &str,
         keep_alive: Option<KeepAlive>,
     ) -> Result<Duration, EngineError> {
-        let name = normalize_model_name(model);
-        let spec = self
-            .find(&name)
-            .ok_or_else(|| EngineError::NotFound(model.to_owned()))?;
-        let budget = self.model_budget();
-        if spec.size_bytes > budget {
-            return Err(EngineError::TooBig {
-                need: spec.size_bytes as f64 / GIB as f64,
-                have: budget as f64 / GIB as f64,
-            });
-        }
-        let keep_alive = keep_alive.unwrap_or_else(|| default_keep_alive(&self.cfg));
+        let (name, spec, keep_alive) = self.resolve(model, keep_alive)?;
         let started = Instant::now();
         let (_, guard) = self.ensure_loaded(&name, &spec, keep_alive).await;
         drop(guard);
