@@ -6,12 +6,20 @@
 //! (`…_request_total`, `…_scheduler_e2e_duration_seconds`, TTFT, tokens,
 //! running requests) under herd's own `herd_epp_` prefix, so existing
 //! dashboards map over with a rename. The last picks' scheduling times are
-//! also kept in memory for [`Metrics::recent_picks`] (benchmarks, tests).
+//! also kept in memory, exact rather than bucketed: [`Metrics::recent_picks`]
+//! in process and `GET /debug/picks?since=N` on the metrics port, which is
+//! how `herd-bench` reads a running herd-epp's p50/p99 per phase (the
+//! histogram's doubling buckets are too coarse for a ~100 µs pick).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -45,7 +53,33 @@ pub struct Metrics {
     pub output_tokens: Family<ModelLabels, Counter>,
     pub running: Gauge,
     pub streams: Counter,
-    recent: Arc<Mutex<VecDeque<Duration>>>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The last [`RECENT`] pick durations and how many picks there were in all,
+/// so a reader can ask for "everything after the `since`-th pick".
+#[derive(Debug, Default)]
+struct Recent {
+    total: u64,
+    picks: VecDeque<Duration>,
+}
+
+/// Picks after a given count, as `GET /debug/picks` returns them.
+#[derive(Debug, serde::Serialize)]
+pub struct PicksSince {
+    /// Picks made since the process started.
+    pub total: u64,
+    /// Scheduling time of each pick after `since` that is still kept
+    /// (oldest first), in microseconds.
+    pub micros: Vec<f64>,
+    /// Picks after `since` that were no longer kept.
+    pub dropped: u64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PicksQuery {
+    #[serde(default)]
+    since: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,7 +144,7 @@ impl Metrics {
             output_tokens,
             running,
             streams,
-            recent: Arc::new(Mutex::new(VecDeque::new())),
+            recent: Arc::new(Mutex::new(Recent::default())),
         }
     }
 
@@ -126,16 +160,34 @@ impl Metrics {
         self.outcome("picked");
         self.scheduling.observe(took.as_secs_f64());
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if r.len() == RECENT {
-            r.pop_front();
+        if r.picks.len() == RECENT {
+            r.picks.pop_front();
         }
-        r.push_back(took);
+        r.picks.push_back(took);
+        r.total += 1;
     }
 
     /// Scheduling times of recent picks, oldest first.
     pub fn recent_picks(&self) -> Vec<Duration> {
         let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.iter().copied().collect()
+        r.picks.iter().copied().collect()
+    }
+
+    /// The picks after the first `since` (those still kept).
+    pub fn picks_since(&self, since: u64) -> PicksSince {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let after = r.total.saturating_sub(since);
+        let kept = (r.picks.len() as u64).min(after);
+        PicksSince {
+            total: r.total,
+            micros: r
+                .picks
+                .iter()
+                .skip(r.picks.len() - kept as usize)
+                .map(|d| d.as_secs_f64() * 1e6)
+                .collect(),
+            dropped: after - kept,
+        }
     }
 
     /// The Prometheus text exposition.
@@ -143,24 +195,41 @@ impl Metrics {
         herd_layer::telemetry::metrics::encode_classic(&self.registry)
     }
 
-    /// The `/metrics` HTTP app.
+    /// The metrics port's HTTP app: `/metrics` and `/debug/picks`.
     pub fn router(&self) -> axum::Router {
-        let m = self.clone();
-        axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = m.clone();
-                async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            herd_layer::telemetry::metrics::CONTENT_TYPE,
-                        )],
-                        m.render(),
-                    )
-                }
-            }),
+        axum::Router::new()
+            .route("/metrics", get(exposition))
+            .route("/debug/picks", get(debug_picks))
+            .with_state(self.clone())
+    }
+}
+
+async fn exposition(State(m): State<Metrics>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            herd_layer::telemetry::metrics::CONTENT_TYPE,
+        )],
+        m.render(),
+    )
+}
+
+async fn debug_picks(
+    State(m): State<Metrics>,
+    q: Result<Query<PicksQuery>, QueryRejection>,
+) -> Response {
+    match q {
+        Ok(Query(q)) => Json(m.picks_since(q.since)).into_response(),
+        Err(e) => (
+            http::StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({
+                "error": format!(
+                    "`since` must be a count of picks (a non-negative integer): {}",
+                    e.body_text()
+                )
+            })),
         )
+            .into_response(),
     }
 }
 
@@ -187,5 +256,60 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.recent_picks(), vec![Duration::from_micros(300)]);
+    }
+
+    #[test]
+    fn picks_since_counts_from_the_start_and_says_what_was_dropped() {
+        let m = Metrics::new();
+        for us in 1..=(RECENT as u64 + 10) {
+            m.picked(Duration::from_micros(us));
+        }
+        let all = m.picks_since(0);
+        assert_eq!(all.total, RECENT as u64 + 10);
+        assert_eq!(all.micros.len(), RECENT);
+        assert_eq!(all.dropped, 10);
+        assert_eq!(all.micros[0], 11.0);
+        let tail = m.picks_since(RECENT as u64 + 8);
+        assert_eq!(tail.micros, vec![RECENT as f64 + 9.0, RECENT as f64 + 10.0]);
+        assert_eq!(tail.dropped, 0);
+        let none = m.picks_since(u64::MAX);
+        assert!(none.micros.is_empty());
+        assert_eq!(none.dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn debug_picks_answers_json_and_rejects_a_bad_since() {
+        use tower::ServiceExt;
+        let m = Metrics::new();
+        m.picked(Duration::from_micros(120));
+        m.picked(Duration::from_micros(80));
+        let get = |uri: &str| {
+            http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let rsp = m
+            .router()
+            .oneshot(get("/debug/picks?since=1"))
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 200);
+        let body = axum::body::to_bytes(rsp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["total"], 2);
+        assert_eq!(v["micros"], serde_json::json!([80.0]));
+        let rsp = m
+            .router()
+            .oneshot(get("/debug/picks?since=-3"))
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 400);
+        let body = axum::body::to_bytes(rsp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains("since"), "{v}");
     }
 }

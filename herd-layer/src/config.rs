@@ -30,6 +30,10 @@ pub struct RouterConfig {
     /// A node that has not reported for this long is offline.
     #[serde(with = "duration")]
     pub report_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may take to finish before
+    /// herd exits anyway (streams still open then are cut).
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
     /// Largest request body accepted, bytes (413 above).
     pub max_body_bytes: usize,
     /// Largest non-streamed upstream response buffered, bytes.
@@ -136,6 +140,7 @@ impl Default for RouterConfig {
             poll_interval: Duration::from_secs(5),
             report_interval: Duration::from_secs(2),
             report_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
             max_body_bytes: 32 * 1024 * 1024,
             max_response_bytes: 256 * 1024 * 1024,
             connect_timeout: Duration::from_secs(3),

@@ -168,7 +168,9 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         )));
     }
 
-    let (tx, mut rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(false);
+    let grace = cfg.shutdown_grace;
+    let closing = attachments.clone();
     let task = tokio::spawn(async move {
         // Without TCP_NODELAY a first token that follows the response
         // headers within ~40 ms waits for the client's delayed ACK (Nagle):
@@ -177,11 +179,35 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        // `into_make_service` builds the router's routes once; handing
+        // axum the Router itself rebuilds them for every connection
+        // (`Router::with_state` per accept), which measured 64 KiB of heap
+        // per open connection — half of herd's memory per open stream.
+        let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown({
+            let rx = rx.clone();
+            async move {
+                stopped(rx).await;
+                // Attached nodes hold a gRPC stream open for as long as the
+                // router runs; ending them lets the drain finish and tells
+                // the nodes to look for a router again.
+                closing.close_all();
+            }
+        });
+        // In-flight requests get `shutdown_grace` to finish; then herd
+        // stops anyway (a stream can last many minutes).
+        tokio::select! {
+            r = serve => r,
+            () = async {
+                stopped(rx).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "requests still in flight after the shutdown grace; stopping anyway");
+                Ok(())
+            }
+        }
     });
     tracing::info!(%addr, nodes = cfg.nodes.len(), "herd router listening");
     Ok(Running {

@@ -93,7 +93,8 @@ impl EnvoyOpts {
     }
 }
 
-fn endpoints_yaml(eps: &[SocketAddr]) -> String {
+/// Endpoints as the items of an `lb_endpoints` flow list.
+pub fn endpoints_yaml(eps: &[SocketAddr]) -> String {
     eps.iter()
         .map(|a| {
             format!(
@@ -133,8 +134,9 @@ fn listener(name: &str, port: u16, cluster: &str, filters: &str) -> String {
     )
 }
 
-/// The Envoy config for these options.
-pub fn config(o: &EnvoyOpts, port: u16, admin: u16, rr_port: Option<u16>) -> String {
+/// The HTTP filters that put herd-epp in the request path (subset hint to
+/// metadata, then ext_proc), as list items under `http_filters:`.
+pub fn ext_proc_filters(o: &EnvoyOpts) -> String {
     let trailer =
         if o.request_body == BodyMode::FullDuplex || o.response_body == BodyMode::FullDuplex {
             "SEND"
@@ -143,7 +145,7 @@ pub fn config(o: &EnvoyOpts, port: u16, admin: u16, rr_port: Option<u16>) -> Str
         };
     let wait = o.request_body == BodyMode::Streamed;
     let secs = o.timeout.as_secs_f64();
-    let ext_proc = format!(
+    format!(
         r#"
           - name: envoy.filters.http.header_to_metadata
             typed_config:
@@ -170,16 +172,13 @@ pub fn config(o: &EnvoyOpts, port: u16, admin: u16, rr_port: Option<u16>) -> Str
         fma = o.failure_mode_allow,
         req = o.request_body.yaml(),
         rsp = o.response_body.yaml(),
-    );
-    let upstream = if o.pool.is_some() {
-        "pool"
-    } else {
-        "original_destination_cluster"
-    };
-    let mut listeners = listener("gw", port, upstream, &ext_proc);
-    if let Some(rr) = rr_port {
-        listeners.push_str(&listener("rr", rr, "round_robin", ""));
-    }
+    )
+}
+
+/// The `epp` cluster (herd-epp over HTTP/2) and the ORIGINAL_DST cluster
+/// that sends each request to the endpoint herd-epp picked, as list items
+/// under `clusters:`.
+pub fn epp_clusters(o: &EnvoyOpts) -> String {
     let tls = if o.epp_tls {
         r#"
     transport_socket:
@@ -190,7 +189,7 @@ pub fn config(o: &EnvoyOpts, port: u16, admin: u16, rr_port: Option<u16>) -> Str
     } else {
         ""
     };
-    let mut clusters = format!(
+    format!(
         r#"
   - name: epp
     type: STATIC
@@ -207,7 +206,22 @@ pub fn config(o: &EnvoyOpts, port: u16, admin: u16, rr_port: Option<u16>) -> Str
     original_dst_lb_config: {{ use_http_header: true, http_header_name: x-gateway-destination-endpoint }}
 "#,
         epp = endpoints_yaml(&[o.epp]),
-    );
+    )
+}
+
+/// The Envoy config for these options.
+pub fn config(o: &EnvoyOpts, port: u16, admin: u16, rr_port: Option<u16>) -> String {
+    let ext_proc = ext_proc_filters(o);
+    let upstream = if o.pool.is_some() {
+        "pool"
+    } else {
+        "original_destination_cluster"
+    };
+    let mut listeners = listener("gw", port, upstream, &ext_proc);
+    if let Some(rr) = rr_port {
+        listeners.push_str(&listener("rr", rr, "round_robin", ""));
+    }
+    let mut clusters = epp_clusters(o);
     if let Some(pool) = &o.pool {
         clusters.push_str(&format!(
             r#"

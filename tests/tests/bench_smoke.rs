@@ -1,6 +1,6 @@
 //! The benchmark harness in miniature, so it cannot rot: `herd-bench
 //! --smoke` runs every scenario with tiny counts against debug builds of
-//! herd and herd-node (from the same target directory as this test), and
+//! herd, herd-node and herd-epp (from the same target directory as this test), and
 //! this test checks that its output is complete and sane — every request
 //! accounted for, every stream's chunks delivered — never timings, which a
 //! shared 2-core machine cannot promise.
@@ -24,7 +24,7 @@ fn metric(j: &Value, key: &str) -> f64 {
 #[test]
 fn smoke_run_reports_every_scenario_completely() {
     let dir = bin_dir();
-    for b in ["herd", "herd-node"] {
+    for b in ["herd", "herd-node", "herd-epp"] {
         assert!(
             dir.join(b).is_file(),
             "{} is missing: build the workspace's binaries first (cargo build --workspace, as tests/run.sh does)",
@@ -79,6 +79,7 @@ fn smoke_run_reports_every_scenario_completely() {
         "Scenario 2",
         "Scenario 3",
         "Scenario 4",
+        "Scenario 5",
         "### Targets",
     ] {
         assert!(md.contains(s), "markdown lacks {s}:\n{md}");
@@ -150,6 +151,45 @@ fn smoke_run_reports_every_scenario_completely() {
         metric(&j, "s4/herd/share_before") > 0.0,
         "victim unused before the fault"
     );
+
+    // 5: through Envoy + herd-epp every request was picked exactly once and
+    // answered; streams arrive whole in both wire formats.
+    for t in ["direct", "envoy-rr", "envoy+herd-epp"] {
+        let k = format!("s5/{t}/rate=100");
+        assert!(metric(&j, &format!("{k}/sent")) > 0.0, "{k}: nothing sent");
+        assert_eq!(metric(&j, &format!("{k}/errors")), 0.0, "{k}: errors");
+        assert!(metric(&j, &format!("s5/{t}/max_rps")) > 0.0, "{t}");
+    }
+    let k = "s5/envoy+herd-epp/rate=100";
+    assert_eq!(
+        metric(&j, &format!("{k}/picks")),
+        metric(&j, &format!("{k}/sent")),
+        "herd-epp must pick once per request"
+    );
+    assert!(metric(&j, &format!("{k}/pick_p50")) > 0.0);
+    assert!(metric(&j, "s5/envoy+herd-epp/cpu_s_per_1k") > 0.0);
+    let s5 = &j["extra"]["s5"];
+    let (tokens, n) = (
+        s5["tokens"].as_f64().expect("s5 tokens"),
+        s5["streams"].as_f64().expect("s5 streams"),
+    );
+    for t in ["direct", "envoy-rr", "envoy+herd-epp"] {
+        let k = format!("s5/{t}/n={n}");
+        assert_eq!(metric(&j, &format!("{k}/errors")), 0.0, "{k}");
+        assert_eq!(
+            metric(&j, &format!("{k}/chunks")),
+            n * (tokens + 1.0),
+            "{k}: chunks lost or added"
+        );
+        assert_eq!(metric(&j, &format!("s5/{t}/sse/n={n}/errors")), 0.0, "{t}");
+        if t != "direct" {
+            assert_eq!(
+                metric(&j, &format!("s5/{t}/sse/n={n}/chunks_preserved")),
+                1.0,
+                "{t}"
+            );
+        }
+    }
 
     assert!(!j["verdicts"].as_array().expect("verdicts").is_empty());
     let _ = std::fs::remove_dir_all(&out);

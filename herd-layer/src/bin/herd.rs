@@ -90,6 +90,9 @@ struct Opts {
     /// A node silent for this long is offline (e.g. 10s).
     #[arg(long, env = "HERD_REPORT_TIMEOUT", value_parser = duration::parse, global = true)]
     report_timeout: Option<Duration>,
+    /// On SIGTERM, how long requests in flight may take to finish (e.g. 30s).
+    #[arg(long, env = "HERD_SHUTDOWN_GRACE", value_parser = duration::parse, global = true)]
+    shutdown_grace: Option<Duration>,
     /// Where the store and the JSON log live (default: $XDG_DATA_HOME/herd or ~/.local/share/herd).
     #[arg(long, env = "HERD_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
@@ -133,6 +136,9 @@ impl Opts {
         }
         if let Some(v) = self.report_timeout {
             c.report_timeout = v;
+        }
+        if let Some(v) = self.shutdown_grace {
+            c.shutdown_grace = v;
         }
         if let Some(v) = &self.data_dir {
             c.data_dir = Some(v.clone());

@@ -49,6 +49,12 @@ impl Attachments {
         id
     }
 
+    /// Ends every node's stream (the router is stopping): dropping the
+    /// senders closes the response streams, so nodes see the router go.
+    pub fn close_all(&self) {
+        self.lock().clear();
+    }
+
     /// Remove the node's entry if it is still this connection's; true when it was.
     fn remove(&self, node: &NodeId, conn: u64) -> bool {
         let mut m = self.lock();

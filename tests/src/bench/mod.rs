@@ -3,11 +3,13 @@
 //! The pieces, bottom up: [`echo`] (a zero-think-time replay of a
 //! simulated device), [`load`] (the streaming-aware load generator),
 //! [`procs`] (child processes, pinning, `/proc` readings), [`targets`]
-//! (simulated devices, herd, nginx, Envoy), [`scenarios`] (issue 5's four
-//! scenarios), [`stats`] and [`report`] (medians of round medians, the
-//! markdown and JSON results).
+//! (simulated devices, herd, herd-epp, nginx, Envoy), [`scenarios`] (the
+//! first four scenarios of issue 5), [`epp`] (the fifth: herd-epp behind
+//! Envoy), [`stats`] and [`report`] (medians of round medians, the markdown
+//! and JSON results).
 
 pub mod echo;
+pub mod epp;
 pub mod load;
 pub mod procs;
 pub mod report;

@@ -350,6 +350,9 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
         out += &t.render();
         out += "\n";
     }
+    if let Some(s5) = b.extra.get("s5") {
+        out += &epp_markdown(b, s5);
+    }
     if !b.notes.is_empty() {
         out += "### Notes from the run\n\n";
         for n in &b.notes {
@@ -357,6 +360,146 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
         }
         out += "\n";
     }
+    out
+}
+
+/// Scenario 5's tables: herd-epp behind Envoy against Envoy round robin.
+fn epp_markdown(b: &Bench, s5: &serde_json::Value) -> String {
+    let m = &b.m;
+    let targets: Vec<String> = s5["targets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let epp = Kind::EnvoyEpp.label();
+    let mut out = format!(
+        "### Scenario 5: herd-epp behind Envoy ({} endpoints; ext_proc FULL_DUPLEX_STREAMED, ORIGINAL_DST)\n\n\
+         Non-streaming against zero-think replays. Latency in µs; *added* is target minus direct, \
+         *over envoy-rr* is Envoy + herd-epp minus Envoy round robin, both within each round. \
+         *pick*: herd-epp's own scheduling time per request (scoring and admission), from its \
+         `/debug/picks`.\n\n",
+        s5["endpoints"]
+    );
+    let mut t = Table::new(&[
+        "target",
+        "rate/s",
+        "p50",
+        "p99",
+        "added p50",
+        "added p99",
+        "over envoy-rr p50",
+        "over envoy-rr p99",
+        "pick p50",
+        "pick p99",
+        "errors",
+    ]);
+    for rate in &b.opts.rates {
+        for l in &targets {
+            let k = format!("s5/{l}/rate={rate}");
+            let only_epp = |x: &str, digits| {
+                if l == epp {
+                    f(m.med(&format!("{k}/{x}")), digits)
+                } else {
+                    "–".into()
+                }
+            };
+            t.row(vec![
+                l.clone(),
+                f(*rate, 0),
+                f(m.med(&format!("{k}/p50")), 0),
+                f(m.med(&format!("{k}/p99")), 0),
+                f(m.med(&format!("{k}/added_p50")), 0),
+                f(m.med(&format!("{k}/added_p99")), 0),
+                only_epp("over_envoy_rr_p50", 0),
+                only_epp("over_envoy_rr_p99", 0),
+                only_epp("pick_p50", 0),
+                only_epp("pick_p99", 0),
+                f(m.med(&format!("{k}/errors")), 0),
+            ]);
+        }
+    }
+    out += &t.render();
+    out += "\n";
+    let mut t = Table::new(&[
+        "target",
+        "max req/s (32 in flight)",
+        "gateway CPU s / 1k req",
+        "CPU vs envoy-rr",
+    ]);
+    let rr_cpu = m.med(&format!("s5/{}/cpu_s_per_1k", Kind::EnvoyRr.label()));
+    for l in &targets {
+        let cpu = m.med(&format!("s5/{l}/cpu_s_per_1k"));
+        t.row(vec![
+            l.clone(),
+            f(m.med(&format!("s5/{l}/max_rps")), 0),
+            f(cpu, 3),
+            ratio(cpu, rr_cpu),
+        ]);
+    }
+    out += &t.render();
+    out += &format!(
+        "\nGateway CPU of Envoy + herd-epp counts both processes.\n\n\
+         Streaming: {} tokens at 20 ms after a 50 ms TTFT, {} concurrent streams; TTFT and gaps in ms, \
+         *added* in µs against direct.\n\n",
+        s5["tokens"], s5["streams"]
+    );
+    let mut t = Table::new(&[
+        "target",
+        "streams",
+        "TTFT p50",
+        "TTFT p99",
+        "added TTFT p50 µs",
+        "added TTFT p99 µs",
+        "gap p99",
+        "added gap p99 µs",
+        "chunks preserved",
+        "errors",
+        "gateway CPU µs/chunk",
+        "herd-epp peak RSS MiB",
+    ]);
+    let n = &s5["streams"];
+    for tag in ["probe".to_owned(), format!("n={n}"), format!("sse/n={n}")] {
+        for l in &targets {
+            let k = format!("s5/{l}/{tag}");
+            let added = |x: &str| {
+                if l == "direct" {
+                    "–".into()
+                } else {
+                    f(m.med(&format!("{k}/{x}")), 0)
+                }
+            };
+            let preserved = if tag == "probe" {
+                "".into()
+            } else if l == "direct" {
+                "(reference)".into()
+            } else {
+                format!("{}%", f(m.med(&format!("{k}/chunks_preserved")) * 100.0, 2))
+            };
+            t.row(vec![
+                l.clone(),
+                tag.replace("n=", ""),
+                ms(m.med(&format!("{k}/ttft_p50"))),
+                ms(m.med(&format!("{k}/ttft_p99"))),
+                added("added_ttft_p50"),
+                added("added_ttft_p99"),
+                ms(m.med(&format!("{k}/gap_p99"))),
+                added("added_gap_p99"),
+                preserved,
+                f(m.med(&format!("{k}/errors")), 0),
+                f(m.med(&format!("{k}/cpu_us_per_chunk")), 1),
+                if l == epp && tag != "probe" {
+                    f(m.med(&format!("{k}/sidecar_peak_rss_kib")) / MIB, 1)
+                } else {
+                    "".into()
+                },
+            ]);
+        }
+    }
+    out += &t.render();
+    out += "\n";
     out
 }
 

