@@ -76,23 +76,7 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
         }
         out += &t.render();
         out += "\n";
-        let mut t = Table::new(&[
-            "target",
-            "max req/s (32 in flight)",
-            "proxy CPU s / 1k req",
-            "CPU vs nginx-rr",
-        ]);
-        let nginx_cpu = m.med("s1/nginx-rr/cpu_s_per_1k");
-        for l in &s1 {
-            let cpu = m.med(&format!("s1/{l}/cpu_s_per_1k"));
-            t.row(vec![
-                l.clone(),
-                f(m.med(&format!("s1/{l}/max_rps")), 0),
-                f(cpu, 3),
-                ratio(cpu, nginx_cpu),
-            ]);
-        }
-        out += &t.render();
+        out += &throughput_table(m, "s1", &s1, "proxy", Kind::NginxRr);
         out += "\n";
     }
     let s2 = labels(b, "s2_targets");
@@ -107,22 +91,6 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
              TTFT and gaps in ms, *added* in µs (target minus direct, same round); chunks preserved = \
              logical chunks received through the target / received direct.\n\n"
         );
-        let mut t = Table::new(&[
-            "target",
-            "streams",
-            "TTFT p50",
-            "TTFT p99",
-            "added TTFT p50 µs",
-            "added TTFT p99 µs",
-            "gap p50",
-            "gap p99",
-            "added gap p99 µs",
-            "chunks preserved",
-            "coalesced frames",
-            "errors",
-            "proxy CPU µs/chunk",
-            "herd peak RSS MiB",
-        ]);
         let mut tags: Vec<String> = vec!["probe".into()];
         tags.extend(b.opts.streams.iter().map(|n| format!("n={n}")));
         if let Some(sse) = m.0.keys().find_map(|k| {
@@ -131,46 +99,13 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
         }) {
             tags.push(format!("sse/{sse}"));
         }
-        for tag in &tags {
-            for l in &s2 {
-                let k = format!("s2/{l}/{tag}");
-                let added = |x: &str| {
-                    if l == "direct" {
-                        "–".into()
-                    } else {
-                        f(m.med(&format!("{k}/{x}")), 0)
-                    }
-                };
-                let preserved = if tag == "probe" {
-                    "".into()
-                } else if l == "direct" {
-                    "(reference)".into()
-                } else {
-                    format!("{}%", f(m.med(&format!("{k}/chunks_preserved")) * 100.0, 2))
-                };
-                t.row(vec![
-                    l.clone(),
-                    tag.replace("n=", ""),
-                    ms(m.med(&format!("{k}/ttft_p50"))),
-                    ms(m.med(&format!("{k}/ttft_p99"))),
-                    added("added_ttft_p50"),
-                    added("added_ttft_p99"),
-                    ms(m.med(&format!("{k}/gap_p50"))),
-                    ms(m.med(&format!("{k}/gap_p99"))),
-                    added("added_gap_p99"),
-                    preserved,
-                    f(m.med(&format!("{k}/coalesced")), 0),
-                    f(m.med(&format!("{k}/errors")), 0),
-                    f(m.med(&format!("{k}/cpu_us_per_chunk")), 1),
-                    if l == "herd" {
-                        f(m.med(&format!("{k}/peak_rss_kib")) / MIB, 1)
-                    } else {
-                        "".into()
-                    },
-                ]);
+        out += &streaming_table(m, "s2", &s2, &tags, "herd peak RSS MiB", |l, k| {
+            if l == "herd" {
+                f(m.med(&format!("{k}/peak_rss_kib")) / MIB, 1)
+            } else {
+                String::new()
             }
-        }
-        out += &t.render();
+        });
         out += "\n*probe*: 1 stream at a time, short answers (5 tokens), many per round: the TTFT row to trust \
                 at low concurrency. SSE rows: herd serves OpenAI requests from the node's native `/api/chat` and \
                 translates, so its event count legitimately differs from the node's own `/v1` endpoint.\n";
@@ -363,6 +298,99 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
     out
 }
 
+/// Max throughput and CPU per 1k requests of scenarios 1 and 5, CPU also as
+/// a ratio to `reference`'s.
+fn throughput_table(
+    m: &super::stats::Metrics,
+    scen: &str,
+    targets: &[String],
+    who: &str,
+    reference: Kind,
+) -> String {
+    let mut t = Table::new(&[
+        "target",
+        "max req/s (32 in flight)",
+        &format!("{who} CPU s / 1k req"),
+        &format!("CPU vs {}", reference.label()),
+    ]);
+    let ref_cpu = m.med(&format!("{scen}/{}/cpu_s_per_1k", reference.label()));
+    for l in targets {
+        let cpu = m.med(&format!("{scen}/{l}/cpu_s_per_1k"));
+        t.row(vec![
+            l.clone(),
+            f(m.med(&format!("{scen}/{l}/max_rps")), 0),
+            f(cpu, 3),
+            ratio(cpu, ref_cpu),
+        ]);
+    }
+    t.render()
+}
+
+/// The streaming table of scenarios 2 and 5: a row per (run, target) with
+/// TTFT, gaps and their additions over direct, chunks preserved, errors,
+/// CPU per chunk, and one memory column (`mem(label, key)`).
+fn streaming_table(
+    m: &super::stats::Metrics,
+    scen: &str,
+    targets: &[String],
+    tags: &[String],
+    mem_head: &str,
+    mem: impl Fn(&str, &str) -> String,
+) -> String {
+    let mut t = Table::new(&[
+        "target",
+        "streams",
+        "TTFT p50",
+        "TTFT p99",
+        "added TTFT p50 µs",
+        "added TTFT p99 µs",
+        "gap p50",
+        "gap p99",
+        "added gap p99 µs",
+        "chunks preserved",
+        "coalesced frames",
+        "errors",
+        "proxy CPU µs/chunk",
+        mem_head,
+    ]);
+    for tag in tags {
+        for l in targets {
+            let k = format!("{scen}/{l}/{tag}");
+            let added = |x: &str| {
+                if l == "direct" {
+                    "–".into()
+                } else {
+                    f(m.med(&format!("{k}/{x}")), 0)
+                }
+            };
+            let preserved = if tag == "probe" {
+                "".into()
+            } else if l == "direct" {
+                "(reference)".into()
+            } else {
+                format!("{}%", f(m.med(&format!("{k}/chunks_preserved")) * 100.0, 2))
+            };
+            t.row(vec![
+                l.clone(),
+                tag.replace("n=", ""),
+                ms(m.med(&format!("{k}/ttft_p50"))),
+                ms(m.med(&format!("{k}/ttft_p99"))),
+                added("added_ttft_p50"),
+                added("added_ttft_p99"),
+                ms(m.med(&format!("{k}/gap_p50"))),
+                ms(m.med(&format!("{k}/gap_p99"))),
+                added("added_gap_p99"),
+                preserved,
+                f(m.med(&format!("{k}/coalesced")), 0),
+                f(m.med(&format!("{k}/errors")), 0),
+                f(m.med(&format!("{k}/cpu_us_per_chunk")), 1),
+                mem(l, &k),
+            ]);
+        }
+    }
+    t.render()
+}
+
 /// Scenario 5's tables: herd-epp behind Envoy against Envoy round robin.
 fn epp_markdown(b: &Bench, s5: &serde_json::Value) -> String {
     let m = &b.m;
@@ -423,82 +451,22 @@ fn epp_markdown(b: &Bench, s5: &serde_json::Value) -> String {
     }
     out += &t.render();
     out += "\n";
-    let mut t = Table::new(&[
-        "target",
-        "max req/s (32 in flight)",
-        "gateway CPU s / 1k req",
-        "CPU vs envoy-rr",
-    ]);
-    let rr_cpu = m.med(&format!("s5/{}/cpu_s_per_1k", Kind::EnvoyRr.label()));
-    for l in &targets {
-        let cpu = m.med(&format!("s5/{l}/cpu_s_per_1k"));
-        t.row(vec![
-            l.clone(),
-            f(m.med(&format!("s5/{l}/max_rps")), 0),
-            f(cpu, 3),
-            ratio(cpu, rr_cpu),
-        ]);
-    }
-    out += &t.render();
+    out += &throughput_table(m, "s5", &targets, "gateway", Kind::EnvoyRr);
     out += &format!(
         "\nGateway CPU of Envoy + herd-epp counts both processes.\n\n\
          Streaming: {} tokens at 20 ms after a 50 ms TTFT, {} concurrent streams; TTFT and gaps in ms, \
          *added* in µs against direct.\n\n",
         s5["tokens"], s5["streams"]
     );
-    let mut t = Table::new(&[
-        "target",
-        "streams",
-        "TTFT p50",
-        "TTFT p99",
-        "added TTFT p50 µs",
-        "added TTFT p99 µs",
-        "gap p99",
-        "added gap p99 µs",
-        "chunks preserved",
-        "errors",
-        "gateway CPU µs/chunk",
-        "herd-epp peak RSS MiB",
-    ]);
     let n = &s5["streams"];
-    for tag in ["probe".to_owned(), format!("n={n}"), format!("sse/n={n}")] {
-        for l in &targets {
-            let k = format!("s5/{l}/{tag}");
-            let added = |x: &str| {
-                if l == "direct" {
-                    "–".into()
-                } else {
-                    f(m.med(&format!("{k}/{x}")), 0)
-                }
-            };
-            let preserved = if tag == "probe" {
-                "".into()
-            } else if l == "direct" {
-                "(reference)".into()
-            } else {
-                format!("{}%", f(m.med(&format!("{k}/chunks_preserved")) * 100.0, 2))
-            };
-            t.row(vec![
-                l.clone(),
-                tag.replace("n=", ""),
-                ms(m.med(&format!("{k}/ttft_p50"))),
-                ms(m.med(&format!("{k}/ttft_p99"))),
-                added("added_ttft_p50"),
-                added("added_ttft_p99"),
-                ms(m.med(&format!("{k}/gap_p99"))),
-                added("added_gap_p99"),
-                preserved,
-                f(m.med(&format!("{k}/errors")), 0),
-                f(m.med(&format!("{k}/cpu_us_per_chunk")), 1),
-                if l == epp && tag != "probe" {
-                    f(m.med(&format!("{k}/sidecar_peak_rss_kib")) / MIB, 1)
-                } else {
-                    "".into()
-                },
-            ]);
+    let tags = ["probe".to_owned(), format!("n={n}"), format!("sse/n={n}")];
+    out += &streaming_table(m, "s5", &targets, &tags, "herd-epp peak RSS MiB", |l, k| {
+        if l == epp && !k.ends_with("/probe") {
+            f(m.med(&format!("{k}/sidecar_peak_rss_kib")) / MIB, 1)
+        } else {
+            String::new()
         }
-    }
-    out += &t.render();
+    });
     out += "\n";
     out
 }

@@ -189,8 +189,7 @@ impl Bench {
         Ok(echo::record(&self.client, &base, "/api/chat", body.clone()).await?)
     }
 
-    /// One short stream through every target, retried for up to 20 s until
-    /// it answers (a picker polls its endpoints before it can pick).
+    /// One short stream through every target, once it answers at all.
     pub(super) async fn warm_streams(&self, scen: &str, targets: &[Target]) -> BenchResult<()> {
         for t in targets {
             let req = Req {
@@ -198,29 +197,31 @@ impl Bench {
                 body: chat_body(MODEL, 5, true),
                 wire: Wire::Ndjson,
             };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                let o = load::send(
-                    &self.client,
-                    &req,
-                    tokio::time::Instant::now(),
-                    Duration::from_secs(10),
-                )
-                .await;
-                if o.ok() {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(format!(
-                        "{scen}: warm-up through {} failed: {o:?}",
-                        t.kind.label()
-                    )
-                    .into());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            self.until_answered(scen, t.kind, &req).await?;
         }
         Ok(())
+    }
+
+    /// Sends `req` until it succeeds, for up to 20 s: a picker polls its
+    /// endpoints before it can pick, a fresh proxy may still be connecting.
+    async fn until_answered(&self, scen: &str, kind: Kind, req: &Req) -> BenchResult<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = load::send(
+                &self.client,
+                req,
+                tokio::time::Instant::now(),
+                Duration::from_secs(10),
+            )
+            .await;
+            if o.ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("{scen}: {} never answered: {o:?}", kind.label()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     // ------------------------------------------------------------ scenario 1
@@ -275,28 +276,7 @@ impl Bench {
                 body: body.clone(),
                 wire: Wire::Json,
             };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                let o = load::send(
-                    &self.client,
-                    &req,
-                    tokio::time::Instant::now(),
-                    Duration::from_secs(5),
-                )
-                .await;
-                if o.ok() {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(format!("{scen}: {} never answered: {o:?}", t.kind.label()).into());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let req = Req {
-                url: format!("{}{path}", t.base),
-                body: body.clone(),
-                wire: Wire::Json,
-            };
+            self.until_answered(scen, t.kind, &req).await?;
             let outs = load::closed_loop(
                 &self.client,
                 4,
