@@ -80,6 +80,9 @@ impl Running {
     /// Stop: close the ports, GOAWAY open connections, stop background tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        // End the nodes' attachment streams so they finish the drain (and
+        // the nodes look for a picker again) instead of being cut.
+        self.attachments.close_all();
         for t in &self.background {
             t.abort();
         }
