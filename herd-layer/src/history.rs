@@ -313,6 +313,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_snapshot_reads_back_from_json_bit_for_bit() {
+        // The store keeps snapshots as JSON; a learned median must be the
+        // same number after a restart. 25.793205999999998 read back as
+        // 25.793206 (one ULP off) before serde_json's float_roundtrip.
+        let s = BookSnapshot {
+            ttft_ms: vec![25.793205999999998, 0.1 + 0.2, 1e-300, 123456.78901234567],
+            tokens_per_s: vec![50.0 - 7e-15],
+            cold_load_ms: vec![],
+            completed: 3,
+            failed: 0,
+        };
+        let back: BookSnapshot = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        for (a, b) in s.ttft_ms.iter().zip(&back.ttft_ms) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{a} read back as {b}");
+        }
+        assert_eq!(back, s);
+    }
+
+    #[test]
     fn medians_follow_recent_samples() {
         let h = History::new();
         let n: NodeId = "n".into();
