@@ -132,25 +132,13 @@ pub struct RunArgs {
     pub public_url: Option<String>,
 }
 
-/// The first line of a token file, trimmed; empty is an error (a node that
-/// silently sent no token would only be refused later, less clearly).
-pub fn read_token_file(p: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| format!("cannot read fleet token file {}: {e}", p.display()))?;
-    let t = text.lines().next().unwrap_or("").trim().to_owned();
-    if t.is_empty() {
-        return Err(format!("fleet token file {} is empty", p.display()));
-    }
-    Ok(t)
-}
-
 /// The token from a file (preferred) or a flag.
 pub fn fleet_token(
     flag: Option<String>,
     file: Option<&std::path::Path>,
 ) -> Result<Option<String>, String> {
     match file {
-        Some(p) => read_token_file(p).map(Some),
+        Some(p) => herd_layer::config::read_token_file(p).map(Some),
         None => Ok(flag.filter(|t| !t.trim().is_empty())),
     }
 }

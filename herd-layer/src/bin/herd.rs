@@ -117,7 +117,7 @@ impl Opts {
             c.fleet_token = Some(v.clone());
         }
         if let Some(p) = &self.fleet_token_file {
-            c.fleet_token = Some(read_token_file(p)?);
+            c.fleet_token = Some(herd_layer::config::read_token_file(p)?);
         }
         if self.no_mdns {
             c.mdns.enabled = false;
@@ -146,18 +146,6 @@ impl Opts {
         c.validate()?;
         Ok(c)
     }
-}
-
-/// The first line of a token file, trimmed; an empty file is an error
-/// (a router that silently ran without its token would admit anyone).
-fn read_token_file(p: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| format!("cannot read fleet token file {}: {e}", p.display()))?;
-    let t = text.lines().next().unwrap_or("").trim().to_owned();
-    if t.is_empty() {
-        return Err(format!("fleet token file {} is empty", p.display()));
-    }
-    Ok(t)
 }
 
 fn herd_node_binary() -> Option<PathBuf> {

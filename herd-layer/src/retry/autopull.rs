@@ -108,7 +108,6 @@ impl AutoPull {
     /// The node where `model` would fit best if it were on disk everywhere.
     pub fn choose(&self, model: &str, kind: Kind) -> Option<NodeId> {
         let mut view = (*self.fleet.snapshot()).clone();
-        let est = (scoring::name_size_gib(model) * 1024.0 * 1024.0 * 1024.0) as u64;
         view.nodes.retain(|_, n| {
             n.online
                 && n.engine == Engine::Ollama
@@ -117,13 +116,7 @@ impl AutoPull {
                 && !n.draining
         });
         for n in view.nodes.values_mut() {
-            n.available.push(DiskModel {
-                name: model.to_string(),
-                size_bytes: est,
-                family: String::new(),
-                parameter_size: String::new(),
-                quantization: String::new(),
-            });
+            n.available.push(assumed_on_disk(model));
         }
         let input = ScoreInput {
             model,
@@ -272,18 +265,11 @@ impl AutoPull {
                     s.status = "success".into();
                 });
                 // Routable now, without waiting for the node's next report.
-                let est = (scoring::name_size_gib(model) * 1024.0 * 1024.0 * 1024.0) as u64;
                 self.fleet.update(|v| {
                     if let Some(n) = v.nodes.get_mut(node)
                         && !n.has_model(model)
                     {
-                        n.available.push(DiskModel {
-                            name: model.to_string(),
-                            size_bytes: est,
-                            family: String::new(),
-                            parameter_size: String::new(),
-                            quantization: String::new(),
-                        });
+                        n.available.push(assumed_on_disk(model));
                     }
                 });
             }
@@ -302,4 +288,15 @@ impl AutoPull {
 pub struct AutoPullFailed {
     pub model: String,
     pub reason: String,
+}
+/// `model` as a node would list it on disk, before it has said so: the
+/// size estimated from the name (the real one comes with the next report).
+fn assumed_on_disk(model: &str) -> DiskModel {
+    DiskModel {
+        name: model.to_string(),
+        size_bytes: (scoring::name_size_gib(model) * 1024.0 * 1024.0 * 1024.0) as u64,
+        family: String::new(),
+        parameter_size: String::new(),
+        quantization: String::new(),
+    }
 }

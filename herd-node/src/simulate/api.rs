@@ -273,6 +273,17 @@ impl Plan {
         m
     }
 
+    /// `v` (an object) as Ollama's last line or whole answer: done, why,
+    /// and the timing fields.
+    fn ollama_final(&self, mut v: Value) -> Value {
+        if let Value::Object(m) = &mut v {
+            m.insert("done".into(), json!(true));
+            m.insert("done_reason".into(), json!(self.done_reason()));
+            m.extend(self.ollama_stats());
+        }
+        v
+    }
+
     fn usage(&self) -> Value {
         let (p, c) = (self.prompt_tokens, self.eval_count());
         json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
@@ -496,12 +507,7 @@ fn render_events(plan: &Plan, wire: &Wire) -> Vec<(Instant, Bytes)> {
                     out.push((plan.first_at, ndjson(&v)));
                 }
             }
-            let mut last = piece(done_at, "", None);
-            last["done"] = json!(true);
-            last["done_reason"] = json!(plan.done_reason());
-            if let Value::Object(m) = &mut last {
-                m.extend(plan.ollama_stats());
-            }
+            let last = plan.ollama_final(piece(done_at, "", None));
             out.push((done_at, ndjson(&last)));
         }
         Wire::OpenAi {
@@ -754,14 +760,8 @@ async fn chat_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     if let Reply::ToolCall { name, arguments } = &plan.reply {
         msg["tool_calls"] = ollama_tool_calls(name, arguments);
     }
-    let mut v = json!({
-        "model": plan.model, "created_at": now_str(), "message": msg,
-        "done": true, "done_reason": plan.done_reason(),
-    });
-    if let Value::Object(m) = &mut v {
-        m.extend(plan.ollama_stats());
-    }
-    Ok(Json(v).into_response())
+    let v = json!({"model": plan.model, "created_at": now_str(), "message": msg});
+    Ok(Json(plan.ollama_final(v)).into_response())
 }
 
 /// `POST /api/generate`
@@ -800,14 +800,8 @@ async fn generate_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError>
         return Ok(streaming_response(plan, Wire::Generate, &s.engine));
     }
     tokio::time::sleep_until(plan.done_at()).await;
-    let mut v = json!({
-        "model": plan.model, "created_at": now_str(), "response": plan.content(),
-        "done": true, "done_reason": plan.done_reason(),
-    });
-    if let Value::Object(m) = &mut v {
-        m.extend(plan.ollama_stats());
-    }
-    Ok(Json(v).into_response())
+    let v = json!({"model": plan.model, "created_at": now_str(), "response": plan.content()});
+    Ok(Json(plan.ollama_final(v)).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -176,19 +176,11 @@ pub async fn start_fleet(
     router: Option<String>,
 ) -> Result<Vec<DeviceHandle>, SimError> {
     let router = router.or(cfg.router);
-    let mut out = Vec::with_capacity(cfg.devices.len());
-    for d in cfg.devices {
-        match Device::start_with_token(d, router.clone(), cfg.fleet_token.clone()).await {
-            Ok(h) => out.push(h),
-            Err(e) => {
-                for h in out {
-                    h.shutdown().await;
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(out)
+    let token = cfg.fleet_token;
+    start_each(cfg.devices, |d| {
+        Device::start_with_token(d, router.clone(), token.clone())
+    })
+    .await
 }
 
 /// Starts every device of `cfg`, each following the routers discovery
@@ -197,9 +189,25 @@ pub async fn start_fleet_following(
     cfg: FleetConfig,
     routers: watch::Receiver<Option<String>>,
 ) -> Result<Vec<DeviceHandle>, SimError> {
-    let mut out = Vec::with_capacity(cfg.devices.len());
-    for d in cfg.devices {
-        match Device::start_following(d, routers.clone(), cfg.fleet_token.clone()).await {
+    let token = cfg.fleet_token;
+    start_each(cfg.devices, |d| {
+        Device::start_following(d, routers.clone(), token.clone())
+    })
+    .await
+}
+
+/// Starts the devices one by one; if one fails, stops those already started.
+async fn start_each<F, Fut>(
+    devices: Vec<DeviceConfig>,
+    start: F,
+) -> Result<Vec<DeviceHandle>, SimError>
+where
+    F: Fn(DeviceConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<DeviceHandle, SimError>>,
+{
+    let mut out = Vec::with_capacity(devices.len());
+    for d in devices {
+        match start(d).await {
             Ok(h) => out.push(h),
             Err(e) => {
                 for h in out {

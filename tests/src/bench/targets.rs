@@ -247,7 +247,8 @@ impl Herd {
             data.display()
         );
         std::fs::write(&cfg, text).map_err(|e| ProcError::Other(e.to_string()))?;
-        let mut proc = Proc::spawn(
+        let proc = listening(
+            env,
             &id,
             &env.bin_dir.join("herd"),
             &[
@@ -256,19 +257,10 @@ impl Herd {
                 "--log".into(),
                 "warn".into(),
             ],
-            env.proxy_cpus.as_deref(),
-            env.file(&format!("{id}.log")),
-            false,
-            &[],
-        )?;
-        // Graceful shutdown would wait for the load generator's idle
-        // keep-alive connections; a benchmark has nothing to flush.
-        proc.kill_on_drop = true;
-        if let Err(e) = wait_port(port, Duration::from_secs(15), "herd").await {
-            let tail = proc.log_tail();
-            proc.stop(Duration::from_secs(1));
-            return Err(ProcError::Other(format!("{e}; log: {tail}")));
-        }
+            port,
+            Duration::from_secs(15),
+        )
+        .await?;
         Ok(Herd { proc, port })
     }
 
@@ -387,7 +379,8 @@ async fn nginx(env: &Env, kind: Kind, upstreams: &[SocketAddr]) -> Result<Target
     );
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf).map_err(|e| ProcError::Other(e.to_string()))?;
-    let proc = Proc::spawn(
+    let mut proc = listening(
+        env,
         &id,
         &bin,
         &[
@@ -398,15 +391,12 @@ async fn nginx(env: &Env, kind: Kind, upstreams: &[SocketAddr]) -> Result<Target
             "-e".into(),
             prefix.join("error.log").display().to_string(),
         ],
-        env.proxy_cpus.as_deref(),
-        env.file(&format!("{id}.log")),
-        false,
-        &[],
-    )?;
-    if let Err(e) = wait_port(port, Duration::from_secs(10), "nginx").await {
-        let tail = proc.log_tail();
-        return Err(ProcError::Other(format!("{e}; log: {tail}")));
-    }
+        port,
+        Duration::from_secs(10),
+    )
+    .await?;
+    // SIGTERM lets nginx's master stop its worker too.
+    proc.kill_on_drop = false;
     Ok(Target::at(
         kind,
         format!("http://127.0.0.1:{port}"),
@@ -454,20 +444,15 @@ pub async fn envoy_epp(
         args.extend(["--endpoint".to_owned(), u.to_string()]);
     }
     args.extend(["--config".to_owned(), cfg.display().to_string()]);
-    let mut epp = Proc::spawn(
+    let epp = listening(
+        env,
         &id,
         &env.bin_dir.join("herd-epp"),
         &args,
-        env.proxy_cpus.as_deref(),
-        env.file(&format!("{id}.log")),
-        false,
-        &[],
-    )?;
-    epp.kill_on_drop = true;
-    if let Err(e) = wait_port(grpc, Duration::from_secs(15), "herd-epp").await {
-        let tail = epp.log_tail();
-        return Err(ProcError::Other(format!("{e}; log: {tail}")));
-    }
+        grpc,
+        Duration::from_secs(15),
+    )
+    .await?;
     let epp_addr = SocketAddr::from(([127, 0, 0, 1], grpc));
     let mut t = envoy(env, Kind::EnvoyEpp, upstreams, Some(epp_addr)).await?;
     t.sidecar = Some(epp);
@@ -538,7 +523,8 @@ async fn envoy(
     let base_id = 40_000
         + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         + std::process::id() % 10_000;
-    let mut proc = Proc::spawn(
+    let proc = listening(
+        env,
         &id,
         &bin,
         &[
@@ -552,21 +538,45 @@ async fn envoy(
             "--log-level".into(),
             "warn".into(),
         ],
+        port,
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(Target::at(
+        kind,
+        format!("http://127.0.0.1:{port}"),
+        Some(proc),
+    ))
+}
+
+/// Starts a process under test on the proxy CPU (log in `<id>.log`) and
+/// waits until it listens on `port`; otherwise the error carries its log's
+/// tail. It is killed when dropped: graceful shutdown would wait for the
+/// load generator's idle keep-alive connections, and a benchmark has
+/// nothing to flush.
+async fn listening(
+    env: &Env,
+    id: &str,
+    bin: &Path,
+    args: &[String],
+    port: u16,
+    within: Duration,
+) -> Result<Proc, ProcError> {
+    let mut proc = Proc::spawn(
+        id,
+        bin,
+        args,
         env.proxy_cpus.as_deref(),
         env.file(&format!("{id}.log")),
         false,
         &[],
     )?;
     proc.kill_on_drop = true;
-    if let Err(e) = wait_port(port, Duration::from_secs(20), "envoy").await {
+    if let Err(e) = wait_port(port, within, id).await {
         let tail = proc.log_tail();
         return Err(ProcError::Other(format!("{e}; log: {tail}")));
     }
-    Ok(Target::at(
-        kind,
-        format!("http://127.0.0.1:{port}"),
-        Some(proc),
-    ))
+    Ok(proc)
 }
 
 /// Finds `nginx` on PATH or in /usr/sbin.
