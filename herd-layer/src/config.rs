@@ -132,19 +132,7 @@ impl RouterConfig {
     }
 }
 
-/// The fleet token from a file (`--fleet-token-file`, on the router and on
-/// nodes): its first line, trimmed. An empty file is an error, not "no
-/// token": a router that silently ran without one would admit anyone, and a
-/// node that sent none would only be refused later, less clearly.
-pub fn read_token_file(p: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| format!("cannot read fleet token file {}: {e}", p.display()))?;
-    let t = text.lines().next().unwrap_or("").trim().to_owned();
-    if t.is_empty() {
-        return Err(format!("fleet token file {} is empty", p.display()));
-    }
-    Ok(t)
-}
+pub use herd_proto::token::read_token_file;
 
 impl Default for RouterConfig {
     fn default() -> Self {

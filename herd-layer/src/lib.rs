@@ -15,7 +15,6 @@ pub mod fleet;
 pub mod forward;
 pub mod health;
 pub mod history;
-pub mod ollama;
 pub mod queueing;
 pub mod request;
 pub mod retry;
@@ -27,8 +26,6 @@ pub mod store;
 pub mod telemetry;
 pub mod translate;
 
-/// herd's own protocol between nodes and routers (`proto/herd/v1`).
-pub mod proto {
-    #![allow(missing_docs, clippy::all, unreachable_pub)]
-    tonic::include_proto!("herd.v1");
-}
+pub use herd_proto::ollama;
+/// herd's own protocol between nodes and routers (`herd_proto::v1`).
+pub use herd_proto::v1 as proto;

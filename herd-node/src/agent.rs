@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herd_layer::proto::fleet_client::FleetClient;
-use herd_layer::proto::{
+use herd_proto::v1::fleet_client::FleetClient;
+use herd_proto::v1::{
     Command, CommandResult, Hello, NodeMessage, NodeMode, NodeReport, ProtocolVersion,
     RouterMessage, command, node_message, router_message,
 };
@@ -421,7 +421,7 @@ pub async fn execute<S: StateSource>(c: Command, source: &S, controls: &Controls
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herd_layer::proto::{Drain, PullModel, SetMode};
+    use herd_proto::v1::{Drain, PullModel, SetMode};
 
     struct Fake;
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_layer::proto::Availability;
+use herd_proto::v1::Availability;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// Slots in a week.

@@ -138,7 +138,7 @@ pub fn fleet_token(
     file: Option<&std::path::Path>,
 ) -> Result<Option<String>, String> {
     match file {
-        Some(p) => herd_layer::config::read_token_file(p).map(Some),
+        Some(p) => herd_proto::token::read_token_file(p).map(Some),
         None => Ok(flag.filter(|t| !t.trim().is_empty())),
     }
 }

@@ -8,13 +8,13 @@
 //!
 //! Which router, when several advertise: the most recently started one
 //! (`started` in its TXT), ties broken by name — see
-//! [`herd_layer::discovery::mdns::choose_router`]. Every node applies the
+//! [`herd_proto::mdns::choose_router`]. Every node applies the
 //! same rule to the same adverts, so a fleet converges on one router, and a
 //! freshly started router takes the fleet over from a stale one.
 
 use std::collections::BTreeMap;
 
-use herd_layer::discovery::mdns::{
+use herd_proto::mdns::{
     self, Advert, MdnsError, NODE_SERVICE, ROUTER_SERVICE, RouterAd, Scope, ServiceDaemon,
     ServiceEvent,
 };

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use herd_layer::proto::{
+use herd_proto::v1::{
     Availability, DiskModel, EngineKind, EngineState, LoadedModel, NodeMode, NodeReport,
 };
 use http_body_util::{BodyExt, Full};
@@ -20,8 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use herd_layer::ollama::Models;
-pub use herd_layer::ollama::{Details, PsModel, TagModel, Version};
+use herd_proto::ollama::Models;
+pub use herd_proto::ollama::{Details, PsModel, TagModel, Version};
 
 use crate::agent::StateSource;
 use crate::capacity::CapacityModel;
@@ -391,8 +391,8 @@ impl RealSource {
             (Ok(v), Ok(ps), Ok(tags)) => {
                 e.reachable = true;
                 e.version = v.version;
-                e.loaded = herd_layer::ollama::loaded_models(ps);
-                e.available = herd_layer::ollama::disk_models(tags);
+                e.loaded = herd_proto::ollama::loaded_models(ps);
+                e.available = herd_proto::ollama::disk_models(tags);
             }
             (v, ps, tags) => {
                 let reason = [v.err(), ps.err(), tags.err()]

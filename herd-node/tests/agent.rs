@@ -4,8 +4,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use herd_layer::proto::fleet_server::{Fleet, FleetServer};
-use herd_layer::proto::{
+use herd_proto::v1::fleet_server::{Fleet, FleetServer};
+use herd_proto::v1::{
     Command, NodeMessage, Rejected, RouterMessage, WarmModel, Welcome, command, node_message,
     router_message,
 };

@@ -188,21 +188,7 @@ pub fn token_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// Node ids are names people read: 1–128 printable characters without spaces.
-pub fn valid_node_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 128 {
-        return Err("node_id must be 1 to 128 characters".into());
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
-    {
-        return Err(format!(
-            "node_id {id:?} may only contain letters, digits and - _ . : @"
-        ));
-    }
-    Ok(())
-}
+pub use herd_proto::node::valid_node_id;
 
 fn valid_report(hello_id: &str, r: &proto::NodeReport) -> Result<(), String> {
     if r.node_id != hello_id {

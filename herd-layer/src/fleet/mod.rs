@@ -326,26 +326,7 @@ impl NodeState {
     }
 }
 
-/// The parsed socket address of a URL's authority, when it is an IP literal
-/// (`localhost` is taken as 127.0.0.1).
-pub fn addr_of(url: &str) -> Option<SocketAddr> {
-    let uri: http::Uri = url.parse().ok()?;
-    let host = uri.host()?;
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
-        std::net::IpAddr::from([127, 0, 0, 1])
-    } else {
-        host.parse().ok()?
-    };
-    Some(SocketAddr::new(ip, port))
-}
+pub use herd_proto::node::addr_of;
 
 /// One consistent picture of the fleet.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -445,19 +426,6 @@ impl Fleet {
 mod tests {
     use super::*;
 
-    #[test]
-    fn addr_of_parses_ip_urls() {
-        assert_eq!(
-            addr_of("http://127.0.0.1:11434"),
-            Some("127.0.0.1:11434".parse().unwrap())
-        );
-        assert_eq!(
-            addr_of("http://localhost:8080/"),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(addr_of("http://[::1]:9"), Some("[::1]:9".parse().unwrap()));
-        assert_eq!(addr_of("http://mac.local:11434"), None);
-    }
 
     #[test]
     fn unloading_is_remembered() {

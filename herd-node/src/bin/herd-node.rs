@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use herd_layer::discovery::mdns::Scope;
-use herd_layer::proto::NodeMode;
+use herd_proto::mdns::Scope;
+use herd_proto::v1::NodeMode;
 use herd_node::agent::{self, AgentConfig, Controls};
 use herd_node::capacity::{CapacityConfig, CapacityModel, SystemClock};
 use herd_node::cli::{Cli, Cmd, MdnsArgs, ModeArg, RunArgs, SimulateArgs, host_name};
@@ -134,7 +134,7 @@ fn mdns_scope(m: &MdnsArgs, bind: std::net::IpAddr) -> Scope {
 
 async fn run(a: RunArgs) -> Result<(), String> {
     let node_id = a.node_id.clone().unwrap_or_else(host_name);
-    herd_layer::discovery::attach::valid_node_id(&node_id)
+    herd_proto::node::valid_node_id(&node_id)
         .map_err(|e| format!("--node-id: {e}"))?;
     let token = herd_node::cli::fleet_token(a.fleet_token.clone(), a.fleet_token_file.as_deref())?;
     let capacity = if a.no_learn {
@@ -184,7 +184,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
         !a.mdns.no_mdns,
         a.mdns.mdns_interface.as_deref(),
     );
-    let engine_port = herd_layer::fleet::addr_of(&a.ollama).map_or(11434, |s| s.port());
+    let engine_port = herd_proto::node::addr_of(&a.ollama).map_or(11434, |s| s.port());
     let _advert = advertise_node(&scope, &node_id, engine_port);
     let (_finder, routers) = match &a.router {
         Some(url) => (None, watch::channel(Some(url.clone())).1),

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use herd_layer::proto::{Gpu, MemoryPressure, ThermalState};
+use herd_proto::v1::{Gpu, MemoryPressure, ThermalState};
 
 /// `/proc/pressure/memory`: the share of time (avg10, percent) in which some
 /// task stalled on memory.

@@ -7,7 +7,7 @@
 //! it does not recognise — a report then says `unknown` with that reason
 //! instead of guessing, and nothing here can panic on odd input.
 
-use herd_layer::proto::{MemoryPressure, ThermalState};
+use herd_proto::v1::{MemoryPressure, ThermalState};
 
 /// `sysctl kern.memorystatus_vm_pressure_level` → pressure.
 ///

@@ -13,7 +13,7 @@ pub mod macos;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_layer::proto::{Cpu, Disk, Gpu, Hardware, Memory, MemoryPressure, Thermal, ThermalState};
+use herd_proto::v1::{Cpu, Disk, Gpu, Hardware, Memory, MemoryPressure, Thermal, ThermalState};
 
 /// Longest a vendor tool may take before we call its answer unknown.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(3);

@@ -27,7 +27,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use herd_layer::proto::{
+use herd_proto::v1::{
     Availability, Cpu, Disk, DiskModel, EngineKind, EngineState, Hardware, LoadedModel, Memory,
     MemoryPressure, NodeReport, Thermal as ProtoThermal, ThermalState,
 };

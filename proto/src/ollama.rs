@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::proto;
+use crate::v1 as proto;
 
 /// `GET /api/version`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -20,6 +20,7 @@ pub struct Version {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Details {
+    /// e.g. `qwen3`.
     pub family: String,
     /// e.g. `8.2B`.
     pub parameter_size: String,
@@ -31,9 +32,11 @@ pub struct Details {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct TagModel {
+    /// e.g. `qwen3:8b`.
     pub name: String,
     /// Bytes on disk.
     pub size: u64,
+    /// Family, size and quantization.
     pub details: Details,
 }
 
@@ -41,6 +44,7 @@ pub struct TagModel {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct PsModel {
+    /// e.g. `qwen3:8b`.
     pub name: String,
     /// Bytes in memory.
     pub size: u64,
@@ -55,6 +59,7 @@ pub struct PsModel {
 /// The `{"models": […]}` envelope of `/api/ps` and `/api/tags`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Models<T> {
+    /// The models; missing means none.
     #[serde(default = "Vec::new")]
     pub models: Vec<T>,
 }
