@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use herd_layer::config::RouterConfig;
+use herd_layer::config::RoutingConfig;
 
 /// How the ext_proc port speaks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct EppConfig {
     /// Static endpoints (`ip:port` of an Ollama), polled agentlessly.
     pub endpoints: Vec<SocketAddr>,
     /// Scoring, queueing, retry, poll and report intervals, body limit, fleet token.
-    pub router: RouterConfig,
+    pub routing: RoutingConfig,
 }
 
 impl Default for EppConfig {
@@ -51,7 +51,7 @@ impl Default for EppConfig {
             fleet_listen: None,
             tls: TlsMode::SelfSigned,
             endpoints: Vec::new(),
-            router: RouterConfig::default(),
+            routing: RoutingConfig::default(),
         }
     }
 }

@@ -20,15 +20,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use tower::{Service, ServiceExt};
 
-use herd_layer::config::RouterConfig;
-use herd_layer::fleet::{Fleet, NodeId};
-use herd_layer::history::Live;
-use herd_layer::queueing::{QueueTimeout, Shed};
+use herd_layer::config::RoutingConfig;
+use herd_layer::error::ClientError;
+use herd_layer::fleet::{Fleet, FleetView, NodeId};
+use herd_layer::live::Live;
 use herd_layer::request::RouteRequest;
-use herd_layer::retry::RetriesExhausted;
-use herd_layer::routed::{Body, BoxError, Pick, Routed};
-use herd_layer::scoring::NoCandidates;
-use herd_layer::stack::{RoutingService, around};
+use herd_layer::routed::{Body, BoxError, MissingPick, Pick, Routed};
+use herd_layer::stack::{RoutingService, around, failure};
 
 /// What the leaf puts in the response extensions.
 #[derive(Clone, Debug)]
@@ -37,11 +35,6 @@ pub struct Picked {
     /// The model that will be served (the client's, or a fallback).
     pub model: String,
 }
-
-/// The leaf ran without a pick (a stack built wrongly).
-#[derive(Debug, thiserror::Error)]
-#[error("the pick leaf needs a pick; the scoring layer must run first")]
-pub struct MissingPick;
 
 /// Returns the pick instead of forwarding.
 #[derive(Clone, Copy, Debug, Default)]
@@ -58,7 +51,7 @@ impl Service<Routed> for PickLeaf {
 
     fn call(&mut self, req: Routed) -> Self::Future {
         let Some(pick) = req.pick else {
-            return ready(Err(MissingPick.into()));
+            return ready(Err(MissingPick("the pick leaf").into()));
         };
         let body = Empty::<Bytes>::new()
             .map_err(|never: Infallible| match never {})
@@ -119,49 +112,34 @@ impl Rejection {
         }
     }
 
-    /// Map a routing-stack failure.
-    pub fn from_stack(err: &BoxError) -> Self {
-        if let Some(e) = err.downcast_ref::<NoCandidates>() {
-            if e.model_unknown() {
-                return Rejection::unavailable(
-                    format!("model {:?} is not on any endpoint", e.model),
-                    "model_not_found",
-                );
-            }
-            return Rejection::unavailable(
-                format!("no endpoint can serve model {:?}: {}", e.model, e.summary),
-                "no_eligible_endpoint",
-            );
-        }
-        if let Some(e) = err.downcast_ref::<Shed>() {
-            return Rejection {
-                status: 429,
-                message: e.to_string(),
-                code: "queue_full",
-                dropped_reason: "rejected-saturated",
-                retry_after: Some(e.retry_after),
-            };
-        }
-        if let Some(e) = err.downcast_ref::<QueueTimeout>() {
-            return Rejection {
-                status: 503,
-                message: e.to_string(),
-                code: "queue_timeout",
-                dropped_reason: "rejected-ttl-expired",
-                retry_after: Some(e.retry_after),
-            };
-        }
-        if let Some(e) = err.downcast_ref::<RetriesExhausted>() {
-            return Rejection::unavailable(e.to_string(), "no_eligible_endpoint");
-        }
-        tracing::error!(error = %err, "unexpected routing failure");
+    /// A client error as the Endpoint Picker protocol words it: when no
+    /// endpoint will serve the request the answer is 503 (GIE proposal 004:
+    /// "no endpoint ready"), whether or not the model exists somewhere — an
+    /// EPP cannot pull models — and every drop names its reason in
+    /// `x-llm-d-request-dropped-reason`.
+    pub fn from_client(e: ClientError) -> Self {
+        let status = e.status.as_u16();
+        let (status, code, dropped_reason) = match (status, e.code) {
+            (404, Some("model_not_found")) => (503, "model_not_found", "rejected-no-endpoints"),
+            (503, Some("no_eligible_node")) => (503, "no_eligible_endpoint", "rejected-no-endpoints"),
+            (429, code) => (429, code.unwrap_or("queue_full"), "rejected-saturated"),
+            (503, Some("queue_timeout")) => (503, "queue_timeout", "rejected-ttl-expired"),
+            (500, code) => (500, code.unwrap_or("internal_error"), "internal"),
+            (s, code) if s >= 500 => (503, code.unwrap_or("no_eligible_endpoint"), "rejected-no-endpoints"),
+            (s, code) => (s, code.unwrap_or("invalid_request"), "bad-request"),
+        };
         Rejection {
-            status: 500,
-            message: err.to_string(),
-            code: "internal_error",
-            dropped_reason: "internal",
-            retry_after: None,
+            status,
+            message: e.message,
+            code,
+            dropped_reason,
+            retry_after: e.retry_after,
         }
+    }
+
+    /// Map a routing-stack failure (through the one mapping every edge uses).
+    pub fn from_stack(err: &BoxError, view: &FleetView) -> Self {
+        Self::from_client(failure::client_error(err, view))
     }
 }
 
@@ -171,7 +149,7 @@ pub struct Picker {
     stack: RoutingService,
     pub fleet: Fleet,
     pub live: Live,
-    pub cfg: Arc<RouterConfig>,
+    pub cfg: Arc<RoutingConfig>,
 }
 
 impl std::fmt::Debug for Picker {
@@ -181,8 +159,8 @@ impl std::fmt::Debug for Picker {
 }
 
 impl Picker {
-    pub fn new(fleet: Fleet, live: Live, cfg: Arc<RouterConfig>) -> Self {
-        let stack = around(PickLeaf, fleet.clone(), live.clone(), &cfg);
+    pub fn new(fleet: Fleet, live: Live, cfg: Arc<RoutingConfig>) -> Self {
+        let stack = around(PickLeaf, fleet.clone(), live.clone(), &cfg, None);
         Picker {
             stack,
             fleet,
@@ -205,13 +183,18 @@ impl Picker {
             .clone()
             .oneshot(routed)
             .await
-            .map_err(|e| Rejection::from_stack(&e))?;
+            .map_err(|e| Rejection::from_stack(&e, &self.fleet.snapshot()))?;
         let took = started.elapsed();
         let picked = rsp
             .extensions()
             .get::<Picked>()
             .cloned()
-            .ok_or_else(|| Rejection::from_stack(&MissingPick.into()))?;
+            .ok_or_else(|| {
+                Rejection::from_stack(
+                    &MissingPick("herd-epp").into(),
+                    &self.fleet.snapshot(),
+                )
+            })?;
         let Some(addr) = picked.pick.addr else {
             return Err(Rejection::unavailable(
                 format!(

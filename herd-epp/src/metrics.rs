@@ -1,6 +1,6 @@
 //! Prometheus metrics on the metrics port (`/metrics`, Prometheus text
 //! 0.0.4, encoded like herd's own — see
-//! [`herd_layer::telemetry::metrics::encode_classic`]).
+//! [`herd_layer::prometheus::encode_classic`]).
 //!
 //! Names follow the llm-d/GIE EPPs where a counterpart exists
 //! (`…_request_total`, `…_scheduler_e2e_duration_seconds`, TTFT, tokens,
@@ -192,7 +192,7 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        herd_layer::telemetry::metrics::encode_classic(&self.registry)
+        herd_layer::prometheus::encode_classic(&self.registry)
     }
 
     /// The metrics port's HTTP app: `/metrics` and `/debug/picks`.
@@ -208,7 +208,7 @@ async fn exposition(State(m): State<Metrics>) -> impl IntoResponse {
     (
         [(
             http::header::CONTENT_TYPE,
-            herd_layer::telemetry::metrics::CONTENT_TYPE,
+            herd_layer::prometheus::CONTENT_TYPE,
         )],
         m.render(),
     )

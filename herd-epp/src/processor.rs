@@ -38,12 +38,11 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use serde_json::Map;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use herd_layer::api::parse::parse;
+use herd_layer::dialect;
 use herd_layer::fleet::NodeId;
 use herd_layer::history::History;
 use herd_layer::request::{Endpoint, RouteRequest};
@@ -376,23 +375,18 @@ impl Exchange {
                 "model_required",
             ));
         };
-        let endpoint = endpoint_for(&self.path).unwrap_or(Endpoint::OpenAiChat);
-        let request = headers_only_request(endpoint, model, &self.headers);
+        let endpoint = Endpoint::from_path(&self.path).unwrap_or(Endpoint::OpenAiChat);
+        let request = dialect::model_only(endpoint, model, &self.headers);
         self.job(request, Shape::Headers, false, picker)
     }
 
     fn decide_body(&mut self, picker: &Picker, trailers: bool) -> Action {
         let body = std::mem::take(&mut self.body).freeze();
-        let request = match endpoint_for(&self.path) {
-            Some(ep) => parse(ep, &self.headers, &body, &picker.cfg).map_err(|e| Rejection {
-                status: e.status.as_u16(),
-                message: e.message,
-                code: e.code.unwrap_or("invalid_request"),
-                dropped_reason: "bad-request",
-                retry_after: None,
-            }),
-            None => generic_request(&self.headers, &body),
-        };
+        let request = match Endpoint::from_path(&self.path) {
+            Some(ep) => dialect::parse(ep, &self.headers, &body, picker.cfg.parse_config()),
+            None => dialect::parse_unknown(&self.headers, &body),
+        }
+        .map_err(Rejection::from_client);
         let request = match request {
             Ok(r) => r,
             Err(rej) => return self.refuse(rej),
@@ -706,7 +700,7 @@ fn immediate(rej: &Rejection) -> ProcessingResponse {
         s if s >= 500 => "server_error",
         _ => "invalid_request_error",
     };
-    let body = herd_layer::translate::openai_error(&rej.message, kind, Some(rej.code));
+    let body = herd_layer::dialect::openai::openai_error(&rej.message, kind, Some(rej.code));
     let mut set = vec![
         header("content-type", "application/json"),
         header(DROPPED_REASON, rej.dropped_reason),
@@ -742,74 +736,10 @@ fn served_endpoint(
     }
 }
 
-/// The API a path speaks (query string ignored).
-pub fn endpoint_for(path: &str) -> Option<Endpoint> {
-    let p = path.split('?').next().unwrap_or("");
-    Some(match p.trim_end_matches('/') {
-        "/v1/chat/completions" => Endpoint::OpenAiChat,
-        "/v1/completions" => Endpoint::OpenAiCompletions,
-        "/v1/embeddings" => Endpoint::OpenAiEmbeddings,
-        "/api/chat" => Endpoint::OllamaChat,
-        "/api/generate" => Endpoint::OllamaGenerate,
-        "/api/embed" => Endpoint::OllamaEmbed,
-        "/api/embeddings" => Endpoint::OllamaEmbeddings,
-        _ => return None,
-    })
-}
-
 /// `/…/models/<name>` → `<name>`.
 fn model_from_path(path: &str) -> Option<String> {
     let p = path.split('?').next().unwrap_or("");
     let (_, rest) = p.split_once("/models/")?;
     let m = rest.trim_matches('/');
     (!m.is_empty() && m.len() <= 256).then(|| m.to_string())
-}
-
-fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_default()
-}
-
-fn headers_only_request(
-    endpoint: Endpoint,
-    model: String,
-    headers: &http::HeaderMap,
-) -> RouteRequest {
-    RouteRequest {
-        id: request_id(headers),
-        endpoint,
-        model,
-        fallback_models: Vec::new(),
-        stream: false,
-        include_usage: false,
-        est_prompt_tokens: 1,
-        max_output_tokens: None,
-        images: 0,
-        num_ctx: None,
-        tags: Vec::new(),
-        body: Arc::new(Map::new()),
-        ollama_body: None,
-        traceparent: None,
-    }
-}
-
-/// A body on a path herd does not parse in full: only `model` (and
-/// `stream`) are read, the rest is the engine's business.
-fn generic_request(headers: &http::HeaderMap, body: &[u8]) -> Result<RouteRequest, Rejection> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        Rejection::bad_request(format!("invalid JSON in request body: {e}"), "invalid_json")
-    })?;
-    let model = v
-        .get("model")
-        .and_then(|m| m.as_str())
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| Rejection::bad_request("model is required", "model_required"))?;
-    let mut r = headers_only_request(Endpoint::OpenAiChat, model.to_string(), headers);
-    r.stream = v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
-    Ok(r)
 }

@@ -20,7 +20,7 @@ use tonic_health::ServingStatus;
 
 use herd_layer::discovery::{self, Attachments, FleetService};
 use herd_layer::fleet::Fleet;
-use herd_layer::history::Live;
+use herd_layer::live::Live;
 
 use crate::config::EppConfig;
 use crate::leaf::Picker;
@@ -137,7 +137,7 @@ async fn signal(mut stop: watch::Receiver<bool>) {
 
 /// Bind every port and start serving.
 pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
-    cfg.router.validate()?;
+    cfg.routing.validate()?;
     let grpc = bind(cfg.grpc_listen).await?;
     let health = bind(cfg.health_listen).await?;
     let metrics_l = bind(cfg.metrics_listen).await?;
@@ -154,15 +154,15 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
     let fleet = Fleet::new();
     let live = Live::default();
     let attachments = Arc::new(Attachments::default());
-    let router_cfg = Arc::new(cfg.router.clone());
+    let router_cfg = Arc::new(cfg.routing.clone());
     let metrics = Metrics::new();
     let picker = Picker::new(fleet.clone(), live.clone(), router_cfg.clone());
     let processor = Processor::new(picker, metrics.clone()).into_server();
     let fleet_svc = FleetService::new(
         fleet.clone(),
         attachments.clone(),
-        cfg.router.fleet_token.clone(),
-        cfg.router.report_interval,
+        cfg.routing.fleet_token.clone(),
+        cfg.routing.report_interval,
     )
     .into_server();
     let (reporter, health_svc) = tonic_health::server::health_reporter();
@@ -227,18 +227,18 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
 
     let mut background = vec![tokio::spawn(discovery::sweep(
         fleet.clone(),
-        cfg.router.report_timeout,
+        cfg.routing.report_timeout,
     ))];
     let urls = cfg
         .endpoints
         .iter()
         .map(|a| format!("http://{a}"))
-        .chain(cfg.router.nodes.iter().cloned());
+        .chain(cfg.routing.nodes.iter().cloned());
     for url in urls {
         background.push(tokio::spawn(discovery::agentless::poll(
             fleet.clone(),
             url,
-            cfg.router.poll_interval,
+            cfg.routing.poll_interval,
         )));
     }
     let advert = advertise(&cfg, grpc_addr, fleet_addr, with_tls);
@@ -284,7 +284,7 @@ fn advertise(
             return None;
         }
     };
-    let scope = cfg.router.mdns.scope(port_addr.ip());
+    let scope = cfg.routing.mdns.scope(port_addr.ip());
     if let discovery::mdns::Scope::Off(why) = &scope {
         tracing::info!(%why, "mDNS off");
         return None;
@@ -293,7 +293,7 @@ fn advertise(
         kind: "herd-epp".into(),
         id: format!("{:08x}-{}", std::process::id(), grpc.port()),
         port: port_addr.port(),
-        token_required: cfg.router.fleet_token.is_some(),
+        token_required: cfg.routing.fleet_token.is_some(),
     };
     match discovery::mdns::advertise(&scope, &ad) {
         Ok(a) => Some(a),

@@ -1,51 +1,44 @@
-//! The router's configuration.
+//! The routing core's configuration: what discovery, scoring, queueing,
+//! retry and forwarding need, shared by the proxy and the Endpoint Picker.
 //!
 //! Plain structs with serde; every field has a default, so no file is needed.
-//! Precedence, highest first: command-line flags, `HERD_*` environment
-//! variables, the TOML file given with `--config`, defaults.
+//! The proxy's own sections (listen address, store, telemetry, health, log)
+//! live in the app's config, which embeds this one.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::queueing::QueueConfig;
 use crate::retry::RetryConfig;
-use crate::scoring::ScoringConfig;
+use crate::rank::ScoringConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RouterConfig {
-    /// Where the router listens (HTTP API and the herd.v1 gRPC service).
-    pub listen: SocketAddr,
+pub struct RoutingConfig {
     /// Ollama URLs without a herd-node ("agentless"); the router polls them.
     pub nodes: Vec<String>,
     /// How often agentless nodes are polled.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub poll_interval: Duration,
     /// How often attached nodes should report.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub report_interval: Duration,
     /// A node that has not reported for this long is offline.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub report_timeout: Duration,
-    /// On SIGTERM, how long requests in flight may take to finish before
-    /// herd exits anyway (streams still open then are cut).
-    #[serde(with = "duration")]
-    pub shutdown_grace: Duration,
     /// Largest request body accepted, bytes (413 above).
     pub max_body_bytes: usize,
     /// Largest non-streamed upstream response buffered, bytes.
     pub max_response_bytes: usize,
     /// Time to connect to a node.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub connect_timeout: Duration,
     /// Time to the upstream's response headers (includes a cold load).
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub response_timeout: Duration,
     /// Longest silence between two chunks of a streaming response.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::duration")]
     pub idle_timeout: Duration,
     /// Fallback models per model, tried in order when it cannot be served.
     pub fallback_models: std::collections::BTreeMap<String, Vec<String>>,
@@ -54,18 +47,12 @@ pub struct RouterConfig {
     pub scoring: ScoringConfig,
     pub queue: QueueConfig,
     pub retry: RetryConfig,
-    /// Where the store (and the JSON log) live; default: the user's data dir.
-    pub data_dir: Option<std::path::PathBuf>,
-    pub store: crate::store::StoreConfig,
-    pub telemetry: crate::telemetry::TelemetryConfig,
-    pub health: crate::health::HealthConfig,
     pub context: ContextConfig,
-    pub log: LogConfig,
     pub mdns: MdnsConfig,
     /// Pull a model no node has to the node where it fits best.
     pub autopull: crate::retry::AutoPullConfig,
     /// Warm the runner-up when a model's queue builds.
-    pub prewarm: crate::queueing::PrewarmConfig,
+    pub prewarm: crate::prewarm::PrewarmConfig,
 }
 
 /// `[mdns]`: zero-config discovery (see [`crate::discovery::mdns`]).
@@ -104,45 +91,15 @@ pub struct ContextConfig {
     pub protection: crate::forward::ContextProtection,
 }
 
-/// `[log]`: the JSON log beside stderr.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// Write `logs/herd-YYYY-MM-DD.jsonl` under the data dir.
-    pub json: bool,
-    /// Bound on all JSON log files together, bytes.
-    pub max_total_bytes: u64,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            json: true,
-            max_total_bytes: 256 * 1024 * 1024,
-        }
-    }
-}
-
-impl RouterConfig {
-    /// The data directory in effect.
-    pub fn data_dir(&self) -> std::path::PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(crate::store::default_data_dir)
-    }
-}
-
 pub use herd_proto::token::read_token_file;
 
-impl Default for RouterConfig {
+impl Default for RoutingConfig {
     fn default() -> Self {
-        RouterConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 11435)),
+        RoutingConfig {
             nodes: Vec::new(),
             poll_interval: Duration::from_secs(5),
             report_interval: Duration::from_secs(2),
             report_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(30),
             max_body_bytes: 32 * 1024 * 1024,
             max_response_bytes: 256 * 1024 * 1024,
             connect_timeout: Duration::from_secs(3),
@@ -153,12 +110,7 @@ impl Default for RouterConfig {
             scoring: ScoringConfig::default(),
             queue: QueueConfig::default(),
             retry: RetryConfig::default(),
-            data_dir: None,
-            store: Default::default(),
-            telemetry: Default::default(),
-            health: Default::default(),
             context: Default::default(),
-            log: Default::default(),
             mdns: Default::default(),
             autopull: Default::default(),
             prewarm: Default::default(),
@@ -167,35 +119,87 @@ impl Default for RouterConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// A config value that would make herd misbehave.
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid config {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
+    /// `name` cannot be used, and why.
     #[error("invalid value for {name}: {reason}")]
-    Invalid { name: &'static str, reason: String },
+    Invalid {
+        /// The setting, as written in the config file.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
-impl RouterConfig {
-    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.to_string(),
-            source,
-        })
-    }
+/// Top-level keys of the standalone proxy's own sections (`herd`'s listen
+/// address, store, telemetry, health, log). One config file serves both
+/// shapes: herd-epp reads the routing part and skips these.
+pub const PROXY_KEYS: &[&str] = &[
+    "listen",
+    "shutdown_grace",
+    "data_dir",
+    "store",
+    "telemetry",
+    "health",
+    "log",
+];
 
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text, &path.display().to_string())
+/// Why a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for herd.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Where and why.
+        source: toml::de::Error,
+    },
+    /// A value is not usable.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Reads a config file's text: the routing part, and the proxy's own
+/// sections left as TOML (unknown keys are refused either way).
+pub fn read_toml(text: &str, path: &str) -> Result<(RoutingConfig, toml::Table), ConfigFileError> {
+    let parse = |source| ConfigFileError::Parse {
+        path: path.to_string(),
+        source,
+    };
+    let mut routing: toml::Table = toml::from_str(text).map_err(parse)?;
+    let mut proxy = toml::Table::new();
+    for k in PROXY_KEYS {
+        if let Some(v) = routing.remove(*k) {
+            proxy.insert((*k).to_string(), v);
+        }
+    }
+    Ok((routing.try_into().map_err(parse)?, proxy))
+}
+
+/// Reads a config file (see [`read_toml`]).
+pub fn read_file(path: &std::path::Path) -> Result<(RoutingConfig, toml::Table), ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    read_toml(&text, &path.display().to_string())
+}
+
+impl RoutingConfig {
+    /// What request parsing needs.
+    pub fn parse_config(&self) -> crate::dialect::ParseConfig<'_> {
+        crate::dialect::ParseConfig {
+            fallback_models: &self.fallback_models,
+        }
     }
 
     /// Reject values that would make the router misbehave.
@@ -254,86 +258,31 @@ impl RouterConfig {
     }
 }
 
-/// Durations written as `"500ms"`, `"10s"`, `"2m"`, `"1h"`, or a number of seconds.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m or 1h"))?;
-        let secs = match unit.trim() {
-            "ms" => n / 1000.0,
-            "" | "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
-        };
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("{s:?} is not a valid duration"));
-        }
-        Ok(Duration::from_secs_f64(secs))
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        if d.subsec_millis() == 0 {
-            s.serialize_str(&format!("{}s", d.as_secs()))
-        } else {
-            s.serialize_str(&format!("{}ms", d.as_millis()))
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(f64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) if n.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n)),
-            Raw::Num(n) => Err(de::Error::custom(format!("{n} is not a valid duration"))),
-            Raw::Str(s) => parse(&s).map_err(de::Error::custom),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn defaults_need_no_file_and_validate() {
-        let c = RouterConfig::default();
-        c.validate().unwrap();
-        assert_eq!(c.listen.port(), 11435);
+        RoutingConfig::default().validate().unwrap();
     }
 
     #[test]
-    fn toml_overrides_and_rejects_unknown_fields() {
-        let c = RouterConfig::from_toml(
-            "nodes = [\"http://127.0.0.1:11434\"]\nreport_timeout = \"30s\"\n[queue]\nmax_waiting = 3\nmax_wait = \"1500ms\"\n",
+    fn the_routing_part_of_a_shared_file_reads_alone() {
+        let (r, proxy) = read_toml(
+            "listen = \"127.0.0.1:1\"\nreport_timeout = \"30s\"\n[store]\nenabled = false\n",
             "t",
         )
         .unwrap();
-        assert_eq!(c.nodes.len(), 1);
-        assert_eq!(c.report_timeout, Duration::from_secs(30));
-        assert_eq!(c.queue.max_waiting, 3);
-        assert_eq!(c.queue.max_wait, Duration::from_millis(1500));
-        let err = RouterConfig::from_toml("lisen = \"x\"", "t").unwrap_err();
-        assert!(err.to_string().contains("lisen"), "{err}");
+        assert_eq!(r.report_timeout, Duration::from_secs(30));
+        assert_eq!(proxy.len(), 2);
+        let e = read_toml("lisen = 1", "t").unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
     }
 
     #[test]
     fn bad_values_are_refused() {
-        let mut c = RouterConfig {
+        let mut c = RoutingConfig {
             nodes: vec!["not a url".into()],
             ..Default::default()
         };
@@ -349,17 +298,5 @@ mod tests {
             c.validate().is_err(),
             "tower's budget panics outside 1..=60s"
         );
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(
-            duration::parse("250ms").unwrap(),
-            Duration::from_millis(250)
-        );
-        assert_eq!(duration::parse("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(duration::parse("3").unwrap(), Duration::from_secs(3));
-        assert!(duration::parse("3 fortnights").is_err());
-        assert!(duration::parse("x").is_err());
     }
 }

@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::NodeId;
-use crate::queueing::Admission;
-use crate::scoring::{Load, Observations, Perf};
+use crate::rank::Perf;
 
 /// Samples kept per series.
 const WINDOW: usize = 32;
@@ -287,24 +286,6 @@ impl History {
             }
         }
         b.refresh();
-    }
-}
-
-/// The live observations scoring reads: admission load plus learned history.
-#[derive(Clone, Debug, Default)]
-pub struct Live {
-    pub admission: Admission,
-    pub history: History,
-    /// Pulls of models no node has, started by requests (none in herd-epp).
-    pub autopull: Option<crate::retry::AutoPull>,
-}
-
-impl Observations for Live {
-    fn load(&self, node: &str, model: &str) -> Load {
-        self.admission.load(node, model)
-    }
-    fn perf(&self, node: &str, model: &str) -> Option<Perf> {
-        self.history.perf(node, model)
     }
 }
 

@@ -9,70 +9,136 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// The API dialect the client speaks; errors and responses use it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// The API dialect a client speaks; its requests are parsed, its answers
+/// framed and its errors shaped by the matching module of
+/// [`crate::dialect`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ClientFormat {
+pub enum Dialect {
+    /// Ollama's native API (`/api/*`): NDJSON streams, `{"error": …}`.
     Ollama,
+    /// OpenAI's API (`/v1/*`): server-sent events, `{"error": {…}}`.
     #[serde(rename = "openai")]
     OpenAi,
 }
 
+impl Dialect {
+    /// The dialect's name in traces and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Ollama => "ollama",
+            Dialect::OpenAi => "openai",
+        }
+    }
+}
+
 /// What kind of work the request asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// A conversation turn.
     Chat,
+    /// A completion of a raw prompt.
     Generate,
+    /// Embeddings of inputs.
     Embed,
 }
 
-/// The exact endpoint the client called.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// An inference endpoint herd routes. Every fact about one lives in its row
+/// of [`ENDPOINTS`]: the HTTP router, herd-epp and the forward leaf all read
+/// that table, so an endpoint is added in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Endpoint {
+    /// `POST /api/chat`.
     OllamaChat,
+    /// `POST /api/generate`.
     OllamaGenerate,
+    /// `POST /api/embed`.
     OllamaEmbed,
+    /// `POST /api/embeddings` (Ollama's older embeddings API).
     OllamaEmbeddings,
+    /// `POST /v1/chat/completions`.
     OpenAiChat,
+    /// `POST /v1/completions`.
     OpenAiCompletions,
+    /// `POST /v1/embeddings`.
     OpenAiEmbeddings,
 }
 
+/// One row of [`ENDPOINTS`].
+#[derive(Clone, Copy, Debug)]
+pub struct EndpointSpec {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// The path clients call.
+    pub path: &'static str,
+    /// The dialect it belongs to.
+    pub dialect: Dialect,
+    /// The work it asks for.
+    pub kind: Kind,
+    /// Whether a body without `stream` streams (Ollama's chat and generate do).
+    pub streams_by_default: bool,
+    /// Whether it can stream at all.
+    pub can_stream: bool,
+}
+
+const fn row(
+    endpoint: Endpoint,
+    path: &'static str,
+    dialect: Dialect,
+    kind: Kind,
+    streams_by_default: bool,
+    can_stream: bool,
+) -> EndpointSpec {
+    EndpointSpec {
+        endpoint,
+        path,
+        dialect,
+        kind,
+        streams_by_default,
+        can_stream,
+    }
+}
+
+/// Every inference endpoint, once. Order matches [`Endpoint`]'s variants.
+pub const ENDPOINTS: &[EndpointSpec] = &[
+    row(Endpoint::OllamaChat, "/api/chat", Dialect::Ollama, Kind::Chat, true, true),
+    row(Endpoint::OllamaGenerate, "/api/generate", Dialect::Ollama, Kind::Generate, true, true),
+    row(Endpoint::OllamaEmbed, "/api/embed", Dialect::Ollama, Kind::Embed, false, false),
+    row(Endpoint::OllamaEmbeddings, "/api/embeddings", Dialect::Ollama, Kind::Embed, false, false),
+    row(Endpoint::OpenAiChat, "/v1/chat/completions", Dialect::OpenAi, Kind::Chat, false, true),
+    row(Endpoint::OpenAiCompletions, "/v1/completions", Dialect::OpenAi, Kind::Generate, false, true),
+    row(Endpoint::OpenAiEmbeddings, "/v1/embeddings", Dialect::OpenAi, Kind::Embed, false, false),
+];
+
 impl Endpoint {
-    pub fn format(self) -> ClientFormat {
-        match self {
-            Endpoint::OllamaChat
-            | Endpoint::OllamaGenerate
-            | Endpoint::OllamaEmbed
-            | Endpoint::OllamaEmbeddings => ClientFormat::Ollama,
-            Endpoint::OpenAiChat | Endpoint::OpenAiCompletions | Endpoint::OpenAiEmbeddings => {
-                ClientFormat::OpenAi
-            }
-        }
+    /// This endpoint's row of [`ENDPOINTS`].
+    pub fn spec(self) -> &'static EndpointSpec {
+        let s = &ENDPOINTS[self as usize];
+        debug_assert_eq!(s.endpoint, self, "ENDPOINTS is in variant order");
+        s
     }
 
+    /// The endpoint a path names (a trailing `/` and a query are ignored).
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        let p = path.split('?').next().unwrap_or("");
+        let p = p.strip_suffix('/').unwrap_or(p);
+        ENDPOINTS.iter().find(|s| s.path == p).map(|s| s.endpoint)
+    }
+
+    /// The dialect the client speaks.
+    pub fn dialect(self) -> Dialect {
+        self.spec().dialect
+    }
+
+    /// The work asked for.
     pub fn kind(self) -> Kind {
-        match self {
-            Endpoint::OllamaChat | Endpoint::OpenAiChat => Kind::Chat,
-            Endpoint::OllamaGenerate | Endpoint::OpenAiCompletions => Kind::Generate,
-            Endpoint::OllamaEmbed | Endpoint::OllamaEmbeddings | Endpoint::OpenAiEmbeddings => {
-                Kind::Embed
-            }
-        }
+        self.spec().kind
     }
 
     /// The path the client used.
     pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::OllamaChat => "/api/chat",
-            Endpoint::OllamaGenerate => "/api/generate",
-            Endpoint::OllamaEmbed => "/api/embed",
-            Endpoint::OllamaEmbeddings => "/api/embeddings",
-            Endpoint::OpenAiChat => "/v1/chat/completions",
-            Endpoint::OpenAiCompletions => "/v1/completions",
-            Endpoint::OpenAiEmbeddings => "/v1/embeddings",
-        }
+        self.spec().path
     }
 }
 
@@ -107,10 +173,12 @@ pub struct RouteRequest {
 }
 
 impl RouteRequest {
-    pub fn format(&self) -> ClientFormat {
-        self.endpoint.format()
+    /// The dialect the client speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.endpoint.dialect()
     }
 
+    /// The work asked for.
     pub fn kind(&self) -> Kind {
         self.endpoint.kind()
     }
@@ -168,6 +236,21 @@ mod tests {
             std::borrow::Cow::Borrowed("a:1b")
         ));
         assert_eq!(normalized(" a "), "a:latest");
+    }
+
+    #[test]
+    fn the_endpoint_table_is_in_variant_order_and_paths_resolve() {
+        for (i, s) in ENDPOINTS.iter().enumerate() {
+            assert_eq!(s.endpoint as usize, i, "{:?}", s.endpoint);
+            assert_eq!(Endpoint::from_path(s.path), Some(s.endpoint));
+            assert_eq!(s.endpoint.spec().path, s.path);
+            assert!(s.can_stream || !s.streams_by_default);
+        }
+        assert_eq!(
+            Endpoint::from_path("/v1/chat/completions/?x=1"),
+            Some(Endpoint::OpenAiChat)
+        );
+        assert_eq!(Endpoint::from_path("/api/pull"), None);
     }
 
     #[test]

@@ -1,18 +1,24 @@
-//! The request as it travels down the routing stack, and the error type the
-//! stack speaks.
+//! The request as it travels down the routing stack, the error type the
+//! stack speaks, and the [`Trail`] its layers report to.
 //!
 //! Each layer adds what it decided: discovery the fleet snapshot, scoring the
 //! [`Pick`], retry the exclusions and the model being tried. Cloning is cheap
 //! (the parsed request is shared), which is what lets the retry layer replay
 //! a request without re-parsing or re-buffering its body.
+//!
+//! The trail is a trait, not the proxy's telemetry: the core tells it what
+//! happened (a wait, an attempt, how the answer ended) and never learns where
+//! that goes — the proxy turns it into traces, metrics and spans, herd-epp
+//! runs without one.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::fleet::{Engine, FleetView, NodeId};
+use crate::history::Outcome;
+use crate::rank::{Ranking, Temperature};
 use crate::request::RouteRequest;
-use crate::scoring::{Ranking, Temperature};
 
 /// The stack's error: small per-layer error types, boxed, found again by downcast
 /// (the tower convention, so layers can be reordered without changing types).
@@ -73,8 +79,8 @@ pub struct Routed {
     pub view: Option<Arc<FleetView>>,
     /// Set by the scoring layer.
     pub pick: Option<Pick>,
-    /// Set by the telemetry layer: where layers note what they decided.
-    pub trail: Option<Arc<crate::telemetry::Trail>>,
+    /// Set by the trace layer: where layers note what they decided.
+    pub trail: Option<Arc<dyn Trail>>,
 }
 
 impl Routed {
@@ -101,12 +107,65 @@ impl Routed {
 /// The node scoring chose for one attempt.
 #[derive(Clone, Debug)]
 pub struct Pick {
+    /// The node.
     pub node: NodeId,
+    /// Its engine's base URL.
     pub url: String,
+    /// The engine's `ip:port`, when its URL names an IP.
     pub addr: Option<std::net::SocketAddr>,
+    /// What kind of engine it runs.
     pub engine: Engine,
+    /// Parallel slots for the model there (admission's limit).
     pub slots: u32,
+    /// How warm the model is there.
     pub temperature: Temperature,
+    /// Its score.
     pub score: f64,
+    /// The whole ranking the pick came from.
     pub ranking: Arc<Ranking>,
+}
+
+/// A layer that needs the pick ran before scoring did (a stack built wrongly).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} needs a pick; the scoring layer must run first")]
+pub struct MissingPick(pub &'static str);
+
+/// How an attempt failed, as far as health cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptFailure {
+    /// The node's engine did not answer in time.
+    Timeout,
+    /// The node's engine could not be connected to (refused, reset).
+    Connect,
+    /// Anything else (an error status, a broken body).
+    Other,
+}
+
+/// What the layers tell about one request while it runs. Implemented by the
+/// proxy's telemetry; every method is a note, none may block.
+pub trait Trail: Send + Sync + std::fmt::Debug {
+    /// The request starts waiting for a slot on `node`; the wait ends when
+    /// the returned guard is dropped (a span, for instance).
+    fn queue_started(&self, node: &str) -> Option<Box<dyn Send>>;
+    /// The slot was granted after `wait`.
+    fn queued(&self, wait: std::time::Duration);
+    /// An attempt begins on the picked node. Returns the `traceparent` to
+    /// send the node (the attempt's own context when tracing, else the
+    /// client's).
+    fn attempt(&self, pick: &Pick, model: &str) -> Option<String>;
+    /// The current attempt failed before the first byte.
+    fn attempt_failed(&self, node: &NodeId, error: &str, how: AttemptFailure);
+    /// The answer ended (buffered, or the end of a stream); `disconnected`
+    /// when the client went away first.
+    fn outcome(&self, outcome: &Outcome, disconnected: bool);
+    /// What context protection did with the client's `num_ctx`.
+    fn context_action(&self, action: &str);
+    /// The stack answered with an error instead of a response.
+    fn failed(&self, error: &BoxError);
+}
+
+/// Starts a [`Trail`] for each request (see [`crate::trace`]).
+pub trait Tracer: Send + Sync + std::fmt::Debug {
+    /// A new request enters the stack.
+    fn start(&self, request: &Arc<RouteRequest>) -> Arc<dyn Trail>;
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herd_layer::store::{Store, StoreConfig};
+use herd_layer::app::store::{Store, StoreConfig};
 use http_body_util::{BodyExt, Full};
 
 fn data_dir(what: &str) -> PathBuf {

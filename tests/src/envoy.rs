@@ -414,7 +414,7 @@ pub fn epp_config() -> EppConfig {
         fleet_listen: None,
         tls: TlsMode::Plaintext,
         endpoints: Vec::new(),
-        router: crate::router_config(),
+        routing: crate::router_config().routing,
     }
 }
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herd_layer::config::RouterConfig;
-use herd_layer::server::Running;
+use herd_layer::app::config::RouterConfig;
+use herd_layer::app::server::Running;
 use herd_node::config::{GIB, ModelSpec};
 use herd_node::{DeviceConfig, DeviceHandle};
 use http_body_util::{BodyExt, Full};
@@ -69,13 +69,12 @@ impl Fleet {
 /// A router config for tests: loopback, ephemeral port, fast reports, its
 /// own fresh data directory (store and JSON log).
 pub fn router_config() -> RouterConfig {
-    RouterConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        report_interval: Duration::from_millis(100),
-        report_timeout: Duration::from_secs(2),
-        data_dir: Some(temp_dir("router")),
-        ..RouterConfig::default()
-    }
+    let mut c = RouterConfig::default();
+    c.app.listen = "127.0.0.1:0".parse().unwrap();
+    c.app.data_dir = Some(temp_dir("router"));
+    c.routing.report_interval = Duration::from_millis(100);
+    c.routing.report_timeout = Duration::from_secs(2);
+    c
 }
 
 /// A fresh, empty directory under the system temp dir.
@@ -105,7 +104,7 @@ fn rand_u32() -> u32 {
 /// Start a router and the given devices, and wait until all are online.
 pub async fn start(cfg: RouterConfig, devices: Vec<DeviceConfig>) -> Fleet {
     init_tracing();
-    let router = herd_layer::server::start(cfg).await.expect("start router");
+    let router = herd_layer::app::server::start(cfg).await.expect("start router");
     let url = router.url();
     let n = devices.len();
     let devices = herd_node::start_fleet(

@@ -19,8 +19,8 @@ async fn one_slot_per_device_is_never_exceeded_and_nothing_is_lost() {
         d
     };
     let mut cfg = router_config();
-    cfg.queue.max_waiting = 2;
-    cfg.queue.max_wait = Duration::from_secs(20);
+    cfg.routing.queue.max_waiting = 2;
+    cfg.routing.queue.max_wait = Duration::from_secs(20);
     let fleet = start(cfg, vec![dev("a"), dev("b"), dev("c")]).await;
     let c = client();
     let url = fleet.url();

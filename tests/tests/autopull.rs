@@ -78,7 +78,7 @@ async fn auto_pull_can_be_turned_off() {
     let mut d = device("a", 64, vec![model("m:8b", 5.0)], &[]);
     d.catalog = vec![model("fresh:3b", 2.0)];
     let mut cfg = router_config();
-    cfg.autopull.enabled = false;
+    cfg.routing.autopull.enabled = false;
     let fleet = start(cfg, vec![d]).await;
     let r = post(
         &client(),
@@ -100,8 +100,8 @@ async fn a_building_queue_warms_the_runner_up() {
     let mut spare = device("spare", 64, vec![model("m:32b", 20.0)], &[]);
     spare.load_ms_per_gb = 10;
     let mut cfg = router_config();
-    cfg.prewarm.interval = Duration::from_millis(100);
-    cfg.prewarm.queue_threshold = 2;
+    cfg.routing.prewarm.interval = Duration::from_millis(100);
+    cfg.routing.prewarm.queue_threshold = 2;
     let fleet = start(cfg, vec![fast, spare]).await;
     let c = client();
     let url = fleet.url();

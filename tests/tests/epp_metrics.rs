@@ -38,7 +38,7 @@ async fn epp_metrics_pass_promtool() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-type").as_deref(),
-        Some(herd_layer::telemetry::metrics::CONTENT_TYPE)
+        Some(herd_layer::app::telemetry::metrics::CONTENT_TYPE)
     );
     let text = r.text();
     for series in [

@@ -32,7 +32,7 @@ fn openai_shape(r: &Reply, status: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_documented_statuses_in_both_formats() {
     let mut cfg = router_config();
-    cfg.max_body_bytes = 4096;
+    cfg.routing.max_body_bytes = 4096;
     let fleet = start(
         cfg,
         vec![device("a", 64, vec![model("m:8b", 5.0)], &["m:8b"])],

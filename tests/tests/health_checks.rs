@@ -41,12 +41,12 @@ async fn expect(c: &Client, url: &str, id: &str, subject: Option<&str>, present:
     }
 }
 
-fn cfg() -> herd_layer::config::RouterConfig {
+fn cfg() -> herd_layer::app::config::RouterConfig {
     let mut c = router_config();
-    c.health.recent = 10;
-    c.health.min_requests = 5;
-    c.health.cold_load_ms = 40.0;
-    c.health.retry_rate = 0.05;
+    c.app.health.recent = 10;
+    c.app.health.min_requests = 5;
+    c.app.health.cold_load_ms = 40.0;
+    c.app.health.retry_rate = 0.05;
     c
 }
 
@@ -299,7 +299,7 @@ fn clear(d: &herd_node::DeviceHandle) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_device_backs_up_sheds_and_loses_clients() {
     let mut c = cfg();
-    c.queue.max_waiting = 3;
+    c.routing.queue.max_waiting = 3;
     let mut stuck = device("stuck", 64, vec![model("q:8b", 5.0)], &["q:8b"]);
     stuck.num_parallel = 1;
     let fleet = start(
@@ -375,7 +375,7 @@ async fn a_stuck_device_backs_up_sheds_and_loses_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_refused_connections_are_flagged() {
     let mut c = cfg();
-    c.response_timeout = Duration::from_millis(700);
+    c.routing.response_timeout = Duration::from_millis(700);
     let fleet = start(
         c,
         vec![
@@ -423,8 +423,8 @@ async fn a_silent_agentless_node_goes_stale() {
     .await
     .unwrap();
     let mut c = cfg();
-    c.nodes = vec![dev.url()];
-    c.poll_interval = Duration::from_millis(100);
+    c.routing.nodes = vec![dev.url()];
+    c.routing.poll_interval = Duration::from_millis(100);
     let fleet = start(c, vec![]).await;
     let id = herd_layer::discovery::agentless::node_id_for(&dev.url());
     fleet

@@ -62,9 +62,9 @@ impl Drop for Node {
 #[tokio::test(flavor = "multi_thread")]
 async fn node_fleet_token_right_attaches_wrong_and_missing_are_refused() {
     let mut cfg = router_config();
-    cfg.fleet_token = Some("s3cret-token".into());
-    let dir = cfg.data_dir.clone().unwrap();
-    let router = herd_layer::server::start(cfg).await.expect("router");
+    cfg.routing.fleet_token = Some("s3cret-token".into());
+    let dir = cfg.app.data_dir.clone().unwrap();
+    let router = herd_layer::app::server::start(cfg).await.expect("router");
     let url = router.url();
     let token_file = dir.join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();

@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures::future::join_all;
 use herd_tests::*;
 
-async fn router(cfg: herd_layer::config::RouterConfig, n: usize) -> herd_layer::server::Running {
-    let r = herd_layer::server::start(cfg).await.expect("router");
+async fn router(cfg: herd_layer::app::config::RouterConfig, n: usize) -> herd_layer::app::server::Running {
+    let r = herd_layer::app::server::start(cfg).await.expect("router");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while r.fleet.snapshot().online().count() < n {
         assert!(
@@ -19,7 +19,7 @@ async fn router(cfg: herd_layer::config::RouterConfig, n: usize) -> herd_layer::
     r
 }
 
-fn slow_samples(r: &herd_layer::server::Running, slow: &str) -> u32 {
+fn slow_samples(r: &herd_layer::app::server::Running, slow: &str) -> u32 {
     r.live.history.perf(slow, "m:8b").map_or(0, |p| p.samples)
 }
 
@@ -45,9 +45,9 @@ async fn a_4x_slower_device_loses_traffic_and_stays_known_after_a_restart() {
     let urls: Vec<String> = devices.iter().map(|d| d.url()).collect();
     let slow_id = herd_layer::discovery::agentless::node_id_for(&urls[1]).to_string();
     let mut cfg = router_config();
-    cfg.nodes = urls.clone();
-    cfg.poll_interval = Duration::from_millis(100);
-    let data_dir = cfg.data_dir.clone();
+    cfg.routing.nodes = urls.clone();
+    cfg.routing.poll_interval = Duration::from_millis(100);
+    let data_dir = cfg.app.data_dir.clone();
 
     let r = router(cfg.clone(), 3).await;
     let c = client();
@@ -92,7 +92,7 @@ async fn a_4x_slower_device_loses_traffic_and_stays_known_after_a_restart() {
 
     // A new router on the same data dir knows the slow device at once.
     let mut cfg2 = cfg.clone();
-    cfg2.data_dir = data_dir;
+    cfg2.app.data_dir = data_dir;
     let r = router(cfg2, 3).await;
     let restored = r
         .live

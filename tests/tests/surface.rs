@@ -133,8 +133,8 @@ async fn agentless_nodes_are_polled_and_routable() {
     .await
     .unwrap();
     let mut cfg = router_config();
-    cfg.nodes = vec![dev.url()];
-    cfg.poll_interval = std::time::Duration::from_millis(100);
+    cfg.routing.nodes = vec![dev.url()];
+    cfg.routing.poll_interval = std::time::Duration::from_millis(100);
     let fleet = start(cfg, vec![]).await;
     fleet
         .wait_for("agentless node online", |v| v.online().count() == 1)

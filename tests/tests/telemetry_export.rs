@@ -55,8 +55,8 @@ fn receiver() -> Receiver {
 async fn spans_and_metrics_reach_a_real_otlp_receiver_with_the_clients_trace() {
     let rx = receiver();
     let mut cfg = router_config();
-    cfg.telemetry.otlp_endpoint = Some(format!("http://127.0.0.1:{}", rx.port));
-    cfg.telemetry.export_interval = Duration::from_millis(300);
+    cfg.app.telemetry.otlp_endpoint = Some(format!("http://127.0.0.1:{}", rx.port));
+    cfg.app.telemetry.export_interval = Duration::from_millis(300);
     let m = || vec![model("m:8b", 5.0)];
     let fleet = start(
         cfg,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use herd_epp::config::{EppConfig, TlsMode, parse_endpoint, read_endpoints_file};
-use herd_layer::config::{RouterConfig, duration};
+use herd_layer::config::RoutingConfig;
+use herd_layer::duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,9 +81,11 @@ struct Cli {
 
 impl Cli {
     fn config(&self) -> Result<EppConfig, Box<dyn std::error::Error>> {
+        // herd's own config file works here too: its proxy-only sections
+        // (store, telemetry, …) are read past.
         let mut router = match &self.config {
-            Some(p) => RouterConfig::from_file(p)?,
-            None => RouterConfig::default(),
+            Some(p) => herd_layer::config::read_file(p)?.0,
+            None => RoutingConfig::default(),
         };
         if let Some(t) = &self.fleet_token {
             router.fleet_token = Some(t.clone());
@@ -128,7 +131,7 @@ impl Cli {
             fleet_listen: self.fleet_port.map(at),
             tls,
             endpoints,
-            router,
+            routing: router,
         })
     }
 }

@@ -10,7 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use herd_layer::config::{RouterConfig, duration};
+use herd_layer::app::config::RouterConfig;
+use herd_layer::duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -108,40 +109,40 @@ impl Opts {
             None => RouterConfig::default(),
         };
         if let Some(v) = self.listen {
-            c.listen = v;
+            c.app.listen = v;
         }
         if !self.nodes.is_empty() {
-            c.nodes = self.nodes.clone();
+            c.routing.nodes = self.nodes.clone();
         }
         if let Some(v) = &self.fleet_token {
-            c.fleet_token = Some(v.clone());
+            c.routing.fleet_token = Some(v.clone());
         }
         if let Some(p) = &self.fleet_token_file {
-            c.fleet_token = Some(herd_layer::config::read_token_file(p)?);
+            c.routing.fleet_token = Some(herd_layer::config::read_token_file(p)?);
         }
         if self.no_mdns {
-            c.mdns.enabled = false;
+            c.routing.mdns.enabled = false;
         }
         if let Some(v) = &self.mdns_interface {
-            c.mdns.interface = Some(v.clone());
+            c.routing.mdns.interface = Some(v.clone());
         }
         if let Some(v) = self.max_body_bytes {
-            c.max_body_bytes = v;
+            c.routing.max_body_bytes = v;
         }
         if let Some(v) = self.queue_max_waiting {
-            c.queue.max_waiting = v;
+            c.routing.queue.max_waiting = v;
         }
         if let Some(v) = self.queue_max_wait {
-            c.queue.max_wait = v;
+            c.routing.queue.max_wait = v;
         }
         if let Some(v) = self.report_timeout {
-            c.report_timeout = v;
+            c.routing.report_timeout = v;
         }
         if let Some(v) = self.shutdown_grace {
-            c.shutdown_grace = v;
+            c.app.shutdown_grace = v;
         }
         if let Some(v) = &self.data_dir {
-            c.data_dir = Some(v.clone());
+            c.app.data_dir = Some(v.clone());
         }
         c.validate()?;
         Ok(c)
@@ -217,11 +218,11 @@ fn init_logging(cli: &Cli) {
         .opts
         .config()
         .ok()
-        .filter(|c| serving && c.log.json)
+        .filter(|c| serving && c.app.log.json)
         .and_then(|c| {
-            herd_layer::telemetry::jsonlog::DailyJson::new(
+            herd_layer::app::telemetry::jsonlog::DailyJson::new(
                 c.data_dir().join("logs"),
-                c.log.max_total_bytes,
+                c.app.log.max_total_bytes,
             )
             .ok()
         })
@@ -242,7 +243,7 @@ async fn bench(
     model: Option<String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use http_body_util::BodyExt;
-    let client = herd_layer::forward::client(Duration::from_secs(3));
+    let client = herd_layer::client::client(Duration::from_secs(3));
     let body = serde_json::json!({"node": node, "model": model});
     let req = http::Request::post(format!("{}/fleet/benchmark", router.trim_end_matches('/')))
         .header("content-type", "application/json")
@@ -297,7 +298,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Cmd::Serve => {
-            let running = herd_layer::server::start(cfg).await?;
+            let running = herd_layer::app::server::start(cfg).await?;
             let stop = running.stopper();
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -309,10 +310,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Demo => {
             let local = "http://127.0.0.1:11434";
             let with_ollama = ollama_answers(local).await;
-            if with_ollama && !cfg.nodes.iter().any(|n| n.contains("11434")) {
-                cfg.nodes.push(local.into());
+            if with_ollama && !cfg.routing.nodes.iter().any(|n| n.contains("11434")) {
+                cfg.routing.nodes.push(local.into());
             }
-            let running = herd_layer::server::start(cfg).await?;
+            let running = herd_layer::app::server::start(cfg).await?;
             let port = running.addr.port();
             let router = format!("http://127.0.0.1:{port}");
             let bin = herd_node_binary().ok_or(
@@ -390,8 +391,8 @@ mod tests {
         ])
         .unwrap();
         let c = cli.opts.config().unwrap();
-        assert_eq!(c.max_body_bytes, 100, "file value kept");
-        assert_eq!(c.queue.max_waiting, 9, "flag beats file");
-        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.routing.max_body_bytes, 100, "file value kept");
+        assert_eq!(c.routing.queue.max_waiting, 9, "flag beats file");
+        assert_eq!(c.app.listen.port(), 1);
     }
 }

@@ -34,7 +34,7 @@ async fn get<T: for<'de> Deserialize<'de>>(client: &Client, url: &str) -> Result
     let rsp = tokio::time::timeout(Duration::from_secs(5), fut)
         .await
         .map_err(|_| format!("{url}: no answer within 5s"))?
-        .map_err(|e| format!("{url}: {}", crate::forward::error_chain(&e)))?;
+        .map_err(|e| format!("{url}: {}", crate::client::error_chain(&e)))?;
     if !rsp.status().is_success() {
         return Err(format!("{url}: status {}", rsp.status()));
     }
@@ -70,7 +70,7 @@ pub async fn poll(fleet: Fleet, url: String, every: Duration) {
         }
         .await;
         let now = tokio::time::Instant::now();
-        let now_ms = crate::scoring::now_ms();
+        let now_ms = crate::fleet::now_ms();
         fleet.update(|v| {
             let Some(n) = v.nodes.get_mut(&id) else {
                 return;

@@ -305,7 +305,7 @@ impl FleetService {
                         continue;
                     }
                     let now = tokio::time::Instant::now();
-                    let now_ms = crate::scoring::now_ms();
+                    let now_ms = crate::fleet::now_ms();
                     fleet.update(|v| {
                         let n = v.nodes.entry(node.clone()).or_insert_with(|| {
                             NodeState::new(node.clone(), Source::Attached, r.ollama_url.clone())

@@ -328,6 +328,14 @@ impl NodeState {
 
 pub use herd_proto::node::addr_of;
 
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// One consistent picture of the fleet.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FleetView {

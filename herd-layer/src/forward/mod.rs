@@ -22,21 +22,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tower::Service;
 
 use crate::fleet::{Engine, NodeId};
 use crate::history::History;
-use crate::request::{ClientFormat, Endpoint};
-use crate::routed::{Body, BoxError, ResponseFuture, Routed};
-use crate::telemetry::trail::AttemptFailure;
-use crate::translate;
+use crate::request::{Dialect, Endpoint};
+use crate::client::{HttpClient, client, error_chain};
+use crate::routed::{AttemptFailure, Body, BoxError, MissingPick, ResponseFuture, Routed};
+use crate::dialect::{self, openai};
 
-pub use relay::Mode;
 
 /// Forwarding tunables (copied from the router config).
 #[derive(Clone, Debug)]
@@ -123,14 +119,6 @@ impl UpstreamError {
 #[error("{0}")]
 pub struct InvalidRequest(pub String);
 
-/// The scoring layer did not run before the leaf (a stack built wrongly).
-#[derive(Debug, thiserror::Error)]
-#[error("forward needs a pick; the scoring layer must run first")]
-pub struct MissingPick;
-
-/// The pooled client herd talks to nodes with.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
 /// The leaf service.
 #[derive(Clone)]
 pub struct Forward {
@@ -145,18 +133,6 @@ impl std::fmt::Debug for Forward {
     }
 }
 
-/// A pooled HTTP client for talking to nodes.
-pub fn client(connect_timeout: Duration) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(http)
-}
-
 impl Forward {
     pub fn new(cfg: Arc<ForwardConfig>, history: History) -> Self {
         Forward {
@@ -165,28 +141,6 @@ impl Forward {
             history,
         }
     }
-}
-
-/// How the attempt is carried out for this endpoint on this engine.
-#[derive(Clone, Copy, Debug)]
-struct Plan {
-    path: &'static str,
-    mode: Mode,
-}
-
-fn plan(endpoint: Endpoint, engine: Engine, stream: bool) -> Plan {
-    use Endpoint::*;
-    let (path, mode) = match (engine, endpoint) {
-        (Engine::Ollama, OllamaChat | OllamaGenerate | OllamaEmbed | OllamaEmbeddings) => {
-            (endpoint.path(), Mode::Ndjson)
-        }
-        (Engine::Ollama, OpenAiChat) => ("/api/chat", Mode::ChatToSse),
-        (Engine::Ollama, OpenAiCompletions) => ("/api/generate", Mode::CompletionToSse),
-        (Engine::Ollama, OpenAiEmbeddings) => ("/api/embed", Mode::EmbedToOpenAi),
-        (Engine::OpenAi, _) => (endpoint.path(), Mode::Sse),
-    };
-    let mode = if stream { mode } else { mode.buffered() };
-    Plan { path, mode }
 }
 
 /// The body to send upstream.
@@ -229,7 +183,7 @@ fn upstream_body(req: &Routed, engine: Engine) -> Result<Map<String, Value>, Box
         (Engine::Ollama, Some(b)) => Some(b),
         _ => None,
     };
-    if req.request.format() == ClientFormat::OpenAi
+    if req.request.dialect() == Dialect::OpenAi
         && engine == Engine::Ollama
         && translated.is_none()
     {
@@ -293,9 +247,9 @@ impl Service<Routed> for Forward {
 
 impl Forward {
     async fn forward(self, req: Routed) -> Result<http::Response<Body>, BoxError> {
-        let pick = req.pick.clone().ok_or(MissingPick)?;
+        let pick = req.pick.clone().ok_or(MissingPick("forward"))?;
         let started = Instant::now();
-        let plan = plan(req.request.endpoint, pick.engine, req.request.stream);
+        let plan = dialect::plan(req.request.endpoint, pick.engine, req.request.stream);
         let mut body = upstream_body(&req, pick.engine)?;
         if pick.engine == Engine::Ollama
             && let Some(action) =
@@ -344,7 +298,7 @@ impl Forward {
             let body = read_limited(rsp.into_body(), 64 * 1024, self.cfg.idle_timeout)
                 .await
                 .unwrap_or_default();
-            let message = translate::error_message(&body);
+            let message = dialect::error_message(&body);
             return Err(fail(UpstreamErrorKind::Status {
                 status: status.as_u16(),
                 message,
@@ -357,7 +311,7 @@ impl Forward {
             model: req.model.clone(),
             client_model: req.request.model.clone(),
             include_usage: req.request.include_usage,
-            embed_base64: translate::embeddings_base64(&req.request.body),
+            embed_base64: openai::embeddings_base64(&req.request.body),
             node: pick.node.clone(),
             started,
             trail: req.trail.clone(),
@@ -405,7 +359,7 @@ impl Forward {
         // dies before its first token: read up to the first whole line, so
         // that case is still a retryable failure (nothing reached the client).
         let mut first = bytes::BytesMut::new();
-        let wants_line = !matches!(plan.mode, relay::Mode::Sse);
+        let wants_line = plan.mode != dialect::Mode::Sse;
         loop {
             match tokio::time::timeout(self.cfg.response_timeout, upstream.frame()).await {
                 Err(_) => {
@@ -442,10 +396,7 @@ impl Forward {
                 .into());
             }
         }
-        let content_type = match plan.mode.client_format() {
-            ClientFormat::OpenAi => "text/event-stream",
-            ClientFormat::Ollama => "application/x-ndjson",
-        };
+        let content_type = dialect::stream_content_type(plan.mode.dialect());
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let body = relay::spawn(
@@ -464,21 +415,6 @@ impl Forward {
 
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-/// The whole chain of an error's causes, for messages that say what happened.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 async fn read_limited<B>(

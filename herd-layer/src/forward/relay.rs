@@ -13,65 +13,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::fleet::NodeId;
 use crate::history::{History, Outcome};
-use crate::request::ClientFormat;
 use crate::routed::Body;
-use crate::translate;
+use crate::dialect::{self, Mode, openai};
 
 /// The longest line (or SSE event) herd holds while waiting for its end.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
-
-/// How the node's answer becomes the client's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Ollama NDJSON stream, passed through.
-    Ndjson,
-    /// Ollama /api/chat stream → OpenAI chat.completion.chunk SSE.
-    ChatToSse,
-    /// Ollama /api/generate stream → OpenAI text_completion SSE.
-    CompletionToSse,
-    /// OpenAI SSE from an OpenAI engine, passed through.
-    Sse,
-    /// One Ollama JSON object, passed through.
-    OllamaJson,
-    /// One Ollama /api/chat object → chat.completion.
-    ChatJson,
-    /// One Ollama /api/generate object → text_completion.
-    CompletionJson,
-    /// Ollama /api/embed → OpenAI embeddings list.
-    EmbedToOpenAi,
-    /// One OpenAI JSON object from an OpenAI engine, passed through.
-    OpenAiJson,
-}
-
-impl Mode {
-    pub fn buffered(self) -> Mode {
-        match self {
-            Mode::Ndjson => Mode::OllamaJson,
-            Mode::ChatToSse => Mode::ChatJson,
-            Mode::CompletionToSse => Mode::CompletionJson,
-            Mode::Sse => Mode::OpenAiJson,
-            other => other,
-        }
-    }
-
-    pub fn is_buffered(self) -> bool {
-        matches!(
-            self,
-            Mode::OllamaJson
-                | Mode::ChatJson
-                | Mode::CompletionJson
-                | Mode::EmbedToOpenAi
-                | Mode::OpenAiJson
-        )
-    }
-
-    pub fn client_format(self) -> ClientFormat {
-        match self {
-            Mode::Ndjson | Mode::OllamaJson => ClientFormat::Ollama,
-            _ => ClientFormat::OpenAi,
-        }
-    }
-}
 
 /// What the relay needs to know about the request.
 #[derive(Clone, Debug)]
@@ -87,7 +33,7 @@ pub struct Meta {
     pub node: NodeId,
     pub started: Instant,
     /// The request's trail, told how the stream ended.
-    pub trail: Option<std::sync::Arc<crate::telemetry::Trail>>,
+    pub trail: Option<std::sync::Arc<dyn crate::routed::Trail>>,
 }
 
 impl Meta {
@@ -135,7 +81,7 @@ pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, O
         }
         Mode::ChatJson => {
             ollama_stats(&v, &mut o);
-            translate::chat_response(
+            openai::chat_response(
                 &v,
                 &meta.openai_id("chatcmpl"),
                 &meta.client_model,
@@ -144,7 +90,7 @@ pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, O
         }
         Mode::CompletionJson => {
             ollama_stats(&v, &mut o);
-            translate::completion_response(
+            openai::completion_response(
                 &v,
                 &meta.openai_id("cmpl"),
                 &meta.client_model,
@@ -153,7 +99,7 @@ pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, O
         }
         Mode::EmbedToOpenAi => {
             o.prompt_tokens = v.get("prompt_eval_count").and_then(Value::as_u64);
-            translate::embeddings_response(&v, &meta.client_model, meta.embed_base64)
+            openai::embeddings_response(&v, &meta.client_model, meta.embed_base64)
         }
         Mode::OpenAiJson => {
             openai_usage(&v, &mut o);
@@ -178,8 +124,8 @@ pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, O
 
 enum Converter {
     Pass,
-    Chat(translate::ChatStream),
-    Completion(translate::CompletionStream),
+    Chat(openai::ChatStream),
+    Completion(openai::CompletionStream),
 }
 
 struct Relay {
@@ -196,13 +142,13 @@ impl Relay {
     fn new(mode: Mode, meta: Meta) -> Self {
         let created = unix_now();
         let conv = match mode {
-            Mode::ChatToSse => Converter::Chat(translate::ChatStream::new(
+            Mode::ChatToSse => Converter::Chat(openai::ChatStream::new(
                 &meta.openai_id("chatcmpl"),
                 &meta.client_model,
                 created,
                 meta.include_usage,
             )),
-            Mode::CompletionToSse => Converter::Completion(translate::CompletionStream::new(
+            Mode::CompletionToSse => Converter::Completion(openai::CompletionStream::new(
                 &meta.openai_id("cmpl"),
                 &meta.client_model,
                 created,
@@ -332,7 +278,7 @@ impl Relay {
             Converter::Pass => Vec::new(),
         };
         for p in payloads {
-            out.push(sse(&p));
+            out.push(dialect::sse(&p));
         }
         let finished = match &self.conv {
             Converter::Chat(c) => c.finished(),
@@ -352,21 +298,7 @@ impl Relay {
         }
         self.errored = true;
         let message = format!("{message} (node {})", self.meta.node);
-        match self.mode.client_format() {
-            ClientFormat::Ollama => {
-                let mut line =
-                    serde_json::to_vec(&translate::ollama_error(&message)).unwrap_or_default();
-                line.push(b'\n');
-                out.push(Bytes::from(line));
-            }
-            ClientFormat::OpenAi => {
-                out.push(sse(&translate::openai_error(
-                    &message,
-                    "server_error",
-                    None,
-                )));
-            }
-        }
+        out.push(dialect::stream_error(self.mode.dialect(), &message));
     }
 }
 
@@ -398,13 +330,6 @@ fn whole_tail(mode: Mode, rest: &[u8]) -> bool {
             .split(|b| *b == b'\n')
             .all(|l| trim(l).is_empty() || serde_json::from_slice::<Value>(trim(l)).is_ok()),
     }
-}
-
-fn sse(v: &Value) -> Bytes {
-    let mut b = b"data: ".to_vec();
-    b.extend_from_slice(&serde_json::to_vec(v).unwrap_or_default());
-    b.extend_from_slice(b"\n\n");
-    Bytes::from(b)
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -483,7 +408,7 @@ where
                     break;
                 }
                 Ok(Some(Err(e))) => relay.fail(
-                    &format!("the node's stream broke: {}", super::error_chain(&e)),
+                    &format!("the node's stream broke: {}", crate::client::error_chain(&e)),
                     &mut out,
                 ),
                 Ok(Some(Ok(frame))) => {
@@ -526,7 +451,7 @@ where
 mod tests {
     use super::*;
 
-    fn meta(_format: ClientFormat) -> Meta {
+    fn meta() -> Meta {
         Meta {
             request_id: "r1".into(),
             model: "m".into(),
@@ -541,7 +466,7 @@ mod tests {
 
     #[test]
     fn ndjson_passes_whole_lines_only() {
-        let mut r = Relay::new(Mode::Ndjson, meta(ClientFormat::Ollama));
+        let mut r = Relay::new(Mode::Ndjson, meta());
         let mut out = Vec::new();
         r.feed(b"{\"a\":1}\n{\"b\":", &mut out);
         assert_eq!(out, vec![Bytes::from_static(b"{\"a\":1}\n")]);
@@ -557,7 +482,7 @@ mod tests {
 
     #[test]
     fn a_cut_ends_ndjson_with_an_error_line() {
-        let mut r = Relay::new(Mode::Ndjson, meta(ClientFormat::Ollama));
+        let mut r = Relay::new(Mode::Ndjson, meta());
         let mut out = Vec::new();
         r.feed(b"{\"a\":1}\n{\"trunc", &mut out);
         r.fail("cut", &mut out);
@@ -570,7 +495,7 @@ mod tests {
 
     #[test]
     fn sse_passes_whole_events_only() {
-        let mut r = Relay::new(Mode::Sse, meta(ClientFormat::OpenAi));
+        let mut r = Relay::new(Mode::Sse, meta());
         let mut out = Vec::new();
         r.feed(b"data: {\"a\":1}\n\ndata: {\"b\":2}\n", &mut out);
         assert_eq!(out.concat(), b"data: {\"a\":1}\n\n");
@@ -593,7 +518,7 @@ mod tests {
 
     #[test]
     fn an_endless_line_is_cut_with_an_error() {
-        let mut r = Relay::new(Mode::Ndjson, meta(ClientFormat::Ollama));
+        let mut r = Relay::new(Mode::Ndjson, meta());
         let mut out = Vec::new();
         let chunk = vec![b'x'; 1024 * 1024];
         for _ in 0..17 {
@@ -607,7 +532,7 @@ mod tests {
 
     #[test]
     fn sse_passthrough_sees_done_and_usage() {
-        let mut r = Relay::new(Mode::Sse, meta(ClientFormat::OpenAi));
+        let mut r = Relay::new(Mode::Sse, meta());
         let mut out = Vec::new();
         r.feed(
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n",

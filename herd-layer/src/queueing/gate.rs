@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::fleet::NodeId;
-use crate::scoring::Load;
+use crate::rank::Load;
 
 /// Admission tunables.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -15,7 +15,7 @@ pub struct QueueConfig {
     /// Requests that may wait for a slot on one node:model before new ones are shed (429).
     pub max_waiting: u32,
     /// How long a request may wait for a slot before it is shed (503).
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub max_wait: Duration,
 }
 

@@ -18,11 +18,9 @@
 
 mod gate;
 mod layer;
-pub mod prewarm;
 mod service;
 
 pub use crate::routed::ResponseFuture;
 pub use gate::{Admission, Permit, QueueConfig, QueueTimeout, Shed};
 pub use layer::QueueingLayer;
-pub use prewarm::{PrewarmConfig, Prewarms};
 pub use service::Queueing;

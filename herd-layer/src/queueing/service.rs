@@ -6,12 +6,7 @@ use tower::Service;
 
 use super::{Admission, QueueConfig};
 use crate::body::Guarded;
-use crate::routed::{Body, BoxError, ResponseFuture, Routed};
-
-/// The scoring layer did not run before queueing (a stack built wrongly).
-#[derive(Debug, thiserror::Error)]
-#[error("queueing needs a pick; the scoring layer must run first")]
-pub struct MissingPick;
+use crate::routed::{Body, BoxError, MissingPick, ResponseFuture, Routed};
 
 /// Holds each request until its node:model has a free slot, and keeps the
 /// slot until the response body ends.
@@ -52,9 +47,9 @@ where
         let cfg = self.cfg.clone();
         let inner = self.inner.clone();
         let fut = async move {
-            let pick = req.pick.as_ref().ok_or(MissingPick)?;
+            let pick = req.pick.as_ref().ok_or(MissingPick("queueing"))?;
             let waited = std::time::Instant::now();
-            let span = req.trail.as_ref().and_then(|t| t.queue_span(&pick.node));
+            let span = req.trail.as_ref().and_then(|t| t.queue_started(&pick.node));
             let permit = admission
                 .acquire(&pick.node, &req.model, pick.slots, &cfg)
                 .await?;

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::fleet::{DiskModel, Engine, Fleet, Mode, NodeId};
 use crate::request::{Kind, normalize_model};
-use crate::scoring::{self, NoObservations, ScoreInput, ScoringConfig};
+use crate::rank::{self, NoObservations, ScoreInput, ScoringConfig};
 
 /// `[autopull]` tunables.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ use crate::scoring::{self, NoObservations, ScoreInput, ScoringConfig};
 pub struct AutoPullConfig {
     pub enabled: bool,
     /// Longest a pull may take before the request gives up.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub timeout: Duration,
 }
 
@@ -84,7 +84,7 @@ impl AutoPull {
             fleet,
             cfg,
             scoring,
-            client: crate::forward::client(Duration::from_secs(3)),
+            client: crate::client::client(Duration::from_secs(3)),
             in_flight: Default::default(),
             status: Default::default(),
         }
@@ -121,14 +121,14 @@ impl AutoPull {
         let input = ScoreInput {
             model,
             kind,
-            format: crate::request::ClientFormat::Ollama,
+            format: crate::request::Dialect::Ollama,
             est_prompt_tokens: 1,
             max_output_tokens: None,
             exclude: &[],
             only: None,
-            now_ms: scoring::now_ms(),
+            now_ms: crate::fleet::now_ms(),
         };
-        scoring::score(&view, &NoObservations, &input, &self.scoring)
+        rank::score(&view, &NoObservations, &input, &self.scoring)
             .best()
             .map(|c| c.node.clone())
     }
@@ -209,7 +209,7 @@ impl AutoPull {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| crate::forward::error_chain(&e))?;
+                .map_err(|e| crate::client::error_chain(&e))?;
             let status = rsp.status();
             let mut body = rsp.into_body();
             let mut buf = Vec::new();
@@ -249,7 +249,7 @@ impl AutoPull {
                 }
             }
             if !status.is_success() {
-                return Err(crate::translate::error_message(&buf));
+                return Err(crate::dialect::error_message(&buf));
             }
             if ok {
                 Ok(())
@@ -294,7 +294,7 @@ pub struct AutoPullFailed {
 fn assumed_on_disk(model: &str) -> DiskModel {
     DiskModel {
         name: model.to_string(),
-        size_bytes: (scoring::name_size_gib(model) * 1024.0 * 1024.0 * 1024.0) as u64,
+        size_bytes: (rank::name_size_gib(model) * 1024.0 * 1024.0 * 1024.0) as u64,
         family: String::new(),
         parameter_size: String::new(),
         quantization: String::new(),

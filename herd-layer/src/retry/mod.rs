@@ -29,7 +29,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use crate::forward::UpstreamError;
 use crate::queueing::Shed;
 use crate::routed::{BoxError, Routed};
-use crate::scoring::NoCandidates;
+use crate::rank::NoCandidates;
 
 pub use autopull::{AutoPull, AutoPullConfig, AutoPullFailed, PullStatus};
 pub use tower::retry::Retry;
@@ -45,7 +45,7 @@ pub struct RetryConfig {
     /// Retries always allowed per second, whatever the ratio.
     pub budget_min_per_s: u32,
     /// Window over which the budget counts requests.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub budget_window: Duration,
 }
 

@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::{Observations, Scoring, ScoringConfig};
+use super::Scoring;
+use crate::rank::{Observations, ScoringConfig};
 
 /// Adds a [`Scoring`] step in front of a service.
 #[derive(Clone)]

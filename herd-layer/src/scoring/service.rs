@@ -6,25 +6,8 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{Observations, Ranking, ScoreInput, ScoringConfig, score, slots_of};
+use crate::rank::{NoCandidates, Observations, ScoreInput, ScoringConfig, score, slots_of};
 use crate::routed::{BoxError, Pick, Routed};
-
-/// No node can serve the request; carries the full ranking so the edge can
-/// say why (404 when no node has the model, 503 when none is eligible).
-#[derive(Debug, thiserror::Error)]
-#[error("no node can serve model {model:?}: {summary}")]
-pub struct NoCandidates {
-    pub model: String,
-    pub summary: String,
-    pub ranking: Arc<Ranking>,
-}
-
-impl NoCandidates {
-    /// True when no node in the fleet has the model.
-    pub fn model_unknown(&self) -> bool {
-        self.ranking.model_unknown()
-    }
-}
 
 /// The discovery layer did not run before scoring (a stack built wrongly).
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +40,7 @@ impl<S> Scoring<S> {
 
 /// Rank the fleet for one attempt of a request (the scoring step, callable
 /// outside a Tower stack, e.g. by the Endpoint Picker).
-pub fn rank(
+pub fn pick(
     req: &Routed,
     obs: &(dyn Observations + Send + Sync),
     cfg: &ScoringConfig,
@@ -66,12 +49,12 @@ pub fn rank(
     let input = ScoreInput {
         model: &req.model,
         kind: req.request.kind(),
-        format: req.request.format(),
+        format: req.request.dialect(),
         est_prompt_tokens: req.request.est_prompt_tokens,
         max_output_tokens: req.request.max_output_tokens,
         exclude: &req.exclude,
         only: req.only.as_deref(),
-        now_ms: super::now_ms(),
+        now_ms: crate::fleet::now_ms(),
     };
     let ranking = Arc::new(score(view, obs, &input, cfg));
     let Some(best) = ranking.best() else {
@@ -110,7 +93,7 @@ where
     }
 
     fn call(&mut self, mut req: Routed) -> Self::Future {
-        match rank(&req, &*self.obs, &self.cfg) {
+        match pick(&req, &*self.obs, &self.cfg) {
             Ok(pick) => {
                 req.pick = Some(pick);
                 ResponseFuture::Called {

@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn one_file_per_utc_day() {
-        let d = crate::store::tests::dir("jsonlog-daily");
+        let d = crate::app::store::tests::dir("jsonlog-daily");
         let (log, now) = log(&d, 1 << 20);
         line(&log, 1);
         now.fetch_add(DAY / 2 - 1, Ordering::SeqCst); // 23:59:59
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn the_directory_stays_within_its_bound_and_keeps_the_newest() {
-        let d = crate::store::tests::dir("jsonlog-bound");
+        let d = crate::app::store::tests::dir("jsonlog-bound");
         let max = 1_000;
         let (log, now) = log(&d, max);
         let len = 31; // bytes per line, at most
@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_restart_continues_today_s_newest_part() {
-        let d = crate::store::tests::dir("jsonlog-restart");
+        let d = crate::app::store::tests::dir("jsonlog-restart");
         let newest = |d: &std::path::Path| {
             listing(d)
                 .into_iter()

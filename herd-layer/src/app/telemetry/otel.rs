@@ -33,7 +33,7 @@ pub struct TelemetryConfig {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` decides; when both are unset, OTel is off.
     pub otlp_endpoint: Option<String>,
     /// How often metrics are pushed (and spans flushed at most this late).
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub export_interval: Duration,
     /// `service.name` when `OTEL_SERVICE_NAME` is not set.
     pub service_name: String,

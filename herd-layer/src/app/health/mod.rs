@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::fleet::{FleetView, Mode, NodeState, Pressure, Source, Thermal};
 use crate::queueing::Admission;
-use crate::store::{TraceRecord, TraceStatus};
+use crate::app::store::{TraceRecord, TraceStatus};
 
 /// `[health]` in the config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -813,7 +813,7 @@ mod tests {
     #[test]
     fn store_drops_count_over_the_window_and_clear() {
         let r = Recent::new(3);
-        let t = crate::store::tests::trace("x", 0, &[]);
+        let t = crate::app::store::tests::trace("x", 0, &[]);
         let (view, adm, cfg) = (
             FleetView::default(),
             Admission::default(),
@@ -845,7 +845,7 @@ mod tests {
     #[test]
     fn refused_connections_count_back_to_the_last_success() {
         let r = Recent::new(10);
-        let mut ok = crate::store::tests::trace("x", 0, &[]);
+        let mut ok = crate::app::store::tests::trace("x", 0, &[]);
         ok.node = Some("a".into());
         let mut failed = ok.clone();
         failed.status = TraceStatus::Failed;
@@ -881,7 +881,7 @@ mod tests {
     #[test]
     fn rate_checks_clear_when_good_traffic_replaces_bad() {
         let r = Recent::new(10);
-        let mut t = crate::store::tests::trace("x", 0, &[]);
+        let mut t = crate::app::store::tests::trace("x", 0, &[]);
         let cfg = HealthConfig {
             min_requests: 5,
             ..Default::default()

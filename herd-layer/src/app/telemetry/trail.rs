@@ -16,12 +16,12 @@ use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer 
 use opentelemetry::{Context as OtelContext, KeyValue};
 use opentelemetry_sdk::trace::Span;
 
+use super::super::store::{ScoreSummary, TraceRecord, TraceStatus, Write};
 use super::Telemetry;
 use crate::fleet::NodeId;
 use crate::history::Outcome;
 use crate::request::{Kind, RouteRequest};
-use crate::routed::Pick;
-use crate::store::{ScoreSummary, TraceRecord, TraceStatus, Write};
+use crate::routed::{AttemptFailure, BoxError, Pick, Trail};
 
 #[derive(Default)]
 struct Draft {
@@ -44,19 +44,8 @@ struct Draft {
     attempt_span: Option<Span>,
 }
 
-/// How an attempt failed, as far as health cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttemptFailure {
-    /// The node's engine did not answer in time.
-    Timeout,
-    /// The node's engine could not be connected to (refused, reset).
-    Connect,
-    /// Anything else (an error status, a broken body).
-    Other,
-}
-
 /// See the module docs.
-pub struct Trail {
+pub struct RequestTrail {
     tel: Arc<Telemetry>,
     req: Arc<RouteRequest>,
     started: Instant,
@@ -66,9 +55,9 @@ pub struct Trail {
     draft: Mutex<Draft>,
 }
 
-impl std::fmt::Debug for Trail {
+impl std::fmt::Debug for RequestTrail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trail")
+        f.debug_struct("RequestTrail")
             .field("request", &self.req.id)
             .finish_non_exhaustive()
     }
@@ -94,7 +83,7 @@ pub fn parent_context(traceparent: Option<&str>) -> OtelContext {
     opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier)
 }
 
-fn summary(c: &crate::scoring::Candidate) -> ScoreSummary {
+fn summary(c: &crate::rank::Candidate) -> ScoreSummary {
     ScoreSummary {
         node: c.node.to_string(),
         score: c.score,
@@ -102,8 +91,8 @@ fn summary(c: &crate::scoring::Candidate) -> ScoreSummary {
     }
 }
 
-impl Trail {
-    pub(super) fn start(tel: Arc<Telemetry>, req: Arc<RouteRequest>) -> Arc<Trail> {
+impl RequestTrail {
+    pub(super) fn start(tel: Arc<Telemetry>, req: Arc<RouteRequest>) -> Arc<RequestTrail> {
         let parent = parent_context(req.traceparent.as_deref());
         let (span, cx) = match &tel.otel {
             Some(o) => {
@@ -125,11 +114,11 @@ impl Trail {
             }
             None => (None, parent),
         };
-        Arc::new(Trail {
+        Arc::new(RequestTrail {
             tel,
             req,
             started: Instant::now(),
-            ts_ms: crate::scoring::now_ms(),
+            ts_ms: crate::fleet::now_ms(),
             span: Mutex::new(span),
             cx,
             draft: Mutex::new(Draft::default()),
@@ -153,16 +142,20 @@ impl Trail {
         )
     }
 
+
+}
+
+impl Trail for RequestTrail {
     /// A child span covering the wait for a slot; ends when dropped.
-    pub fn queue_span(&self, node: &str) -> Option<Span> {
-        self.child(
+    fn queue_started(&self, node: &str) -> Option<Box<dyn Send>> {
+        let span = self.child(
             "herd.queue",
             vec![KeyValue::new("herd.node", node.to_string())],
-        )
+        )?;
+        Some(Box::new(span))
     }
 
-    /// The slot was granted after `wait`.
-    pub fn queued(&self, wait: std::time::Duration) {
+    fn queued(&self, wait: std::time::Duration) {
         let mut d = self.draft();
         let ms = wait.as_secs_f64() * 1000.0;
         d.queue_wait_ms = Some(d.queue_wait_ms.unwrap_or(0.0) + ms);
@@ -170,7 +163,7 @@ impl Trail {
 
     /// An attempt begins on the picked node. Returns the `traceparent` to
     /// send the node: herd's attempt span when tracing, else the client's.
-    pub fn attempt(&self, pick: &Pick, model: &str) -> Option<String> {
+    fn attempt(&self, pick: &Pick, model: &str) -> Option<String> {
         let mut d = self.draft();
         d.attempts += 1;
         d.node = Some(pick.node.clone());
@@ -215,7 +208,7 @@ impl Trail {
     }
 
     /// The current attempt failed before the first byte.
-    pub fn attempt_failed(&self, node: &NodeId, error: &str, how: AttemptFailure) {
+    fn attempt_failed(&self, node: &NodeId, error: &str, how: AttemptFailure) {
         let mut d = self.draft();
         d.failed_attempts.push((node.clone(), error.to_string()));
         match how {
@@ -230,22 +223,32 @@ impl Trail {
     }
 
     /// The request's answer ended (buffered, or the end of a stream).
-    pub fn outcome(&self, o: &Outcome, disconnected: bool) {
+    fn outcome(&self, o: &Outcome, disconnected: bool) {
         let mut d = self.draft();
         d.outcome = Some(o.clone());
         d.disconnected = disconnected;
     }
 
     /// The stack answered with an error.
-    pub fn failed(&self, status: TraceStatus, error: String) {
-        self.draft().failure = Some((status, error));
+    fn failed(&self, error: &BoxError) {
+        let status = if error.downcast_ref::<crate::queueing::Shed>().is_some()
+            || error.downcast_ref::<crate::queueing::QueueTimeout>().is_some()
+        {
+            TraceStatus::Shed
+        } else {
+            TraceStatus::Failed
+        };
+        self.draft().failure = Some((status, error.to_string()));
     }
 
     /// What context protection did with the client's `num_ctx`.
-    pub fn context_action(&self, action: &str) {
+    fn context_action(&self, action: &str) {
         self.draft().context_action = Some(action.to_string());
     }
 
+}
+
+impl RequestTrail {
     fn record(&self, d: &mut Draft) -> TraceRecord {
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let o = d.outcome.take();
@@ -280,9 +283,9 @@ impl Trail {
             seq: 0,
             request_id: self.req.id.clone(),
             ts_ms: self.ts_ms,
-            format: match self.req.format() {
-                crate::request::ClientFormat::Ollama => "ollama".into(),
-                crate::request::ClientFormat::OpenAi => "openai".into(),
+            format: match self.req.dialect() {
+                crate::request::Dialect::Ollama => "ollama".into(),
+                crate::request::Dialect::OpenAi => "openai".into(),
             },
             kind: format!("{:?}", self.req.kind()).to_lowercase(),
             fallback_used: !crate::request::same_model(&model_served, &self.req.model),
@@ -312,10 +315,10 @@ impl Trail {
     }
 }
 
-impl Drop for Trail {
+impl Drop for RequestTrail {
     fn drop(&mut self) {
         let mut d = self.draft.lock().unwrap_or_else(|p| p.into_inner());
-        let attempts = crate::health::Attempts {
+        let attempts = super::super::health::Attempts {
             timeouts: d.timeouts,
             unreachable: std::mem::take(&mut d.unreachable),
             store_dropped: 0,
@@ -384,12 +387,12 @@ impl Drop for Trail {
 mod tests {
     use super::*;
     use crate::fleet::{Engine, FleetView, NodeState, Source};
-    use crate::health::{HealthConfig, Recent};
+    use crate::app::health::{HealthConfig, Recent};
     use crate::history::History;
     use crate::queueing::Admission;
     use crate::request::Endpoint;
-    use crate::scoring::{Ranking, Temperature};
-    use crate::store::{Store, StoreConfig};
+    use crate::rank::{Ranking, Temperature};
+    use crate::app::store::{Store, StoreConfig};
 
     const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -452,17 +455,17 @@ mod tests {
     }
 
     /// The record the trail would report now.
-    fn record(t: &Trail) -> TraceRecord {
+    fn record(t: &RequestTrail) -> TraceRecord {
         let mut d = t.draft();
         t.record(&mut d)
     }
 
     #[tokio::test]
     async fn reports_once_when_the_last_holder_lets_go() {
-        let dir = crate::store::tests::dir("trail");
+        let dir = crate::app::store::tests::dir("trail");
         let store = Store::open(&dir, &StoreConfig::default()).unwrap();
         let tel = telemetry(Some(store.clone()));
-        let trail = Trail::start(tel.clone(), request());
+        let trail = RequestTrail::start(tel.clone(), request());
         let relay = trail.clone();
         // Without OTel the node gets the client's own trace context.
         assert_eq!(
@@ -511,7 +514,7 @@ mod tests {
             unreachable_after: 1,
             ..HealthConfig::default()
         };
-        let rep = crate::health::evaluate(&view, &Admission::default(), &tel.recent, &cfg, 0, 0, 0);
+        let rep = crate::app::health::evaluate(&view, &Admission::default(), &tel.recent, &cfg, 0, 0, 0);
         assert!(
             rep.checks
                 .iter()
@@ -526,7 +529,7 @@ mod tests {
     #[test]
     fn status_follows_how_the_request_ended() {
         let tel = telemetry(None);
-        let t = Trail::start(tel.clone(), request());
+        let t = RequestTrail::start(tel.clone(), request());
         assert_eq!(record(&t).status, TraceStatus::ClientDisconnected);
 
         t.attempt(&pick("a"), "m:latest");
@@ -544,21 +547,26 @@ mod tests {
         t.outcome(&ok(), false);
         assert_eq!(record(&t).status, TraceStatus::Completed);
 
-        let t = Trail::start(tel.clone(), request());
-        t.failed(TraceStatus::Shed, "a is busy".into());
+        let t = RequestTrail::start(tel.clone(), request());
+        let shed: BoxError = crate::queueing::Shed {
+            node: "a".into(),
+            model: "m".into(),
+            waiting: 3,
+            retry_after: std::time::Duration::from_secs(2),
+        }
+        .into();
+        t.failed(&shed);
         let r = record(&t);
-        assert_eq!(
-            (r.status, r.error.as_deref()),
-            (TraceStatus::Shed, Some("a is busy"))
-        );
+        assert_eq!(r.status, TraceStatus::Shed);
+        assert_eq!(r.error, Some(shed.to_string()));
         assert_eq!(r.node, None);
 
         // A failed attempt's error stands when nothing better is known.
-        let t = Trail::start(tel.clone(), request());
+        let t = RequestTrail::start(tel.clone(), request());
         t.attempt(&pick("a"), "m:latest");
         t.attempt_failed(&"a".into(), "no answer within 1s", AttemptFailure::Timeout);
         assert_eq!(t.draft().timeouts, 1);
-        t.failed(TraceStatus::Failed, "no node can serve m".into());
+        t.failed(&BoxError::from("no node can serve m"));
         let r = record(&t);
         assert_eq!(r.status, TraceStatus::Failed);
         assert_eq!(r.error.as_deref(), Some("no node can serve m"));
@@ -566,7 +574,7 @@ mod tests {
         assert!(t.draft().unreachable.is_empty());
 
         // Served by another model than asked: a fallback.
-        let t = Trail::start(tel, request());
+        let t = RequestTrail::start(tel, request());
         t.attempt(&pick("a"), "n:latest");
         t.outcome(&ok(), false);
         let r = record(&t);

@@ -1,41 +1,41 @@
-//! herd's eyes: the telemetry layer at the top of the routing stack, and
-//! where what it sees goes — Prometheus series ([`metrics`]), OpenTelemetry
+//! herd's eyes: the [`Tracer`](crate::routed::Tracer) the proxy plugs into
+//! the routing stack's trace layer, and where what it sees goes — Prometheus series ([`metrics`]), OpenTelemetry
 //! spans and metrics ([`otel`]), the store's traces, the health engine's
 //! recent window, and the JSON log ([`jsonlog`]).
 //!
-//! The layer only starts a [`Trail`] and hands it down with the request;
-//! the layers below add what they decide, and the trail reports once when
-//! the request is truly over (see [`trail`]).
+//! The trace layer ([`crate::trace`]) asks [`Telemetry`] for a
+//! [`RequestTrail`] per request; the layers below add what they decide, and
+//! the trail reports once when the request is truly over (see [`trail`]).
 
 pub mod jsonlog;
 pub mod metrics;
 pub mod otel;
 pub mod trail;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use opentelemetry::KeyValue;
-use tower::Service;
 
 pub use metrics::Metrics;
 pub use otel::{Otel, TelemetryConfig};
-pub use trail::Trail;
+pub use trail::RequestTrail;
 
-use crate::health::Recent;
+use super::health::Recent;
+use super::store::{Store, TraceRecord, TraceStatus};
 use crate::history::History;
-use crate::routed::{Body, BoxError, Routed};
-use crate::store::{Store, TraceRecord, TraceStatus};
 
 /// Everything a finished request is reported to. Shared by all requests.
 #[derive(Debug)]
 pub struct Telemetry {
+    /// Prometheus series.
     pub metrics: Metrics,
+    /// OpenTelemetry export, when configured.
     pub otel: Option<Otel>,
+    /// The store, when enabled.
     pub store: Option<Store>,
+    /// Learned per node:model history.
     pub history: History,
+    /// The health engine's recent window.
     pub recent: Recent,
 }
 
@@ -45,7 +45,7 @@ impl Telemetry {
         rec: &TraceRecord,
         op: &'static str,
         overhead_s: Option<f64>,
-        mut attempts: crate::health::Attempts,
+        mut attempts: super::health::Attempts,
     ) {
         let m = &self.metrics;
         let node = rec.node.clone().unwrap_or_default();
@@ -153,85 +153,12 @@ impl Telemetry {
     }
 }
 
-/// The outermost routing layer: one [`Trail`] per request.
-#[derive(Clone, Debug)]
-pub struct TelemetryLayer {
-    tel: Arc<Telemetry>,
-}
-
-impl TelemetryLayer {
-    pub fn new(tel: Arc<Telemetry>) -> Self {
-        TelemetryLayer { tel }
-    }
-}
-
-impl<S> tower::Layer<S> for TelemetryLayer {
-    type Service = Traced<S>;
-    fn layer(&self, inner: S) -> Traced<S> {
-        Traced {
-            inner,
-            tel: self.tel.clone(),
-        }
-    }
-}
-
-/// See [`TelemetryLayer`].
-#[derive(Clone, Debug)]
-pub struct Traced<S> {
-    inner: S,
-    tel: Arc<Telemetry>,
-}
-
-impl<S> Service<Routed> for Traced<S>
-where
-    S: Service<Routed, Response = http::Response<Body>, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Routed) -> ResponseFuture {
-        let trail = Trail::start(self.tel.clone(), req.request.clone());
-        req.trail = Some(trail.clone());
-        let fut = self.inner.call(req);
-        ResponseFuture {
-            inner: Box::pin(async move {
-                let r = fut.await;
-                if let Err(e) = &r {
-                    let status = if e.downcast_ref::<crate::queueing::Shed>().is_some()
-                        || e.downcast_ref::<crate::queueing::QueueTimeout>().is_some()
-                    {
-                        TraceStatus::Shed
-                    } else {
-                        TraceStatus::Failed
-                    };
-                    trail.failed(status, e.to_string());
-                }
-                r
-            }),
-        }
-    }
-}
-
-/// Runs the inner stack; the trail reports when the last holder drops it.
-pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>,
-}
-
-impl std::fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<http::Response<Body>, BoxError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+/// Each trail reports to the shared telemetry, so the tracer is the `Arc`.
+impl crate::routed::Tracer for Arc<Telemetry> {
+    fn start(
+        &self,
+        request: &Arc<crate::request::RouteRequest>,
+    ) -> Arc<dyn crate::routed::Trail> {
+        RequestTrail::start(self.clone(), request.clone())
     }
 }

@@ -6,22 +6,22 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::{self, AppState};
-use crate::config::RouterConfig;
+use crate::app::api::{self, AppState};
+use crate::app::config::RouterConfig;
 use crate::discovery::{self, Attachments, FleetService};
 use crate::fleet::Fleet;
-use crate::health::Recent;
-use crate::history::Live;
-use crate::store::Store;
-use crate::telemetry::{Metrics, Otel, Telemetry};
+use crate::app::health::Recent;
+use crate::live::Live;
+use crate::app::store::Store;
+use crate::app::telemetry::{Metrics, Otel, Telemetry};
 
 /// Open the store (a store that cannot be opened stops herd), load what it
 /// learned into the live history, and set up the exporters.
 fn telemetry(cfg: &RouterConfig, fleet: &Fleet, live: &Live) -> std::io::Result<Telemetry> {
-    let recent = Recent::new(cfg.health.recent);
-    let store = if cfg.store.enabled {
+    let recent = Recent::new(cfg.app.health.recent);
+    let store = if cfg.app.store.enabled {
         let dir = cfg.data_dir();
-        let store = Store::open(&dir, &cfg.store).map_err(std::io::Error::other)?;
+        let store = Store::open(&dir, &cfg.app.store).map_err(std::io::Error::other)?;
         let perf = store.perf().map_err(std::io::Error::other)?;
         for (node, model, book) in &perf {
             live.history.restore(node, model, book);
@@ -38,7 +38,7 @@ fn telemetry(cfg: &RouterConfig, fleet: &Fleet, live: &Live) -> std::io::Result<
         None
     };
     let otel =
-        Otel::from_config(&cfg.telemetry, fleet, &live.admission).map_err(std::io::Error::other)?;
+        Otel::from_config(&cfg.app.telemetry, fleet, &live.admission).map_err(std::io::Error::other)?;
     Ok(Telemetry {
         metrics: Metrics::new(),
         otel,
@@ -99,7 +99,7 @@ impl Running {
 
 /// Bind and start the router.
 pub async fn start(cfg: RouterConfig) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(cfg.listen).await?;
+    let listener = TcpListener::bind(cfg.app.listen).await?;
     start_on(listener, cfg).await
 }
 
@@ -108,26 +108,26 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let cfg = Arc::new(cfg);
     let fleet = Fleet::new();
     let mut live = Live::default();
-    if cfg.autopull.enabled {
+    if cfg.routing.autopull.enabled {
         live.autopull = Some(crate::retry::AutoPull::new(
             fleet.clone(),
-            cfg.autopull.clone(),
-            Arc::new(cfg.scoring.clone()),
+            cfg.routing.autopull.clone(),
+            Arc::new(cfg.routing.scoring.clone()),
         ));
     }
     let attachments = Arc::new(Attachments::default());
     let telemetry = Arc::new(telemetry(&cfg, &fleet, &live)?);
     let mdns = start_mdns(&cfg, addr);
-    let prewarms = crate::queueing::Prewarms::default();
-    let stack =
-        crate::stack::routing_traced(fleet.clone(), live.clone(), &cfg, Some(telemetry.clone()));
+    let prewarms = crate::prewarm::Prewarms::default();
+    let tracer: Arc<dyn crate::routed::Tracer> = Arc::new(telemetry.clone());
+    let stack = crate::stack::forwarding(fleet.clone(), live.clone(), &cfg.routing, Some(tracer));
     let state = AppState {
         stack,
         fleet: fleet.clone(),
         live: live.clone(),
         cfg: cfg.clone(),
         attachments: attachments.clone(),
-        client: crate::forward::client(cfg.connect_timeout),
+        client: crate::client::client(cfg.routing.connect_timeout),
         telemetry: telemetry.clone(),
         seen_nodes: mdns.as_ref().map(|m| m.seen.clone()),
         prewarms: prewarms.clone(),
@@ -135,8 +135,8 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let grpc = FleetService::new(
         fleet.clone(),
         attachments.clone(),
-        cfg.fleet_token.clone(),
-        cfg.report_interval,
+        cfg.routing.fleet_token.clone(),
+        cfg.routing.report_interval,
     )
     .into_server();
     // gRPC shares the port: its one service lives under its own path, and
@@ -147,29 +147,29 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
 
     let mut background = vec![tokio::spawn(discovery::sweep(
         fleet.clone(),
-        cfg.report_timeout,
+        cfg.routing.report_timeout,
     ))];
-    if cfg.prewarm.enabled {
-        background.push(tokio::spawn(crate::queueing::prewarm::run(
+    if cfg.routing.prewarm.enabled {
+        background.push(tokio::spawn(crate::prewarm::run(
             fleet.clone(),
             live.clone(),
             live.admission.clone(),
             attachments.clone(),
-            Arc::new(cfg.scoring.clone()),
-            cfg.prewarm.clone(),
+            Arc::new(cfg.routing.scoring.clone()),
+            cfg.routing.prewarm.clone(),
             prewarms,
         )));
     }
-    for url in &cfg.nodes {
+    for url in &cfg.routing.nodes {
         background.push(tokio::spawn(discovery::agentless::poll(
             fleet.clone(),
             url.clone(),
-            cfg.poll_interval,
+            cfg.routing.poll_interval,
         )));
     }
 
     let (tx, rx) = watch::channel(false);
-    let grace = cfg.shutdown_grace;
+    let grace = cfg.app.shutdown_grace;
     let closing = attachments.clone();
     let task = tokio::spawn(async move {
         // Without TCP_NODELAY a first token that follows the response
@@ -209,7 +209,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
             }
         }
     });
-    tracing::info!(%addr, nodes = cfg.nodes.len(), "herd router listening");
+    tracing::info!(%addr, nodes = cfg.routing.nodes.len(), "herd router listening");
     Ok(Running {
         addr,
         fleet,
@@ -226,7 +226,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
 /// Advertise `_herd._tcp` where the config allows; a failure is logged, not
 /// fatal (nodes can still be pointed at the router with `--router`).
 fn start_mdns(cfg: &RouterConfig, addr: SocketAddr) -> Option<discovery::mdns::RouterMdns> {
-    let scope = cfg.mdns.scope(addr.ip());
+    let scope = cfg.routing.mdns.scope(addr.ip());
     if let discovery::mdns::Scope::Off(why) = &scope {
         tracing::info!(%why, "mDNS off");
         return None;
@@ -235,7 +235,7 @@ fn start_mdns(cfg: &RouterConfig, addr: SocketAddr) -> Option<discovery::mdns::R
         kind: "herd".into(),
         id: format!("{:08x}", fastrand::u32(..)),
         port: addr.port(),
-        token_required: cfg.fleet_token.is_some(),
+        token_required: cfg.routing.fleet_token.is_some(),
     };
     match discovery::mdns::start_router(&scope, &ad) {
         Ok(m) => Some(m),

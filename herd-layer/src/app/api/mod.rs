@@ -8,7 +8,6 @@
 
 pub mod error;
 pub mod observe;
-pub mod parse;
 
 use std::sync::Arc;
 
@@ -24,16 +23,17 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::config::RouterConfig;
+use crate::app::config::RouterConfig;
 use crate::discovery::Attachments;
 use crate::fleet::{Engine, Fleet};
-use crate::history::Live;
+use crate::live::Live;
 use crate::proto;
-use crate::request::{ClientFormat, Endpoint, Kind, same_model};
+use crate::request::{Dialect, ENDPOINTS, Endpoint, Kind, same_model};
 use crate::routed::Routed;
-use crate::scoring::{self, ScoreInput};
+use crate::rank::{self, ScoreInput};
 use crate::stack::RoutingService;
-use error::ApiError;
+use error::Render;
+use crate::error::ClientError;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -47,52 +47,30 @@ pub struct AppState {
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
     >,
-    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    pub telemetry: Arc<crate::app::telemetry::Telemetry>,
     /// herd-nodes seen over mDNS (None when mDNS is off).
     pub seen_nodes: Option<crate::discovery::mdns::SeenNodes>,
-    /// Warms issued to runners-up (see [`crate::queueing::prewarm`]).
-    pub prewarms: crate::queueing::Prewarms,
+    /// Warms issued to runners-up (see [`crate::prewarm`]).
+    pub prewarms: crate::prewarm::Prewarms,
 }
 
 /// The HTTP routes (the gRPC service is merged in by the server).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut routes = Router::new();
+    // Every inference endpoint, from the one table of them.
+    for spec in ENDPOINTS {
+        let endpoint = spec.endpoint;
+        routes = routes.route(spec.path, post(move |s, h, b| infer(s, h, b, endpoint)));
+    }
+    routes
         .route("/", get(root).head(root))
         .route("/api/version", get(version))
         .route("/api/tags", get(tags))
         .route("/api/ps", get(ps))
         .route("/api/show", post(show))
         .route("/api/pull", post(pull))
-        .route(
-            "/api/chat",
-            post(|s, h, b| infer(s, h, b, Endpoint::OllamaChat)),
-        )
-        .route(
-            "/api/generate",
-            post(|s, h, b| infer(s, h, b, Endpoint::OllamaGenerate)),
-        )
-        .route(
-            "/api/embed",
-            post(|s, h, b| infer(s, h, b, Endpoint::OllamaEmbed)),
-        )
-        .route(
-            "/api/embeddings",
-            post(|s, h, b| infer(s, h, b, Endpoint::OllamaEmbeddings)),
-        )
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
-        .route(
-            "/v1/chat/completions",
-            post(|s, h, b| infer(s, h, b, Endpoint::OpenAiChat)),
-        )
-        .route(
-            "/v1/completions",
-            post(|s, h, b| infer(s, h, b, Endpoint::OpenAiCompletions)),
-        )
-        .route(
-            "/v1/embeddings",
-            post(|s, h, b| infer(s, h, b, Endpoint::OpenAiEmbeddings)),
-        )
         .route("/metrics", get(observe::metrics))
         .route("/fleet/health", get(observe::health))
         .route("/fleet/traces", get(observe::traces))
@@ -110,16 +88,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn format_of(uri: &Uri) -> ClientFormat {
+fn format_of(uri: &Uri) -> Dialect {
     if uri.path().starts_with("/v1/") {
-        ClientFormat::OpenAi
+        Dialect::OpenAi
     } else {
-        ClientFormat::Ollama
+        Dialect::Ollama
     }
 }
 
 async fn not_found(uri: Uri) -> Response {
-    ApiError::new(
+    ClientError::new(
         StatusCode::NOT_FOUND,
         format!("no route for {}", uri.path()),
     )
@@ -128,15 +106,15 @@ async fn not_found(uri: Uri) -> Response {
 }
 
 /// Read a body up to the configured limit (413 above it).
-async fn read_body(body: AxumBody, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(body: AxumBody, limit: usize) -> Result<Bytes, ClientError> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ClientError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than the limit of {limit} bytes"),
         )
         .code("request_too_large")),
-        Err(e) => Err(ApiError::bad_request(format!(
+        Err(e) => Err(ClientError::bad_request(format!(
             "could not read the request body: {e}"
         ))),
     }
@@ -148,12 +126,12 @@ async fn infer(
     body: AxumBody,
     endpoint: Endpoint,
 ) -> Response {
-    let format = endpoint.format();
-    let bytes = match read_body(body, st.cfg.max_body_bytes).await {
+    let format = endpoint.dialect();
+    let bytes = match read_body(body, st.cfg.routing.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.render(format),
     };
-    let req = match parse::parse(endpoint, &headers, &bytes, &st.cfg) {
+    let req = match crate::dialect::parse(endpoint, &headers, &bytes, st.cfg.routing.parse_config()) {
         Ok(r) => Arc::new(r),
         Err(e) => return e.render(format),
     };
@@ -166,7 +144,7 @@ async fn infer(
             Response::from_parts(parts, AxumBody::new(body))
         }
         Err(err) => {
-            let e = ApiError::from_stack(&err, &st.fleet.snapshot());
+            let e = crate::stack::failure::client_error(&err, &st.fleet.snapshot());
             tracing::info!(request = %id, model = %req.model, status = e.status.as_u16(), error = %e.message, elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
             let mut rsp = e.render(format);
             if let Ok(v) = HeaderValue::from_str(&id) {
@@ -261,12 +239,12 @@ async fn model(State(st): State<AppState>, Path(id): Path<String>) -> Response {
         axum::Json(json!({"id": id, "object": "model", "created": 0, "owned_by": "herd"}))
             .into_response()
     } else {
-        ApiError::new(
+        ClientError::new(
             StatusCode::NOT_FOUND,
-            format!("model {id:?} not found; {}", error::where_models_are(&view)),
+            format!("model {id:?} not found; {}", crate::stack::failure::where_models_are(&view)),
         )
         .code("model_not_found")
-        .render(ClientFormat::OpenAi)
+        .render(Dialect::OpenAi)
     }
 }
 
@@ -284,8 +262,8 @@ async fn relay_to(
     {
         Ok(r) => r,
         Err(e) => {
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                .render(ClientFormat::Ollama);
+            return ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                .render(Dialect::Ollama);
         }
     };
     match st.client.request(req).await {
@@ -296,31 +274,31 @@ async fn relay_to(
             }
             Response::from_parts(parts, AxumBody::new(body))
         }
-        Err(e) => ApiError::new(
+        Err(e) => ClientError::new(
             StatusCode::BAD_GATEWAY,
             format!(
                 "node {} did not answer: {}",
                 node.id,
-                crate::forward::error_chain(&e)
+                crate::client::error_chain(&e)
             ),
         )
-        .render(ClientFormat::Ollama),
+        .render(Dialect::Ollama),
     }
 }
 
-fn model_field(o: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
+fn model_field(o: &serde_json::Map<String, Value>) -> Result<String, ClientError> {
     o.get("model")
         .or_else(|| o.get("name"))
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().to_string())
-        .ok_or_else(|| ApiError::bad_request("model is required"))
+        .ok_or_else(|| ClientError::bad_request("model is required"))
 }
 
 async fn show(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) -> Response {
     let run = async {
         let bytes = read_body(body, 1024 * 1024).await?;
-        let obj = parse::object(&headers, &bytes)?;
+        let obj = crate::dialect::object(&headers, &bytes)?;
         let model = model_field(&obj)?;
         let view = st.fleet.snapshot();
         let node = view
@@ -329,19 +307,19 @@ async fn show(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) ->
             .max_by_key(|n| n.loaded_model(&model).is_some())
             .cloned()
             .ok_or_else(|| {
-                ApiError::new(
+                ClientError::new(
                     StatusCode::NOT_FOUND,
                     format!(
                         "model {model:?} not found on any online node; {}",
-                        error::where_models_are(&view)
+                        crate::stack::failure::where_models_are(&view)
                     ),
                 )
             })?;
-        Ok::<_, ApiError>((node, serde_json::to_vec(&obj).unwrap_or_default()))
+        Ok::<_, ClientError>((node, serde_json::to_vec(&obj).unwrap_or_default()))
     };
     match run.await {
         Ok((node, body)) => relay_to(&st, &node, "/api/show", body).await,
-        Err(e) => e.render(ClientFormat::Ollama),
+        Err(e) => e.render(Dialect::Ollama),
     }
 }
 
@@ -350,7 +328,7 @@ async fn show(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) ->
 async fn pull(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) -> Response {
     let run = async {
         let bytes = read_body(body, 1024 * 1024).await?;
-        let mut obj = parse::object(&headers, &bytes)?;
+        let mut obj = crate::dialect::object(&headers, &bytes)?;
         let model = model_field(&obj)?;
         let wanted = obj
             .remove("node")
@@ -368,28 +346,28 @@ async fn pull(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) ->
                 .filter(|n| n.online)
                 .cloned()
                 .ok_or_else(|| {
-                    ApiError::new(StatusCode::NOT_FOUND, format!("node {id:?} is not online"))
+                    ClientError::new(StatusCode::NOT_FOUND, format!("node {id:?} is not online"))
                 })?,
             None => {
-                let need = (scoring::name_size_gib(&model) * 1024.0 * 1024.0 * 1024.0) as u64;
+                let need = (rank::name_size_gib(&model) * 1024.0 * 1024.0 * 1024.0) as u64;
                 view.online()
                     .filter(|n| n.engine == Engine::Ollama && n.engine_reachable && !n.draining)
                     .filter(|n| n.memory_total_bytes == 0 || n.memory_total_bytes >= need)
                     .max_by_key(|n| n.usable_memory_bytes())
                     .cloned()
                     .ok_or_else(|| {
-                        ApiError::new(
+                        ClientError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("no online node has room for {model:?}"),
                         )
                     })?
             }
         };
-        Ok::<_, ApiError>((node, serde_json::to_vec(&obj).unwrap_or_default()))
+        Ok::<_, ClientError>((node, serde_json::to_vec(&obj).unwrap_or_default()))
     };
     match run.await {
         Ok((node, body)) => relay_to(&st, &node, "/api/pull", body).await,
-        Err(e) => e.render(ClientFormat::Ollama),
+        Err(e) => e.render(Dialect::Ollama),
     }
 }
 
@@ -411,7 +389,7 @@ async fn status(State(st): State<AppState>) -> Response {
         "nodes": nodes,
         "attached": st.attachments.attached().iter().map(|n| &**n).collect::<Vec<_>>(),
         "prewarms": st.prewarms.recent(),
-        "unattached": st.seen_nodes.as_ref().map(|s| s.unattached(&st.attachments, st.cfg.fleet_token.is_some())).unwrap_or_default(),
+        "unattached": st.seen_nodes.as_ref().map(|s| s.unattached(&st.attachments, st.cfg.routing.fleet_token.is_some())).unwrap_or_default(),
         "mdns": st.seen_nodes.is_some(),
         "queues": queues,
         "history": st.live.history.summaries(),
@@ -437,31 +415,31 @@ async fn explain(
 ) -> Response {
     let q = match q {
         Ok(Query(q)) => q,
-        Err(e) => return ApiError::bad_request(format!("{e}; use /fleet/explain?model=NAME[&prompt_tokens=N&max_tokens=N&kind=chat|generate|embed]")).render(ClientFormat::Ollama),
+        Err(e) => return ClientError::bad_request(format!("{e}; use /fleet/explain?model=NAME[&prompt_tokens=N&max_tokens=N&kind=chat|generate|embed]")).render(Dialect::Ollama),
     };
     let kind = match q.kind.as_deref() {
         None | Some("chat") => Kind::Chat,
         Some("generate") => Kind::Generate,
         Some("embed") => Kind::Embed,
         Some(other) => {
-            return ApiError::bad_request(format!(
+            return ClientError::bad_request(format!(
                 "kind {other:?} is not one of chat, generate, embed"
             ))
-            .render(ClientFormat::Ollama);
+            .render(Dialect::Ollama);
         }
     };
     let view = st.fleet.snapshot();
     let input = ScoreInput {
         model: &q.model,
         kind,
-        format: ClientFormat::Ollama,
+        format: Dialect::Ollama,
         est_prompt_tokens: q.prompt_tokens.unwrap_or(100),
         max_output_tokens: q.max_tokens,
         exclude: &[],
         only: None,
-        now_ms: scoring::now_ms(),
+        now_ms: crate::fleet::now_ms(),
     };
-    let ranking = scoring::score(&view, &st.live, &input, &st.cfg.scoring);
+    let ranking = rank::score(&view, &st.live, &input, &st.cfg.routing.scoring);
     axum::Json(
         json!({"model": q.model, "winner": ranking.best().map(|c| &*c.node), "ranking": ranking}),
     )
@@ -485,9 +463,9 @@ async fn command(
 ) -> Response {
     let run = async {
         let bytes = read_body(body, 64 * 1024).await?;
-        let obj = parse::object(&headers, &bytes)?;
+        let obj = crate::dialect::object(&headers, &bytes)?;
         let cmd: CommandBody = serde_json::from_value(Value::Object(obj))
-            .map_err(|e| ApiError::bad_request(format!("{e}; expected {{\"type\":\"pull\"|\"warm\",\"model\":…}}, {{\"type\":\"drain\"}} or {{\"type\":\"mode\",\"mode\":\"full\"|\"paused\"|\"small-only\"}}")))?;
+            .map_err(|e| ClientError::bad_request(format!("{e}; expected {{\"type\":\"pull\"|\"warm\",\"model\":…}}, {{\"type\":\"drain\"}} or {{\"type\":\"mode\",\"mode\":\"full\"|\"paused\"|\"small-only\"}}")))?;
         let kind = match cmd {
             CommandBody::Pull { model } => proto::command::Kind::Pull(proto::PullModel { model }),
             CommandBody::Warm { model } => proto::command::Kind::Warm(proto::WarmModel { model }),
@@ -498,7 +476,7 @@ async fn command(
                     "paused" => proto::NodeMode::Paused,
                     "small-only" => proto::NodeMode::SmallOnly,
                     other => {
-                        return Err(ApiError::bad_request(format!(
+                        return Err(ClientError::bad_request(format!(
                             "mode {other:?} is not one of full, paused, small-only"
                         )));
                     }
@@ -509,7 +487,7 @@ async fn command(
         st.attachments
             .command(&node, kind)
             .await
-            .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
+            .map_err(|e| ClientError::new(StatusCode::NOT_FOUND, e.to_string()))
     };
     match run.await {
         Ok(id) => (
@@ -517,7 +495,7 @@ async fn command(
             axum::Json(json!({"id": id, "node": node})),
         )
             .into_response(),
-        Err(e) => e.render(ClientFormat::Ollama),
+        Err(e) => e.render(Dialect::Ollama),
     }
 }
 

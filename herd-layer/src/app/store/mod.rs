@@ -40,7 +40,7 @@ pub struct StoreConfig {
     /// Keep the store at all. Off: nothing is remembered across restarts.
     pub enabled: bool,
     /// Traces older than this are deleted.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub max_age: Duration,
     /// Above this file size the oldest traces are deleted and the file compacted.
     pub max_bytes: u64,
@@ -49,12 +49,12 @@ pub struct StoreConfig {
     /// How long the writer gathers records before one durable commit. A
     /// commit per record cost two thirds of herd's CPU under load (callgrind);
     /// a `kill -9` loses at most this window.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub commit_window: Duration,
     /// Records that may wait for the writer; more are dropped and counted.
     pub queue: usize,
     /// How often retention runs.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub retention_interval: Duration,
 }
 
@@ -137,7 +137,7 @@ impl TraceStatus {
 pub struct ScoreSummary {
     pub node: String,
     pub score: f64,
-    /// The per-signal breakdown ([`crate::scoring::Signals`]).
+    /// The per-signal breakdown ([`crate::rank::Signals`]).
     pub signals: serde_json::Value,
 }
 
@@ -576,7 +576,7 @@ fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>, cfg: StoreConfig) {
         }
         if last_retention.elapsed() >= cfg.retention_interval {
             last_retention = std::time::Instant::now();
-            if let Err(e) = retain(&inner, &cfg, crate::scoring::now_ms()) {
+            if let Err(e) = retain(&inner, &cfg, crate::fleet::now_ms()) {
                 tracing::warn!(error = %e, "store retention failed");
             }
         }

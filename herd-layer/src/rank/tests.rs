@@ -58,7 +58,7 @@ fn input<'a>(model: &'a str, exclude: &'a [NodeId]) -> ScoreInput<'a> {
     ScoreInput {
         model,
         kind: Kind::Chat,
-        format: ClientFormat::Ollama,
+        format: Dialect::Ollama,
         est_prompt_tokens: 20,
         max_output_tokens: None,
         exclude,

@@ -12,20 +12,21 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
-use crate::request::ClientFormat;
-use crate::store::{TraceFilter, TraceStatus};
+use super::error::Render;
+use crate::error::ClientError;
+use crate::request::Dialect;
+use crate::app::store::{TraceFilter, TraceStatus};
 
 fn bad(e: impl std::fmt::Display) -> Response {
-    ApiError::bad_request(e.to_string()).render(ClientFormat::Ollama)
+    ClientError::bad_request(e.to_string()).render(Dialect::Ollama)
 }
 
 fn no_store() -> Response {
-    ApiError::new(
+    ClientError::new(
         StatusCode::NOT_FOUND,
         "the store is disabled ([store] enabled = false)",
     )
-    .render(ClientFormat::Ollama)
+    .render(Dialect::Ollama)
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
@@ -39,25 +40,25 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            crate::telemetry::metrics::CONTENT_TYPE,
+            crate::app::telemetry::metrics::CONTENT_TYPE,
         )],
         m.encode(),
     )
         .into_response()
 }
 
-fn health_report(st: &AppState) -> crate::health::Report {
+fn health_report(st: &AppState) -> crate::app::health::Report {
     let dropped = st.telemetry.store.as_ref().map_or(0, |s| {
         s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed)
     });
-    crate::health::evaluate(
+    crate::app::health::evaluate(
         &st.fleet.snapshot(),
         &st.live.admission,
         &st.telemetry.recent,
-        &st.cfg.health,
+        &st.cfg.app.health,
         dropped,
-        st.cfg.report_interval.as_millis() as u64,
-        st.cfg.poll_interval.as_millis() as u64,
+        st.cfg.routing.report_interval.as_millis() as u64,
+        st.cfg.routing.poll_interval.as_millis() as u64,
     )
 }
 
@@ -77,10 +78,10 @@ pub async fn traces(
     };
     match tokio::task::spawn_blocking(move || store.traces(&f)).await {
         Ok(Ok(t)) => axum::Json(json!({"traces": t})).into_response(),
-        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            .render(ClientFormat::Ollama),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            .render(ClientFormat::Ollama),
+        Ok(Err(e)) => ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            .render(Dialect::Ollama),
+        Err(e) => ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            .render(Dialect::Ollama),
     }
 }
 
@@ -124,8 +125,8 @@ pub async fn usage(
     let all = match tokio::task::spawn_blocking(move || store.all_traces(since)).await {
         Ok(Ok(t)) => t,
         _ => {
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
-                .render(ClientFormat::Ollama);
+            return ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
+                .render(Dialect::Ollama);
         }
     };
     let mut groups: BTreeMap<String, Usage> = BTreeMap::new();
@@ -169,8 +170,8 @@ pub async fn context(State(st): State<AppState>) -> Response {
     let all = match tokio::task::spawn_blocking(move || store.all_traces(None)).await {
         Ok(Ok(t)) => t,
         _ => {
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
-                .render(ClientFormat::Ollama);
+            return ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
+                .render(Dialect::Ollama);
         }
     };
     let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -196,19 +197,19 @@ pub async fn context(State(st): State<AppState>) -> Response {
                 .filter_map(|n| n.loaded_model(&model).map(|m| json!({"node": &*n.id, "context_length": m.context_length})))
                 .collect();
             json!({"model": model, "requests": v.len(), "p99_tokens": p99, "max_tokens": max,
-                "recommended_num_ctx": crate::health::recommended_num_ctx(p99.max(max)), "loaded": loaded})
+                "recommended_num_ctx": crate::app::health::recommended_num_ctx(p99.max(max)), "loaded": loaded})
         })
         .collect();
-    axum::Json(json!({"protection": st.cfg.context.protection, "models": rows})).into_response()
+    axum::Json(json!({"protection": st.cfg.routing.context.protection, "models": rows})).into_response()
 }
 
 pub async fn benchmark(
     State(st): State<AppState>,
-    body: Option<axum::Json<crate::store::bench::BenchRequest>>,
+    body: Option<axum::Json<crate::app::store::bench::BenchRequest>>,
 ) -> Response {
     let req = body.map(|b| b.0).unwrap_or_default();
     let view = st.fleet.snapshot();
-    let (done, errors) = crate::store::bench::run(
+    let (done, errors) = crate::app::store::bench::run(
         &st.client,
         &view,
         &req,
@@ -229,7 +230,7 @@ pub async fn benchmarks(State(st): State<AppState>) -> Response {
     };
     match tokio::task::spawn_blocking(move || store.benchmarks()).await {
         Ok(Ok(b)) => axum::Json(json!({"benchmarks": b})).into_response(),
-        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
-            .render(ClientFormat::Ollama),
+        _ => ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
+            .render(Dialect::Ollama),
     }
 }

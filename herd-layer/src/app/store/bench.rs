@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Benchmark, Store, Write};
 use crate::fleet::{Engine, FleetView};
-use crate::health::Recent;
+use crate::app::health::Recent;
 use crate::history::History;
 
 type Client = hyper_util::client::legacy::Client<
@@ -130,7 +130,7 @@ pub async fn run(
             let b = Benchmark {
                 node: n.id.to_string(),
                 model: crate::request::normalize_model(&model),
-                ts_ms: crate::scoring::now_ms(),
+                ts_ms: crate::fleet::now_ms(),
                 ttft_ms: single.ttft_ms,
                 tokens_per_s_single: single.tokens as f64 / (single.gen_ms / 1000.0),
                 tokens_per_s_parallel: total as f64 / (wall_ms / 1000.0),

@@ -2,10 +2,10 @@
 //!
 //! Outermost first — each layer sees the request after the ones above it:
 //!
-//! 0. **telemetry** ([`crate::telemetry`]): starts the request's trail (span,
-//!    trace record, metrics); it sits above retry so one request is one
-//!    trace however many attempts it takes, and reports when the response
-//!    body ends, not when headers leave.
+//! 0. **trace** ([`crate::trace`]): starts the request's [`Trail`] (the
+//!    proxy's telemetry: span, trace record, metrics); it sits above retry so
+//!    one request is one trace however many attempts it takes, and reports
+//!    when the response body ends, not when headers leave.
 //! 1. **retry/fallback** ([`crate::retry`]): replays an attempt that failed
 //!    before the first byte, excluding the failed node; then fallback models.
 //! 2. **discovery** ([`crate::discovery`]): hands the attempt a fresh fleet
@@ -16,50 +16,43 @@
 //! 5. **forward** ([`crate::forward`]): the leaf; talks to the node, streams
 //!    the answer back, translated when needed.
 //!
-//! The HTTP surface ([`crate::api`]) parses each request once above this
-//! stack; herd-epp drives the same discovery, scoring and queueing pieces with
-//! a leaf that returns the pick instead of forwarding.
+//! Each request is parsed once above this stack ([`crate::dialect::parse`]);
+//! herd-epp drives the same layers with a leaf that returns the pick instead
+//! of forwarding. When the stack fails, [`failure`] says what the client is
+//! told — one mapping for both shapes.
+//!
+//! [`Trail`]: crate::routed::Trail
+
+pub mod failure;
 
 use std::sync::Arc;
 
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
-use crate::config::RouterConfig;
+use crate::config::RoutingConfig;
 use crate::discovery::DiscoveryLayer;
-use crate::fleet::Fleet;
 use crate::forward::{Forward, ForwardConfig};
-use crate::history::Live;
+use crate::live::Live;
 use crate::queueing::QueueingLayer;
 use crate::retry::RetryLayer;
-use crate::routed::{Body, BoxError, Routed};
+use crate::routed::{Body, BoxError, Routed, Tracer};
 use crate::scoring::ScoringLayer;
+use crate::trace::TraceLayer;
 
-/// The boxed routing service the HTTP surface calls.
+/// The boxed routing service the edges call.
 pub type RoutingService = BoxCloneSyncService<Routed, http::Response<Body>, BoxError>;
 
-/// The routing layers around any leaf, in the one documented order. The
-/// proxy's leaf forwards bytes; herd-epp's leaf answers with the pick.
-pub fn around<L>(leaf: L, fleet: Fleet, live: Live, cfg: &RouterConfig) -> RoutingService
-where
-    L: tower::Service<Routed, Response = http::Response<Body>, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    L::Future: Send + 'static,
-{
-    around_traced(leaf, fleet, live, cfg, None)
-}
-
-/// [`around`], with the telemetry layer on top when given. This is the one
-/// place the order of the layers is written.
-pub fn around_traced<L>(
+/// The routing layers around any leaf, in the one documented order, with
+/// the trace layer on top when a tracer is given. The proxy's leaf forwards
+/// bytes; herd-epp's leaf answers with the pick. This is the one place the
+/// order of the layers is written.
+pub fn around<L>(
     leaf: L,
-    fleet: Fleet,
+    fleet: crate::fleet::Fleet,
     live: Live,
-    cfg: &RouterConfig,
-    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    cfg: &RoutingConfig,
+    tracer: Option<Arc<dyn Tracer>>,
 ) -> RoutingService
 where
     L: tower::Service<Routed, Response = http::Response<Body>, Error = BoxError>
@@ -70,7 +63,7 @@ where
     L::Future: Send + 'static,
 {
     let stack = ServiceBuilder::new()
-        .option_layer(telemetry.map(crate::telemetry::TelemetryLayer::new))
+        .option_layer(tracer.map(TraceLayer::new))
         .layer(RetryLayer::new(Arc::new(cfg.retry.clone())).with_autopull(live.autopull.clone()))
         .layer(DiscoveryLayer::new(fleet))
         .layer(ScoringLayer::new(
@@ -85,17 +78,12 @@ where
     BoxCloneSyncService::new(stack)
 }
 
-/// Build the proxy's routing stack (without telemetry).
-pub fn routing(fleet: Fleet, live: Live, cfg: &RouterConfig) -> RoutingService {
-    routing_traced(fleet, live, cfg, None)
-}
-
-/// Build the proxy's routing stack, with the telemetry layer on top when given.
-pub fn routing_traced(
-    fleet: Fleet,
+/// The proxy's stack: [`around`] the [`Forward`] leaf.
+pub fn forwarding(
+    fleet: crate::fleet::Fleet,
     live: Live,
-    cfg: &RouterConfig,
-    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    cfg: &RoutingConfig,
+    tracer: Option<Arc<dyn Tracer>>,
 ) -> RoutingService {
     let forward = Forward::new(
         Arc::new(ForwardConfig {
@@ -107,5 +95,5 @@ pub fn routing_traced(
         }),
         live.history.clone(),
     );
-    around_traced(forward, fleet, live, cfg, telemetry)
+    around(forward, fleet, live, cfg, tracer)
 }

@@ -15,12 +15,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 
-use super::Admission;
+use crate::queueing::Admission;
 use crate::discovery::Attachments;
 use crate::fleet::{Fleet, NodeId};
-use crate::history::Live;
-use crate::request::{ClientFormat, Kind};
-use crate::scoring::{self, ScoreInput, ScoringConfig, Temperature};
+use crate::live::Live;
+use crate::request::{Dialect, Kind};
+use crate::rank::{self, ScoreInput, ScoringConfig, Temperature};
 
 /// `[prewarm]` tunables.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,10 +29,10 @@ pub struct PrewarmConfig {
     pub enabled: bool,
     /// Requests waiting on one node:model that trigger a warm elsewhere.
     pub queue_threshold: u32,
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub interval: Duration,
     /// Least time between two warms of one node:model.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub cooldown: Duration,
 }
 
@@ -108,14 +108,14 @@ pub fn runner_up(
     let input = ScoreInput {
         model,
         kind: Kind::Chat,
-        format: ClientFormat::Ollama,
+        format: Dialect::Ollama,
         est_prompt_tokens: 100,
         max_output_tokens: None,
         exclude: &exclude,
         only: None,
-        now_ms: scoring::now_ms(),
+        now_ms: crate::fleet::now_ms(),
     };
-    let ranking = scoring::score(&view, live, &input, scoring_cfg);
+    let ranking = rank::score(&view, live, &input, scoring_cfg);
     let best = ranking.best()?;
     (best.temperature != Temperature::Hot).then(|| best.node.clone())
 }
@@ -130,7 +130,7 @@ pub async fn run(
     cfg: PrewarmConfig,
     prewarms: Prewarms,
 ) {
-    let client = crate::forward::client(Duration::from_secs(3));
+    let client = crate::client::client(Duration::from_secs(3));
     let mut last: HashMap<(NodeId, String), tokio::time::Instant> = HashMap::new();
     let mut tick = tokio::time::interval(cfg.interval);
     loop {
@@ -158,7 +158,7 @@ pub async fn run(
                 model: model.clone(),
                 busy_node: busy.clone(),
                 waiting: load.waiting,
-                at_ms: scoring::now_ms(),
+                at_ms: crate::fleet::now_ms(),
                 via: if attached { "herd.v1" } else { "http" },
                 result: None,
             });
@@ -198,7 +198,7 @@ pub async fn run(
 
 /// Ollama loads a model on a generate request without a prompt.
 async fn warm_http(
-    client: &crate::forward::HttpClient,
+    client: &crate::client::HttpClient,
     fleet: &Fleet,
     node: &NodeId,
     model: &str,
@@ -217,7 +217,7 @@ async fn warm_http(
     let rsp = tokio::time::timeout(Duration::from_secs(300), client.request(req))
         .await
         .map_err(|_| "no answer within 300s".to_string())?
-        .map_err(|e| crate::forward::error_chain(&e))?;
+        .map_err(|e| crate::client::error_chain(&e))?;
     if rsp.status().is_success() {
         Ok("loaded".into())
     } else {

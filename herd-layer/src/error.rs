@@ -1,0 +1,60 @@
+//! The one error a client sees: status, message, machine-readable code and,
+//! when waiting helps, a `Retry-After`.
+//!
+//! Whatever went wrong — a body herd refuses, a stack failure (mapped once,
+//! in [`crate::stack::failure`]) — becomes a [`ClientError`]; each dialect
+//! then shapes it the way its clients expect ([`crate::dialect::error_body`]),
+//! and each edge sends it its own way (an HTTP response in the proxy, an
+//! `ImmediateResponse` in herd-epp).
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// An error as a client will be told it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ClientError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A sentence for a person.
+    pub message: String,
+    /// A stable code for programs (OpenAI's `error.code`), when there is one.
+    pub code: Option<&'static str>,
+    /// How long to wait before trying again, when waiting helps.
+    pub retry_after: Option<Duration>,
+}
+
+impl ClientError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ClientError {
+            status,
+            message: message.into(),
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// With a machine-readable code.
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// With a `Retry-After`.
+    pub fn retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
+        self
+    }
+
+    /// The `Retry-After` header value (whole seconds, at least 1).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after.map(|d| d.as_secs().max(1))
+    }
+}
