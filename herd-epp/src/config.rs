@@ -17,7 +17,12 @@ pub enum TlsMode {
     /// EPP cluster speaks TLS and accepts any certificate).
     SelfSigned,
     /// TLS with a certificate and key from PEM files.
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        /// PEM certificate (chain) presented to Envoy.
+        cert: PathBuf,
+        /// PEM private key of `cert`.
+        key: PathBuf,
+    },
     /// Plain HTTP/2 (a raw Envoy with a plaintext cluster).
     Plaintext,
 }
@@ -35,6 +40,7 @@ pub struct EppConfig {
     /// nodes attach on the ext_proc port (which needs `Plaintext` for
     /// herd-node, as it connects over plain HTTP/2).
     pub fleet_listen: Option<SocketAddr>,
+    /// Whether the ext_proc port speaks TLS; the other ports are always plaintext.
     pub tls: TlsMode,
     /// Static endpoints (`ip:port` of an Ollama), polled agentlessly.
     pub endpoints: Vec<SocketAddr>,
@@ -59,17 +65,25 @@ impl Default for EppConfig {
 /// A static endpoint that is not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
+    /// Not a socket address; host names are refused, as Envoy routes to IPs.
     #[error("endpoint {0:?} is not an ip:port (or http://ip:port) address")]
     Invalid(String),
+    /// The endpoints file could not be read.
     #[error("cannot read endpoints file {path}: {source}")]
     Read {
+        /// The file, as given.
         path: String,
+        /// The I/O failure.
         source: std::io::Error,
     },
+    /// A line of the endpoints file is not a usable endpoint.
     #[error("{path}:{line}: {source}")]
     InFile {
+        /// The file, as given.
         path: String,
+        /// 1-based line number.
         line: usize,
+        /// What is wrong with that line.
         source: Box<EndpointError>,
     },
 }

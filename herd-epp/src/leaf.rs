@@ -30,10 +30,11 @@ use herd_layer::stack::{RoutingService, around, failure};
 
 /// What the leaf puts in the response extensions.
 #[derive(Clone, Debug)]
-pub struct Picked {
-    pub pick: Pick,
+struct Picked {
+    /// The node scoring chose, with its URL and address.
+    pick: Pick,
     /// The model that will be served (the client's, or a fallback).
-    pub model: String,
+    model: String,
 }
 
 /// Returns the pick instead of forwarding.
@@ -68,8 +69,10 @@ impl Service<Routed> for PickLeaf {
 /// A decision: where to send the request, and the admission slot it holds.
 #[derive(Debug)]
 pub struct Decision {
-    pub pick: Pick,
-    pub model: String,
+    /// The node scoring chose, with its URL and address.
+    pub(crate) pick: Pick,
+    /// The model that will be served (the client's, or a fallback).
+    pub(crate) model: String,
     /// `ip:port` as Envoy wants it (`[v6]:port` for IPv6).
     pub endpoint: String,
     /// Holds the admission slot until dropped.
@@ -82,17 +85,21 @@ pub struct Decision {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct Rejection {
-    pub status: u16,
-    pub message: String,
+    /// HTTP status of the immediate response.
+    pub(crate) status: u16,
+    /// Human-readable reason, sent as the OpenAI error `message`.
+    pub(crate) message: String,
     /// OpenAI error `code`.
     pub code: &'static str,
     /// Value for `x-llm-d-request-dropped-reason`.
     pub dropped_reason: &'static str,
-    pub retry_after: Option<Duration>,
+    /// Sent as `retry-after` (whole seconds, at least 1) when set.
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl Rejection {
-    pub fn bad_request(message: impl Into<String>, code: &'static str) -> Self {
+    /// A 400: the request itself is wrong, so retrying it will not help.
+    pub(crate) fn bad_request(message: impl Into<String>, code: &'static str) -> Self {
         Rejection {
             status: 400,
             message: message.into(),
@@ -102,7 +109,8 @@ impl Rejection {
         }
     }
 
-    pub fn unavailable(message: impl Into<String>, code: &'static str) -> Self {
+    /// A 503 with `retry-after: 5`: no endpoint can take the request now.
+    pub(crate) fn unavailable(message: impl Into<String>, code: &'static str) -> Self {
         Rejection {
             status: 503,
             message: message.into(),
@@ -121,11 +129,17 @@ impl Rejection {
         let status = e.status.as_u16();
         let (status, code, dropped_reason) = match (status, e.code) {
             (404, Some("model_not_found")) => (503, "model_not_found", "rejected-no-endpoints"),
-            (503, Some("no_eligible_node")) => (503, "no_eligible_endpoint", "rejected-no-endpoints"),
+            (503, Some("no_eligible_node")) => {
+                (503, "no_eligible_endpoint", "rejected-no-endpoints")
+            }
             (429, code) => (429, code.unwrap_or("queue_full"), "rejected-saturated"),
             (503, Some("queue_timeout")) => (503, "queue_timeout", "rejected-ttl-expired"),
             (500, code) => (500, code.unwrap_or("internal_error"), "internal"),
-            (s, code) if s >= 500 => (503, code.unwrap_or("no_eligible_endpoint"), "rejected-no-endpoints"),
+            (s, code) if s >= 500 => (
+                503,
+                code.unwrap_or("no_eligible_endpoint"),
+                "rejected-no-endpoints",
+            ),
             (s, code) => (s, code.unwrap_or("invalid_request"), "bad-request"),
         };
         Rejection {
@@ -147,9 +161,12 @@ impl Rejection {
 #[derive(Clone)]
 pub struct Picker {
     stack: RoutingService,
-    pub fleet: Fleet,
-    pub live: Live,
-    pub cfg: Arc<RoutingConfig>,
+    /// The nodes picks are made among.
+    pub(crate) fleet: Fleet,
+    /// Admission slots and learned history the stack scores with.
+    pub(crate) live: Live,
+    /// The routing tunables the stack was built with.
+    pub(crate) cfg: Arc<RoutingConfig>,
 }
 
 impl std::fmt::Debug for Picker {
@@ -159,7 +176,8 @@ impl std::fmt::Debug for Picker {
 }
 
 impl Picker {
-    pub fn new(fleet: Fleet, live: Live, cfg: Arc<RoutingConfig>) -> Self {
+    /// Build the routing stack around [`PickLeaf`] over this fleet and live state.
+    pub(crate) fn new(fleet: Fleet, live: Live, cfg: Arc<RoutingConfig>) -> Self {
         let stack = around(PickLeaf, fleet.clone(), live.clone(), &cfg, None);
         Picker {
             stack,
@@ -185,16 +203,9 @@ impl Picker {
             .await
             .map_err(|e| Rejection::from_stack(&e, &self.fleet.snapshot()))?;
         let took = started.elapsed();
-        let picked = rsp
-            .extensions()
-            .get::<Picked>()
-            .cloned()
-            .ok_or_else(|| {
-                Rejection::from_stack(
-                    &MissingPick("herd-epp").into(),
-                    &self.fleet.snapshot(),
-                )
-            })?;
+        let picked = rsp.extensions().get::<Picked>().cloned().ok_or_else(|| {
+            Rejection::from_stack(&MissingPick("herd-epp").into(), &self.fleet.snapshot())
+        })?;
         let Some(addr) = picked.pick.addr else {
             return Err(Rejection::unavailable(
                 format!(

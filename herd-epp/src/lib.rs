@@ -19,6 +19,7 @@
 //! - [`metrics`]: Prometheus text on the metrics port;
 //! - [`server`]: ports, TLS, gRPC health, node discovery.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod leaf;

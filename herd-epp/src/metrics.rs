@@ -30,29 +30,33 @@ use prometheus_client::registry::Registry;
 /// How many recent pick durations are kept.
 const RECENT: usize = 100_000;
 
+/// Labels of `herd_epp_request_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+struct OutcomeLabels {
     /// `picked`, or the HTTP status of an immediate response.
-    pub outcome: String,
+    outcome: String,
 }
 
+/// Labels of the token counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabels {
-    pub model: String,
-    pub endpoint: String,
+pub(crate) struct ModelLabels {
+    /// The model served (the client's, or a fallback).
+    pub(crate) model: String,
+    /// The `ip:port` that served it.
+    pub(crate) endpoint: String,
 }
 
 /// herd-epp's metrics.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    pub requests: Family<OutcomeLabels, Counter>,
-    pub scheduling: Histogram,
-    pub ttft: Histogram,
-    pub input_tokens: Family<ModelLabels, Counter>,
-    pub output_tokens: Family<ModelLabels, Counter>,
-    pub running: Gauge,
-    pub streams: Counter,
+    requests: Family<OutcomeLabels, Counter>,
+    scheduling: Histogram,
+    pub(crate) ttft: Histogram,
+    pub(crate) input_tokens: Family<ModelLabels, Counter>,
+    pub(crate) output_tokens: Family<ModelLabels, Counter>,
+    pub(crate) running: Gauge,
+    pub(crate) streams: Counter,
     recent: Arc<Mutex<Recent>>,
 }
 
@@ -95,7 +99,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut r = Registry::with_prefix("herd_epp");
         let requests = Family::<OutcomeLabels, Counter>::default();
         r.register(
@@ -148,7 +152,8 @@ impl Metrics {
         }
     }
 
-    pub fn outcome(&self, outcome: &str) {
+    /// Count one request under `outcome` (`picked`, or an HTTP status).
+    pub(crate) fn outcome(&self, outcome: &str) {
         self.requests
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
@@ -156,7 +161,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn picked(&self, took: Duration) {
+    /// Count a pick and keep its scheduling time, for the histogram and `/debug/picks`.
+    pub(crate) fn picked(&self, took: Duration) {
         self.outcome("picked");
         self.scheduling.observe(took.as_secs_f64());
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());

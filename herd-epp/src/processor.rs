@@ -64,11 +64,12 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(picker: Picker, metrics: Metrics) -> Self {
+    pub(crate) fn new(picker: Picker, metrics: Metrics) -> Self {
         Processor { picker, metrics }
     }
 
-    pub fn into_server(self) -> ExternalProcessorServer<Self> {
+    /// The tonic service to mount on the ext_proc port.
+    pub(crate) fn into_server(self) -> ExternalProcessorServer<Self> {
         ExternalProcessorServer::new(self)
     }
 }

@@ -37,17 +37,26 @@ pub const HEALTH_SERVICES: &[&str] = &[
     "inference-extension",
 ];
 
+/// Why [`start`] failed. It fails before serving anything, so no port stays bound.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A port could not be bound (in use, or not permitted).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS certificate could not be generated or read.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// tonic refused the TLS identity (for example a key that does not parse).
     #[error("TLS setup failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The routing tunables are out of range ([`RoutingConfig::validate`]).
+    ///
+    /// [`RoutingConfig::validate`]: herd_layer::config::RoutingConfig::validate
     #[error(transparent)]
     Config(#[from] herd_layer::config::ConfigError),
 }
@@ -55,15 +64,24 @@ pub enum StartError {
 /// A running herd-epp.
 #[derive(Debug)]
 pub struct Running {
+    /// The bound ext_proc address (the real port when port 0 was asked for).
     pub grpc_addr: SocketAddr,
+    /// The bound gRPC health address.
     pub health_addr: SocketAddr,
+    /// The bound address of `/metrics` and `/debug/picks`.
     pub metrics_addr: SocketAddr,
-    pub fleet_addr: Option<SocketAddr>,
+    /// The separate node-attachment port, when one was configured.
+    fleet_addr: Option<SocketAddr>,
+    /// Whether the ext_proc port speaks TLS.
     pub tls: bool,
+    /// The nodes herd-epp routes over, as discovery fills it.
     pub fleet: Fleet,
+    /// Admission slots and learned history, shared with the routing stack.
     pub live: Live,
+    /// The counters and histograms served on `metrics_addr`.
     pub metrics: Metrics,
-    pub attachments: Arc<Attachments>,
+    /// Open node attachment streams, closed at shutdown.
+    attachments: Arc<Attachments>,
     /// The `_herd._tcp` advertisement, withdrawn when dropped.
     _advert: Option<discovery::mdns::Advert>,
     shutdown: watch::Sender<bool>,

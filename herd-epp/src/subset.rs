@@ -19,14 +19,16 @@ use crate::names::{SUBSET_KEY, SUBSET_NAMESPACE};
 
 /// One entry of the hint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry {
+enum Entry {
+    /// `ip:port`: that endpoint only.
     Exact(SocketAddr),
+    /// A bare `ip`: every port on that address.
     AnyPort(IpAddr),
 }
 
 impl Entry {
     /// Parse `ip:port`, `[v6]:port`, `ip` or `[v6]`; anything else is `None`.
-    pub fn parse(s: &str) -> Option<Entry> {
+    fn parse(s: &str) -> Option<Entry> {
         let s = s.trim();
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Some(Entry::Exact(a));
@@ -35,7 +37,7 @@ impl Entry {
         bare.parse::<IpAddr>().ok().map(Entry::AnyPort)
     }
 
-    pub fn matches(&self, addr: SocketAddr) -> bool {
+    fn matches(&self, addr: SocketAddr) -> bool {
         match self {
             Entry::Exact(a) => *a == addr,
             Entry::AnyPort(ip) => *ip == addr.ip(),

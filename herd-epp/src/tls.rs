@@ -9,13 +9,18 @@ use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::config::TlsMode;
 
+/// Why the ext_proc port's TLS identity could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// rcgen failed to make the self-signed certificate.
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A PEM file of [`TlsMode::Files`] could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The certificate or key file.
         path: String,
+        /// The I/O failure.
         source: std::io::Error,
     },
 }

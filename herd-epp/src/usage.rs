@@ -22,11 +22,15 @@ pub const MAX_KEPT: usize = 4 * 1024 * 1024;
 
 /// Token counts and engine timings found in a response.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Usage {
-    pub prompt_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    pub eval_ms: Option<f64>,
-    pub load_ms: Option<f64>,
+struct Usage {
+    /// `prompt_tokens`, `input_tokens` or Ollama's `prompt_eval_count`.
+    prompt_tokens: Option<u64>,
+    /// `completion_tokens`, `output_tokens` or Ollama's `eval_count`.
+    output_tokens: Option<u64>,
+    /// Ollama's `eval_duration` (generation time), in milliseconds.
+    eval_ms: Option<f64>,
+    /// Ollama's `load_duration` (model load time), in milliseconds.
+    load_ms: Option<f64>,
 }
 
 /// Watches one response body go by.
@@ -38,7 +42,7 @@ pub struct Meter {
     line_overflow: bool,
     whole: Vec<u8>,
     whole_overflow: bool,
-    pub usage: Usage,
+    usage: Usage,
 }
 
 impl Meter {
@@ -61,7 +65,8 @@ impl Meter {
             .map(|f| f.duration_since(self.started).as_secs_f64() * 1000.0)
     }
 
-    pub fn chunk(&mut self, data: &[u8]) {
+    /// Take in one body chunk: the first non-empty one marks the first token.
+    pub(crate) fn chunk(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }

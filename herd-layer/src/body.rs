@@ -22,6 +22,7 @@ pin_project! {
 }
 
 impl<B, G> Guarded<B, G> {
+    /// Holds `guard` until `inner` ends or is dropped.
     pub fn new(inner: B, guard: G) -> Self {
         Guarded {
             inner,

@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::queueing::QueueConfig;
-use crate::retry::RetryConfig;
 use crate::rank::ScoringConfig;
+use crate::retry::RetryConfig;
 
+/// What discovery, scoring, queueing, retry and forwarding need; shared by the proxy and herd-epp.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
@@ -44,10 +45,15 @@ pub struct RoutingConfig {
     pub fallback_models: std::collections::BTreeMap<String, Vec<String>>,
     /// A token nodes must present to attach.
     pub fleet_token: Option<String>,
+    /// `[scoring]`: the scorer's tunables.
     pub scoring: ScoringConfig,
+    /// `[queue]`: admission per node:model.
     pub queue: QueueConfig,
+    /// `[retry]`: attempts and the retry budget.
     pub retry: RetryConfig,
+    /// `[context]`: what herd does with clients' `num_ctx`.
     pub context: ContextConfig,
+    /// `[mdns]`: zero-config discovery.
     pub mdns: MdnsConfig,
     /// Pull a model no node has to the node where it fits best.
     pub autopull: crate::retry::AutoPullConfig,

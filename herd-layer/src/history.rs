@@ -20,23 +20,32 @@ const WINDOW: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// The model finished.
     Completed,
+    /// The attempt failed.
     Failed,
+    /// The stream ended before the model finished.
     Incomplete,
+    /// The client went away first.
     ClientDisconnected,
 }
 
 /// What one finished request taught us.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
+    /// Time to first token, milliseconds.
     pub ttft_ms: Option<f64>,
+    /// Time to the end of the answer, milliseconds.
     pub total_ms: f64,
+    /// Prompt tokens, as the engine counted them.
     pub prompt_tokens: Option<u64>,
+    /// Output tokens, as the engine counted them.
     pub output_tokens: Option<u64>,
     /// Engine-reported generation time, ms (Ollama `eval_duration`).
     pub eval_ms: Option<f64>,
     /// Engine-reported model load time, ms (Ollama `load_duration`).
     pub load_ms: Option<f64>,
+    /// Whether the answer ended well.
     pub ok: bool,
 }
 
@@ -113,20 +122,28 @@ pub struct History {
     books: Arc<Mutex<Books>>,
 }
 
+/// One node:model's record, for `/fleet/status`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// The node.
     pub node: NodeId,
+    /// The model (normalised).
     pub model: String,
+    /// Requests that ended well.
     pub completed: u64,
+    /// Requests that failed.
     pub failed: u64,
+    /// The medians scoring reads.
     pub perf: Option<Perf>,
 }
 
 impl History {
+    /// An empty history.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Learn from one finished request.
     pub fn record(&self, node: &NodeId, model: &str, o: &Outcome) {
         let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
         let b = book_mut(&mut books, node, model);
@@ -169,6 +186,7 @@ impl History {
         b.last_failure = Some(tokio::time::Instant::now());
     }
 
+    /// What scoring reads for one node:model: medians and recent failures.
     pub fn perf(&self, node: &str, model: &str) -> Option<Perf> {
         let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
         let b = book(&books, node, model)?;
@@ -194,6 +212,7 @@ impl History {
         })
     }
 
+    /// Every node:model's record, sorted.
     pub fn summaries(&self) -> Vec<Summary> {
         let mut keys: Vec<(NodeId, String)> = {
             let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
@@ -224,10 +243,15 @@ impl History {
 /// One node:model's history as the store keeps it (see [`crate::store`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BookSnapshot {
+    /// Recent times to first token, milliseconds, oldest first.
     pub ttft_ms: Vec<f64>,
+    /// Recent generation speeds, tokens per second.
     pub tokens_per_s: Vec<f64>,
+    /// Recent cold-load times, milliseconds.
     pub cold_load_ms: Vec<f64>,
+    /// Requests that ended well.
     pub completed: u64,
+    /// Requests that failed.
     pub failed: u64,
 }
 

@@ -10,6 +10,7 @@
 //! health), so herd-epp builds without them; `docs/architecture.md` is the
 //! map.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 // Data the request path carries.
 pub mod body;

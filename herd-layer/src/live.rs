@@ -29,4 +29,3 @@ impl Observations for Live {
         self.history.perf(node, model)
     }
 }
-

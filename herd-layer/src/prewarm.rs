@@ -15,20 +15,22 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 
-use crate::queueing::Admission;
 use crate::discovery::Attachments;
 use crate::fleet::{Fleet, NodeId};
 use crate::live::Live;
-use crate::request::{Dialect, Kind};
+use crate::queueing::Admission;
 use crate::rank::{self, ScoreInput, ScoringConfig, Temperature};
+use crate::request::{Dialect, Kind};
 
 /// `[prewarm]` tunables.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrewarmConfig {
+    /// Warm runners-up at all.
     pub enabled: bool,
     /// Requests waiting on one node:model that trigger a warm elsewhere.
     pub queue_threshold: u32,
+    /// How often queues are looked at.
     #[serde(with = "crate::duration")]
     pub interval: Duration,
     /// Least time between two warms of one node:model.
@@ -50,13 +52,19 @@ impl Default for PrewarmConfig {
 /// One warm herd issued.
 #[derive(Clone, Debug, Serialize)]
 pub struct Prewarm {
+    /// The node warmed.
     pub node: NodeId,
+    /// The model warmed.
     pub model: String,
     /// The node whose queue built.
     pub busy_node: NodeId,
+    /// Requests waiting for the model when the warm was sent.
     pub waiting: u32,
+    /// When, milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// How: `herd.v1` (a Warm command) or `ollama` (a load-only generate).
     pub via: &'static str,
+    /// The error, when the warm failed.
     pub result: Option<String>,
 }
 
@@ -67,6 +75,7 @@ pub struct Prewarms {
 }
 
 impl Prewarms {
+    /// The recent warms, newest last.
     pub fn recent(&self) -> Vec<Prewarm> {
         self.recent
             .lock()

@@ -102,13 +102,62 @@ const fn row(
 
 /// Every inference endpoint, once. Order matches [`Endpoint`]'s variants.
 pub const ENDPOINTS: &[EndpointSpec] = &[
-    row(Endpoint::OllamaChat, "/api/chat", Dialect::Ollama, Kind::Chat, true, true),
-    row(Endpoint::OllamaGenerate, "/api/generate", Dialect::Ollama, Kind::Generate, true, true),
-    row(Endpoint::OllamaEmbed, "/api/embed", Dialect::Ollama, Kind::Embed, false, false),
-    row(Endpoint::OllamaEmbeddings, "/api/embeddings", Dialect::Ollama, Kind::Embed, false, false),
-    row(Endpoint::OpenAiChat, "/v1/chat/completions", Dialect::OpenAi, Kind::Chat, false, true),
-    row(Endpoint::OpenAiCompletions, "/v1/completions", Dialect::OpenAi, Kind::Generate, false, true),
-    row(Endpoint::OpenAiEmbeddings, "/v1/embeddings", Dialect::OpenAi, Kind::Embed, false, false),
+    row(
+        Endpoint::OllamaChat,
+        "/api/chat",
+        Dialect::Ollama,
+        Kind::Chat,
+        true,
+        true,
+    ),
+    row(
+        Endpoint::OllamaGenerate,
+        "/api/generate",
+        Dialect::Ollama,
+        Kind::Generate,
+        true,
+        true,
+    ),
+    row(
+        Endpoint::OllamaEmbed,
+        "/api/embed",
+        Dialect::Ollama,
+        Kind::Embed,
+        false,
+        false,
+    ),
+    row(
+        Endpoint::OllamaEmbeddings,
+        "/api/embeddings",
+        Dialect::Ollama,
+        Kind::Embed,
+        false,
+        false,
+    ),
+    row(
+        Endpoint::OpenAiChat,
+        "/v1/chat/completions",
+        Dialect::OpenAi,
+        Kind::Chat,
+        false,
+        true,
+    ),
+    row(
+        Endpoint::OpenAiCompletions,
+        "/v1/completions",
+        Dialect::OpenAi,
+        Kind::Generate,
+        false,
+        true,
+    ),
+    row(
+        Endpoint::OpenAiEmbeddings,
+        "/v1/embeddings",
+        Dialect::OpenAi,
+        Kind::Embed,
+        false,
+        false,
+    ),
 ];
 
 impl Endpoint {
@@ -147,11 +196,13 @@ impl Endpoint {
 pub struct RouteRequest {
     /// herd's id for the request (also sent to the node as `x-request-id`).
     pub id: String,
+    /// The endpoint called (its dialect and kind follow).
     pub endpoint: Endpoint,
     /// The model the client asked for, as written.
     pub model: String,
     /// Models to try, in order, when `model` cannot be served.
     pub fallback_models: Vec<String>,
+    /// Whether the answer streams.
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`.
     pub include_usage: bool,
@@ -159,9 +210,11 @@ pub struct RouteRequest {
     pub est_prompt_tokens: u32,
     /// The client's cap on output tokens, when it set one.
     pub max_output_tokens: Option<u32>,
+    /// Images in the prompt.
     pub images: u32,
     /// The client's `options.num_ctx`, when set.
     pub num_ctx: Option<u32>,
+    /// Tags for analytics (body `metadata.tags`/`tags`, `x-herd-tags`, `user:`…).
     pub tags: Vec<String>,
     /// The client's body without herd-only fields.
     pub body: Arc<Map<String, Value>>,

@@ -37,6 +37,7 @@ pub struct ResponseFuture {
 }
 
 impl ResponseFuture {
+    /// Box `fut` once.
     pub fn new(
         fut: impl std::future::Future<Output = Result<http::Response<Body>, BoxError>> + Send + 'static,
     ) -> Self {
@@ -66,6 +67,7 @@ impl std::future::Future for ResponseFuture {
 /// A request on its way through the routing stack.
 #[derive(Clone, Debug)]
 pub struct Routed {
+    /// The request as parsed (shared by every attempt).
     pub request: Arc<RouteRequest>,
     /// The model being tried: the client's, or a fallback.
     pub model: String,
@@ -84,6 +86,7 @@ pub struct Routed {
 }
 
 impl Routed {
+    /// The first attempt of `request`.
     pub fn new(request: Arc<RouteRequest>) -> Self {
         let model = request.model.clone();
         Routed {

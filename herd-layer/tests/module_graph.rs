@@ -73,7 +73,7 @@ fn expand(tree: &str) -> Vec<String> {
     parts
         .into_iter()
         .filter(|p| !p.trim().is_empty())
-        .flat_map(|p| expand(p))
+        .flat_map(expand)
         .map(|p| {
             if p == "self" {
                 prefix.trim_end_matches("::").to_string()
@@ -278,7 +278,10 @@ fn no_file_is_in_an_import_cycle() {
     let g = graph();
     assert!(g.len() > 40, "found only {} files", g.len());
     let c = cycles(&g);
-    assert!(c.is_empty(), "import cycles among herd-layer's files: {c:#?}");
+    assert!(
+        c.is_empty(),
+        "import cycles among herd-layer's files: {c:#?}"
+    );
 }
 
 #[test]
@@ -310,7 +313,10 @@ fn the_checker_sees_cycles_and_imports() {
     assert_eq!(cycles(&g), vec![vec!["a".to_string(), "b".to_string()]]);
     let real = graph();
     let forward = real.get(&vec!["forward".to_string()]).unwrap();
-    assert!(forward.contains(&vec!["dialect".to_string()]), "{forward:?}");
+    assert!(
+        forward.contains(&vec!["dialect".to_string()]),
+        "{forward:?}"
+    );
     assert_eq!(
         expand("crate::{a::B, c::{self, D}}"),
         vec!["crate::a::B", "crate::c", "crate::c::D"]

@@ -22,10 +22,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// The agent's version, sent in `Hello` and in every report.
-pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Report interval when the router's `Welcome` leaves it at 0.
-pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_millis(2000);
+pub(crate) const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_millis(2000);
 
 /// Where a node's report and its commands are carried out.
 pub trait StateSource: Send + Sync + 'static {
@@ -190,7 +190,7 @@ pub enum AttachError {
 
 /// Capped exponential backoff with jitter.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
@@ -198,7 +198,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// Starts at `min`.
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self {
             min,
             max: max.max(min),
@@ -207,7 +207,7 @@ impl Backoff {
     }
 
     /// The next delay: the current step, ±20 % jitter, then doubles.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         let jitter = 0.8 + fastrand::f64() * 0.4;
@@ -387,7 +387,11 @@ async fn send_report<S: StateSource>(
 }
 
 /// Carries out one router command.
-pub async fn execute<S: StateSource>(c: Command, source: &S, controls: &Controls) -> CommandResult {
+pub(crate) async fn execute<S: StateSource>(
+    c: Command,
+    source: &S,
+    controls: &Controls,
+) -> CommandResult {
     let outcome = match c.kind {
         Some(command::Kind::Pull(p)) => source.pull(p.model).await,
         Some(command::Kind::Warm(w)) => source.warm(w.model).await,

@@ -20,7 +20,7 @@ use herd_proto::v1::Availability;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// Slots in a week.
-pub const SLOTS: usize = 168;
+pub(crate) const SLOTS: usize = 168;
 
 /// Samples minutes apart have decayed a hair; five of them still count as five.
 const WEIGHT_SLACK: f64 = 0.01;
@@ -69,7 +69,7 @@ impl Clock for SystemClock {
 }
 
 /// `+0200` / `-0530` → seconds.
-pub fn parse_utc_offset(s: &str) -> Option<i64> {
+pub(crate) fn parse_utc_offset(s: &str) -> Option<i64> {
     let s = s.trim();
     if s.len() != 5 {
         return None;
@@ -85,7 +85,7 @@ pub fn parse_utc_offset(s: &str) -> Option<i64> {
 }
 
 /// Hour-of-week slot of a moment: Monday 00:00–00:59 local is 0.
-pub fn slot_of(unix_ms: i64, utc_offset_s: i64) -> usize {
+pub(crate) fn slot_of(unix_ms: i64, utc_offset_s: i64) -> usize {
     let local_s = unix_ms.div_euclid(1000) + utc_offset_s;
     let hours = local_s.div_euclid(3600);
     // 1970-01-01 was a Thursday: hour 0 of the epoch is Thursday 00:00,
@@ -116,7 +116,7 @@ impl Default for CapacityConfig {
 
 /// One hour-of-week: decayed sums of samples.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// Decayed sample count.
     pub weight: f64,
     /// Decayed sum of CPU use (0..=1 each).
@@ -380,7 +380,7 @@ impl CapacityModel {
 }
 
 /// `Tue 14:00` for a slot.
-pub fn slot_name(slot: usize) -> String {
+pub(crate) fn slot_name(slot: usize) -> String {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     format!("{} {:02}:00", DAYS[(slot / 24) % 7], slot % 24)
 }

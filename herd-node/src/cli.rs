@@ -54,6 +54,7 @@ pub struct SimulateArgs {
     /// File holding the fleet token (first line).
     #[arg(long, env = "HERD_NODE_FLEET_TOKEN_FILE")]
     pub fleet_token_file: Option<PathBuf>,
+    /// How the devices find a router and announce themselves on the LAN.
     #[command(flatten)]
     pub mdns: MdnsArgs,
 }
@@ -125,6 +126,7 @@ pub struct RunArgs {
     /// Seconds between two capacity samples.
     #[arg(long, env = "HERD_NODE_SAMPLE_SECS", default_value_t = 60)]
     pub sample_secs: u64,
+    /// How the node finds its router and announces itself on the LAN.
     #[command(flatten)]
     pub mdns: MdnsArgs,
     /// URL the router should use to reach Ollama (default: --ollama).

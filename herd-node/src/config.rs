@@ -223,7 +223,7 @@ impl ModelSpec {
 }
 
 /// Ollama's name rule: a name without a tag means `:latest`.
-pub fn normalize_model_name(name: &str) -> String {
+pub(crate) fn normalize_model_name(name: &str) -> String {
     let name = name.trim();
     let last = name.rsplit('/').next().unwrap_or(name);
     if last.contains(':') {

@@ -6,6 +6,7 @@
 //! a faithful Ollama look-alike that end-to-end tests and benchmarks run in
 //! fleets.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod capacity;

@@ -4,13 +4,13 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
+use herd_node::config::{GIB, ModelSpec};
+use herd_node::{Device, DeviceConfig};
 use herd_proto::v1::fleet_server::{Fleet, FleetServer};
 use herd_proto::v1::{
     Command, NodeMessage, Rejected, RouterMessage, WarmModel, Welcome, command, node_message,
     router_message,
 };
-use herd_node::config::{GIB, ModelSpec};
-use herd_node::{Device, DeviceConfig};
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};

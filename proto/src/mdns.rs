@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
 use serde::Serialize;
 
-
 /// Events of one browse.
 pub type BrowseReceiver = mdns_sd::Receiver<ServiceEvent>;
 

@@ -104,7 +104,9 @@ fn rand_u32() -> u32 {
 /// Start a router and the given devices, and wait until all are online.
 pub async fn start(cfg: RouterConfig, devices: Vec<DeviceConfig>) -> Fleet {
     init_tracing();
-    let router = herd_layer::app::server::start(cfg).await.expect("start router");
+    let router = herd_layer::app::server::start(cfg)
+        .await
+        .expect("start router");
     let url = router.url();
     let n = devices.len();
     let devices = herd_node::start_fleet(

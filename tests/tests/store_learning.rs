@@ -6,7 +6,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use herd_tests::*;
 
-async fn router(cfg: herd_layer::app::config::RouterConfig, n: usize) -> herd_layer::app::server::Running {
+async fn router(
+    cfg: herd_layer::app::config::RouterConfig,
+    n: usize,
+) -> herd_layer::app::server::Running {
     let r = herd_layer::app::server::start(cfg).await.expect("router");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while r.fleet.snapshot().online().count() < n {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConfigFileError, RoutingConfig};
 
 /// Everything `herd` runs with.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct RouterConfig {
     /// What the routing core needs (shared with herd-epp).
     #[serde(flatten)]
@@ -58,15 +58,6 @@ impl Default for AppSections {
             telemetry: Default::default(),
             health: Default::default(),
             log: Default::default(),
-        }
-    }
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        RouterConfig {
-            routing: RoutingConfig::default(),
-            app: AppSections::default(),
         }
     }
 }
@@ -164,8 +155,10 @@ mod tests {
     fn app_keys_name_every_app_section() {
         // Serialize with every optional field set: each top-level key must be
         // one of PROXY_KEYS, or the app's part would never see it.
-        let mut a = AppSections::default();
-        a.data_dir = Some("/x".into());
+        let a = AppSections {
+            data_dir: Some("/x".into()),
+            ..Default::default()
+        };
         let t: toml::Table = toml::Table::try_from(&a).unwrap();
         let mut keys: Vec<&str> = t.keys().map(String::as_str).collect();
         keys.sort_unstable();

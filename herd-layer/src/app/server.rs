@@ -8,12 +8,12 @@ use tokio::sync::watch;
 
 use crate::app::api::{self, AppState};
 use crate::app::config::RouterConfig;
-use crate::discovery::{self, Attachments, FleetService};
-use crate::fleet::Fleet;
 use crate::app::health::Recent;
-use crate::live::Live;
 use crate::app::store::Store;
 use crate::app::telemetry::{Metrics, Otel, Telemetry};
+use crate::discovery::{self, Attachments, FleetService};
+use crate::fleet::Fleet;
+use crate::live::Live;
 
 /// Open the store (a store that cannot be opened stops herd), load what it
 /// learned into the live history, and set up the exporters.
@@ -37,8 +37,8 @@ fn telemetry(cfg: &RouterConfig, fleet: &Fleet, live: &Live) -> std::io::Result<
     } else {
         None
     };
-    let otel =
-        Otel::from_config(&cfg.app.telemetry, fleet, &live.admission).map_err(std::io::Error::other)?;
+    let otel = Otel::from_config(&cfg.app.telemetry, fleet, &live.admission)
+        .map_err(std::io::Error::other)?;
     Ok(Telemetry {
         metrics: Metrics::new(),
         otel,
@@ -51,10 +51,15 @@ fn telemetry(cfg: &RouterConfig, fleet: &Fleet, live: &Live) -> std::io::Result<
 /// A running router.
 #[derive(Debug)]
 pub struct Running {
+    /// The address it listens on (the real port when the config said 0).
     pub addr: SocketAddr,
+    /// The nodes it knows and their latest reports.
     pub fleet: Fleet,
+    /// Admission load and learned history, as the routing stack sees them.
     pub live: Live,
+    /// herd-nodes attached over herd.v1: where to send them commands.
     pub attachments: Arc<Attachments>,
+    /// Metrics, OTel export, the store and the health window.
     pub telemetry: Arc<Telemetry>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -65,6 +70,7 @@ pub struct Running {
 }
 
 impl Running {
+    /// `http://` and the listening address, for clients and nodes.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -92,6 +98,8 @@ impl Running {
         r
     }
 
+    /// Stops accepting and drains in-flight requests when sent `true`: for a
+    /// signal handler while [`Running::wait`] owns the router.
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
@@ -103,6 +111,8 @@ pub async fn start(cfg: RouterConfig) -> std::io::Result<Running> {
     start_on(listener, cfg).await
 }
 
+/// Start the router on a listener already bound (`cfg.app.listen` is not
+/// used).
 pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let cfg = Arc::new(cfg);

@@ -12,6 +12,7 @@
 //! a dialect: a module here, its variant of [`Dialect`] and its rows in that
 //! table, then the `match` arms the compiler asks for in this file.
 
+pub mod json;
 pub mod ollama;
 pub mod openai;
 
@@ -174,7 +175,9 @@ pub fn object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Cl
     }
     match serde_json::from_slice(body) {
         Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(ClientError::bad_request("request body must be a JSON object")),
+        Ok(_) => Err(ClientError::bad_request(
+            "request body must be a JSON object",
+        )),
         Err(e) => Err(ClientError::bad_request(format!(
             "invalid JSON in request body: {e}"
         ))),

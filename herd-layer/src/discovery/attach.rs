@@ -36,8 +36,10 @@ pub struct Attachments {
 /// Sending a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    /// No node with this id is attached.
     #[error("node {0} is not attached")]
     NotAttached(String),
+    /// The node's stream ended before the command could be sent.
     #[error("node {0} went away")]
     Gone(String),
 }
@@ -99,6 +101,7 @@ impl Attachments {
         }
     }
 
+    /// Ids of the nodes attached right now.
     pub fn attached(&self) -> Vec<NodeId> {
         let mut v: Vec<_> = self.lock().keys().cloned().collect();
         v.sort();
@@ -142,6 +145,7 @@ pub struct FleetService {
 }
 
 impl FleetService {
+    /// The attach service, writing into `fleet`.
     pub fn new(
         fleet: Fleet,
         attachments: std::sync::Arc<Attachments>,
@@ -157,6 +161,7 @@ impl FleetService {
         }
     }
 
+    /// The tonic server for this service.
     pub fn into_server(self) -> proto::fleet_server::FleetServer<Self> {
         proto::fleet_server::FleetServer::new(self)
     }

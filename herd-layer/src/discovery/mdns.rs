@@ -111,4 +111,3 @@ pub fn start_router(scope: &Scope, ad: &RouterAdvertisement) -> Result<RouterMdn
     let task = tokio::spawn(watch_nodes(advert.daemon().clone(), seen.clone()));
     Ok(RouterMdns { advert, seen, task })
 }
-

@@ -62,6 +62,7 @@ pub struct DiscoveryLayer {
 }
 
 impl DiscoveryLayer {
+    /// Snapshots come from `fleet`.
     pub fn new(fleet: Fleet) -> Self {
         DiscoveryLayer { fleet }
     }
@@ -106,6 +107,8 @@ where
 /// Shared handle for code that needs the fleet and the attachments.
 #[derive(Clone, Debug)]
 pub struct Registry {
+    /// The fleet the service writes.
     pub fleet: Fleet,
+    /// The live attachments (commands go through them).
     pub attachments: Arc<Attachments>,
 }

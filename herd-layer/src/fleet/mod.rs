@@ -31,102 +31,156 @@ pub enum Source {
     Agentless,
 }
 
+/// Memory pressure as the device reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pressure {
+    /// Not reported.
     #[default]
     Unknown,
+    /// Plenty of memory.
     Normal,
+    /// Short of memory: the system is compressing or swapping.
     Warn,
+    /// Out of memory: the node takes no work.
     Critical,
 }
 
+/// The device's thermal state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Thermal {
+    /// Not reported.
     #[default]
     Unknown,
+    /// Cool.
     Nominal,
+    /// Warm, not throttling.
     Fair,
+    /// Throttling.
     Serious,
+    /// Throttling hard: the node takes no work.
     Critical,
 }
 
+/// What the node's owner lets herd send it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// Any work.
     #[default]
     Full,
+    /// No new work.
     Paused,
+    /// Small models only.
     SmallOnly,
 }
 
+/// The API the node's engine speaks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
+    /// Ollama's native API (and its OpenAI compatibility).
     #[default]
     Ollama,
+    /// OpenAI's API only (llama.cpp server, vLLM, LM Studio, MLX servers).
     #[serde(rename = "openai")]
     OpenAi,
 }
 
+/// A model in the node's memory.
 #[derive(Clone, Debug, Serialize)]
 pub struct LoadedModel {
+    /// e.g. `qwen3:8b`.
     pub name: String,
+    /// Bytes in memory.
     pub size_bytes: u64,
+    /// Bytes in GPU memory.
     pub vram_bytes: u64,
+    /// The context it was loaded with, tokens (0 when unknown).
     pub context_length: u32,
+    /// When it unloads, milliseconds since the Unix epoch (0 when unknown).
     pub expires_at_ms: i64,
 }
 
+/// A model on the node's disk.
 #[derive(Clone, Debug, Serialize)]
 pub struct DiskModel {
+    /// e.g. `qwen3:8b`.
     pub name: String,
+    /// Bytes on disk.
     pub size_bytes: u64,
+    /// e.g. `qwen3`.
     pub family: String,
+    /// e.g. `8.2B`.
     pub parameter_size: String,
+    /// e.g. `Q4_K_M`.
     pub quantization: String,
 }
 
 /// Everything known about one node.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeState {
+    /// Its stable name.
     pub id: NodeId,
+    /// How herd learned of it.
     pub source: Source,
     /// Base URL of the node's engine, e.g. `http://10.0.0.5:11434`.
     pub url: String,
     /// The engine's socket address when the URL names an IP literal.
     pub addr: Option<SocketAddr>,
+    /// A simulated device (herd-node's simulate mode).
     pub simulated: bool,
+    /// Whether it may be routed to.
     pub online: bool,
     /// Why the node is offline, when it is.
     pub offline_reason: Option<String>,
+    /// When it last reported or answered a poll.
     #[serde(skip)]
     pub last_seen: Instant,
+    /// Reports (or polls) received.
     pub reports: u64,
+    /// herd-node's version (empty when agentless).
     pub agent_version: String,
+    /// The API its engine speaks.
     pub engine: Engine,
+    /// The engine's version, e.g. `0.12.6`.
     pub engine_version: String,
+    /// Whether the engine answered its last check.
     pub engine_reachable: bool,
+    /// e.g. `Apple M2 Max`.
     pub chip: String,
+    /// Memory, bytes.
     pub memory_total_bytes: u64,
+    /// Memory free for models, bytes.
     pub memory_available_bytes: u64,
+    /// Memory pressure.
     pub memory_pressure: Pressure,
+    /// Thermal state.
     pub thermal: Thermal,
+    /// CPU busy, 0..=1.
     pub cpu_utilization: f64,
+    /// Memory bandwidth, GB/s (0 when unknown): decode speed follows it.
     pub memory_bandwidth_gbps: f64,
     /// Size of the disk that holds the models; 0 when unknown.
     pub disk_total_bytes: u64,
+    /// Free space on that disk, bytes.
     pub disk_available_bytes: u64,
+    /// Models in memory.
     pub loaded: Vec<LoadedModel>,
+    /// Models on disk.
     pub available: Vec<DiskModel>,
     /// Models that left memory recently, with when (milliseconds since the Unix epoch).
     pub recently_unloaded: HashMap<String, i64>,
     /// Concurrent requests per loaded model (OLLAMA_NUM_PARALLEL); 0 when unknown.
     pub parallel_slots: u32,
+    /// Models the engine keeps loaded at once (OLLAMA_MAX_LOADED_MODELS); 0 when unknown.
     pub max_loaded_models: u32,
+    /// Requests the engine queues before refusing (OLLAMA_MAX_QUEUE); 0 when unknown.
     pub max_queue: u32,
+    /// What its owner allows.
     pub mode: Mode,
+    /// Finishing its requests and taking no new ones.
     pub draining: bool,
     /// Learned availability, 0..=1, when the node has learned it.
     pub availability: Option<f64>,
@@ -174,14 +228,17 @@ impl NodeState {
         }
     }
 
+    /// The loaded copy of `model`, if loaded.
     pub fn loaded_model(&self, model: &str) -> Option<&LoadedModel> {
         self.loaded.iter().find(|m| same_model(&m.name, model))
     }
 
+    /// `model` on disk, if there.
     pub fn disk_model(&self, model: &str) -> Option<&DiskModel> {
         self.available.iter().find(|m| same_model(&m.name, model))
     }
 
+    /// Whether `model` is on disk or loaded.
     pub fn has_model(&self, model: &str) -> bool {
         self.loaded_model(model).is_some() || self.disk_model(model).is_some()
     }
@@ -195,6 +252,7 @@ impl NodeState {
         }
     }
 
+    /// Memory, GiB.
     pub fn memory_total_gib(&self) -> f64 {
         self.memory_total_bytes as f64 / GIB
     }
@@ -313,6 +371,7 @@ impl NodeState {
         self.loaded = loaded;
     }
 
+    /// The node was heard from at `now`.
     pub fn seen(&mut self, now: Instant) {
         self.last_seen = now;
         self.reports += 1;
@@ -320,6 +379,7 @@ impl NodeState {
         self.offline_reason = None;
     }
 
+    /// Take the node out of routing, saying why.
     pub fn mark_offline(&mut self, reason: impl Into<String>) {
         self.online = false;
         self.offline_reason = Some(reason.into());
@@ -339,16 +399,19 @@ pub fn now_ms() -> i64 {
 /// One consistent picture of the fleet.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FleetView {
+    /// Every node known, by id.
     pub nodes: BTreeMap<NodeId, NodeState>,
     /// Bumped on every change.
     pub generation: u64,
 }
 
 impl FleetView {
+    /// The node with `id`.
     pub fn node(&self, id: &str) -> Option<&NodeState> {
         self.nodes.get(id)
     }
 
+    /// The nodes that may be routed to.
     pub fn online(&self) -> impl Iterator<Item = &NodeState> {
         self.nodes.values().filter(|n| n.online)
     }
@@ -403,6 +466,7 @@ impl Default for Fleet {
 }
 
 impl Fleet {
+    /// An empty fleet.
     pub fn new() -> Self {
         let (tx, _) = watch::channel(Arc::new(FleetView::default()));
         Fleet { tx: Arc::new(tx) }
@@ -433,7 +497,6 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn unloading_is_remembered() {

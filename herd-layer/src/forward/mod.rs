@@ -26,20 +26,23 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tower::Service;
 
+use crate::client::{HttpClient, client, error_chain};
+use crate::dialect::{self, openai};
 use crate::fleet::{Engine, NodeId};
 use crate::history::History;
 use crate::request::{Dialect, Endpoint};
-use crate::client::{HttpClient, client, error_chain};
 use crate::routed::{AttemptFailure, Body, BoxError, MissingPick, ResponseFuture, Routed};
-use crate::dialect::{self, openai};
-
 
 /// Forwarding tunables (copied from the router config).
 #[derive(Clone, Debug)]
 pub struct ForwardConfig {
+    /// Longest time to open a connection to a node.
     pub connect_timeout: Duration,
+    /// Longest time to the node's response headers (a cold load included).
     pub response_timeout: Duration,
+    /// Longest silence between two chunks of a streamed answer.
     pub idle_timeout: Duration,
+    /// Largest non-streamed answer buffered, bytes.
     pub max_response_bytes: usize,
     /// What to do with a client's `options.num_ctx` (see [`ContextProtection`]).
     pub context_protection: ContextProtection,
@@ -52,9 +55,12 @@ pub struct ForwardConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContextProtection {
+    /// Remove a `num_ctx` the loaded context already covers (default).
     #[default]
     Strip,
+    /// Only log it.
     Warn,
+    /// Send it as is.
     Passthrough,
 }
 
@@ -73,14 +79,24 @@ impl Default for ForwardConfig {
 /// What went wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamErrorKind {
+    /// The connection could not be made.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// No answer within this time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The node answered with an error status.
     #[error("answered {status}: {message}")]
-    Status { status: u16, message: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The node's error message.
+        message: String,
+    },
+    /// The answer broke off before it was whole.
     #[error("response broke off: {0}")]
     Body(String),
+    /// The answer is larger than this many bytes.
     #[error("response too large (over {0} bytes)")]
     TooLarge(usize),
 }
@@ -89,7 +105,9 @@ pub enum UpstreamErrorKind {
 #[derive(Debug, thiserror::Error)]
 #[error("node {node}: {kind}")]
 pub struct UpstreamError {
+    /// The node that failed.
     pub node: NodeId,
+    /// How it failed.
     pub kind: UpstreamErrorKind,
 }
 
@@ -106,6 +124,7 @@ impl UpstreamError {
         }
     }
 
+    /// The status the node answered with, when it answered.
     pub fn status(&self) -> Option<u16> {
         match &self.kind {
             UpstreamErrorKind::Status { status, .. } => Some(*status),
@@ -134,6 +153,7 @@ impl std::fmt::Debug for Forward {
 }
 
 impl Forward {
+    /// A leaf with its own pooled client, teaching `history` what each answer shows.
     pub fn new(cfg: Arc<ForwardConfig>, history: History) -> Self {
         Forward {
             client: client(cfg.connect_timeout),
@@ -183,9 +203,7 @@ fn upstream_body(req: &Routed, engine: Engine) -> Result<Map<String, Value>, Box
         (Engine::Ollama, Some(b)) => Some(b),
         _ => None,
     };
-    if req.request.dialect() == Dialect::OpenAi
-        && engine == Engine::Ollama
-        && translated.is_none()
+    if req.request.dialect() == Dialect::OpenAi && engine == Engine::Ollama && translated.is_none()
     {
         return Err(InvalidRequest("the request was not translated for Ollama".into()).into());
     }

@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::dialect::{self, Mode, openai};
 use crate::fleet::NodeId;
 use crate::history::{History, Outcome};
 use crate::routed::Body;
-use crate::dialect::{self, Mode, openai};
 
 /// The longest line (or SSE event) herd holds while waiting for its end.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
@@ -90,12 +90,7 @@ pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, O
         }
         Mode::CompletionJson => {
             ollama_stats(&v, &mut o);
-            openai::completion_response(
-                &v,
-                &meta.openai_id("cmpl"),
-                &meta.client_model,
-                unix_now(),
-            )
+            openai::completion_response(&v, &meta.openai_id("cmpl"), &meta.client_model, unix_now())
         }
         Mode::EmbedToOpenAi => {
             o.prompt_tokens = v.get("prompt_eval_count").and_then(Value::as_u64);
@@ -408,7 +403,10 @@ where
                     break;
                 }
                 Ok(Some(Err(e))) => relay.fail(
-                    &format!("the node's stream broke: {}", crate::client::error_chain(&e)),
+                    &format!(
+                        "the node's stream broke: {}",
+                        crate::client::error_chain(&e)
+                    ),
                     &mut out,
                 ),
                 Ok(Some(Ok(frame))) => {

@@ -32,9 +32,13 @@ impl Default for QueueConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("{node} is busy with {model:?}: {waiting} requests already waiting")]
 pub struct Shed {
+    /// The node whose queue is full.
     pub node: NodeId,
+    /// The model.
     pub model: String,
+    /// Requests already waiting there.
     pub waiting: u32,
+    /// When a retry may find room.
     pub retry_after: Duration,
 }
 
@@ -42,9 +46,13 @@ pub struct Shed {
 #[derive(Debug, thiserror::Error)]
 #[error("waited {waited:?} for a slot on {node} ({model:?})")]
 pub struct QueueTimeout {
+    /// The node waited for.
     pub node: NodeId,
+    /// The model.
     pub model: String,
+    /// How long the request waited.
     pub waited: Duration,
+    /// When a retry may find room.
     pub retry_after: Duration,
 }
 
@@ -125,6 +133,7 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// No slot taken anywhere.
     pub fn new() -> Self {
         Self::default()
     }

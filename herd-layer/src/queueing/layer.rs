@@ -12,6 +12,7 @@ pub struct QueueingLayer {
 }
 
 impl QueueingLayer {
+    /// Admission through `admission`, waits bounded by `cfg`.
     pub fn new(admission: Admission, cfg: Arc<QueueConfig>) -> Self {
         QueueingLayer { admission, cfg }
     }

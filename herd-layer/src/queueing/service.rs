@@ -18,6 +18,7 @@ pub struct Queueing<S> {
 }
 
 impl<S> Queueing<S> {
+    /// Admits requests to `inner` through `admission`.
     pub fn new(inner: S, admission: Admission, cfg: Arc<QueueConfig>) -> Self {
         Queueing {
             inner,

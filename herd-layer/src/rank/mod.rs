@@ -41,7 +41,9 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 /// Live load on one node:model, as the queueing layer sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Load {
+    /// Requests holding a slot.
     pub in_flight: u32,
+    /// Requests waiting for one.
     pub waiting: u32,
 }
 
@@ -54,6 +56,7 @@ pub struct Perf {
     pub tokens_per_s: f64,
     /// Typical time a cold load took, in milliseconds, when seen.
     pub cold_load_ms: Option<f64>,
+    /// Samples the medians come from.
     pub samples: u32,
     /// Failed attempts in a row, fading with time (0 when healthy).
     pub recent_failures: f64,
@@ -61,7 +64,9 @@ pub struct Perf {
 
 /// The live inputs scoring reads besides the fleet snapshot.
 pub trait Observations {
+    /// Live load on `node`:`model`.
     fn load(&self, node: &str, model: &str) -> Load;
+    /// What traffic taught about `node`:`model`, if anything.
     fn perf(&self, node: &str, model: &str) -> Option<Perf>;
 }
 
@@ -124,10 +129,15 @@ impl Default for ScoringConfig {
 /// What scoring needs to know about the request.
 #[derive(Clone, Debug)]
 pub struct ScoreInput<'a> {
+    /// The model to serve.
     pub model: &'a str,
+    /// The work asked for.
     pub kind: Kind,
+    /// The client's dialect (engines that cannot serve it are eliminated).
     pub format: Dialect,
+    /// Estimated prompt tokens.
     pub est_prompt_tokens: u32,
+    /// The client's cap on output tokens.
     pub max_output_tokens: Option<u32>,
     /// Nodes a retry has already tried.
     pub exclude: &'a [NodeId],
@@ -140,20 +150,32 @@ pub struct ScoreInput<'a> {
 /// The per-signal breakdown of one candidate's score.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Signals {
+    /// Model loaded (50), unloaded recently (30), on disk (10).
     pub model_temperature: f64,
+    /// Loaded (20), else room to load it comfortably.
     pub memory_fit: f64,
+    /// Few requests in flight or waiting per slot, normalised by node speed (−30…0).
     pub queue_depth: f64,
+    /// Short expected time to first token: wait + cold load + prefill (−60…0).
     pub expected_wait: f64,
+    /// Short expected generation time (−20…0).
     pub generation_speed: f64,
+    /// Big models on big machines, small on small (0…15).
     pub role_affinity: f64,
+    /// Learned availability (−10…10; 0 when unknown).
     pub availability: f64,
+    /// The prompt fits the loaded context (−15…5).
     pub context_fit: f64,
+    /// The device is not throttling (−25…0).
     pub device_thermal: f64,
+    /// The device is not short of memory (−15…0).
     pub memory_pressure: f64,
+    /// The node has not been failing lately (−60…0).
     pub reliability: f64,
 }
 
 impl Signals {
+    /// The score: the sum of the signals.
     pub fn total(&self) -> f64 {
         self.model_temperature
             + self.memory_fit
@@ -173,20 +195,30 @@ impl Signals {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Temperature {
+    /// Loaded.
     Hot,
+    /// Unloaded recently (the OS may still cache its file).
     Warm,
+    /// On disk only.
     Cold,
 }
 
 /// A node that can serve the request, with its score and the reasons.
 #[derive(Clone, Debug, Serialize)]
 pub struct Candidate {
+    /// The node.
     pub node: NodeId,
+    /// Its engine's base URL.
     pub url: String,
+    /// Its score (higher is better).
     pub score: f64,
+    /// The score's parts.
     pub signals: Signals,
+    /// How warm the model is there.
     pub temperature: Temperature,
+    /// Live load there.
     pub load: Load,
+    /// Parallel slots there.
     pub slots: u32,
     /// Expected milliseconds until the first token.
     pub expected_ttft_ms: f64,
@@ -196,18 +228,44 @@ pub struct Candidate {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Elimination {
-    Offline { detail: String },
+    /// Offline, with the reason.
+    Offline {
+        /// Why it is offline.
+        detail: String,
+    },
+    /// Draining.
     Draining,
+    /// Paused by its owner.
     Paused,
-    SmallOnly { model_gib: f64 },
+    /// In small-only mode, and the model is big.
+    SmallOnly {
+        /// The model's size, GiB.
+        model_gib: f64,
+    },
+    /// Already tried by this request.
     Excluded,
+    /// Outside the EPP's subset hint.
     NotInSubset,
+    /// Out of memory.
     MemoryPressureCritical,
+    /// Throttling hard.
     ThermalCritical,
+    /// Its engine does not answer.
     EngineUnreachable,
-    EngineMismatch { engine: Engine },
+    /// Its engine cannot serve this API.
+    EngineMismatch {
+        /// The node's engine.
+        engine: Engine,
+    },
+    /// The model is not on it.
     ModelAbsent,
-    DoesNotFit { need_gib: f64, usable_gib: f64 },
+    /// The model would not fit in its memory.
+    DoesNotFit {
+        /// Memory the model needs, GiB.
+        need_gib: f64,
+        /// Memory the node can give, GiB.
+        usable_gib: f64,
+    },
 }
 
 impl std::fmt::Display for Elimination {
@@ -239,9 +297,12 @@ impl std::fmt::Display for Elimination {
     }
 }
 
+/// A node that cannot serve, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Eliminated {
+    /// The node.
     pub node: NodeId,
+    /// Why.
     #[serde(flatten)]
     pub why: Elimination,
 }
@@ -249,15 +310,18 @@ pub struct Eliminated {
 /// Every node, ranked or eliminated.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ranking {
+    /// The model ranked for.
     pub model: String,
     /// Best first.
     pub candidates: Vec<Candidate>,
+    /// Nodes that cannot serve, with the reason.
     pub eliminated: Vec<Eliminated>,
     /// Whether any node in the fleet, online or not, has the model.
     pub model_known: bool,
 }
 
 impl Ranking {
+    /// The winner, if any node can serve.
     pub fn best(&self) -> Option<&Candidate> {
         self.candidates.first()
     }

@@ -20,13 +20,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fleet::{DiskModel, Engine, Fleet, Mode, NodeId};
-use crate::request::{Kind, normalize_model};
 use crate::rank::{self, NoObservations, ScoreInput, ScoringConfig};
+use crate::request::{Kind, normalize_model};
 
 /// `[autopull]` tunables.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AutoPullConfig {
+    /// Pull at all.
     pub enabled: bool,
     /// Longest a pull may take before the request gives up.
     #[serde(with = "crate::duration")]
@@ -45,12 +46,19 @@ impl Default for AutoPullConfig {
 /// One pull as `/fleet/pulls` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PullStatus {
+    /// The model pulled.
     pub model: String,
+    /// The node it goes to.
     pub node: NodeId,
+    /// The engine's last status line (e.g. `pulling manifest`).
     pub status: String,
+    /// Bytes done.
     pub completed: u64,
+    /// Bytes in all, when known.
     pub total: u64,
+    /// Whether the pull ended.
     pub done: bool,
+    /// Why it failed, when it did.
     pub error: Option<String>,
 }
 
@@ -79,6 +87,7 @@ impl std::fmt::Debug for AutoPull {
 }
 
 impl AutoPull {
+    /// Pulls onto `fleet`'s nodes, placed by the scorer with `scoring`.
     pub fn new(fleet: Fleet, cfg: AutoPullConfig, scoring: Arc<ScoringConfig>) -> Self {
         AutoPull {
             fleet,
@@ -90,6 +99,7 @@ impl AutoPull {
         }
     }
 
+    /// Whether auto-pull is on.
     pub fn enabled(&self) -> bool {
         self.cfg.enabled
     }
@@ -286,7 +296,9 @@ impl AutoPull {
 #[derive(Debug, thiserror::Error)]
 #[error("model {model:?} not found on any node, and auto-pull failed: {reason}")]
 pub struct AutoPullFailed {
+    /// The model.
     pub model: String,
+    /// Why the pull failed.
     pub reason: String,
 }
 /// `model` as a node would list it on disk, before it has said so: the

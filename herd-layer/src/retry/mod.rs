@@ -28,8 +28,8 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::forward::UpstreamError;
 use crate::queueing::Shed;
-use crate::routed::{BoxError, Routed};
 use crate::rank::NoCandidates;
+use crate::routed::{BoxError, Routed};
 
 pub use autopull::{AutoPull, AutoPullConfig, AutoPullFailed, PullStatus};
 pub use tower::retry::Retry;
@@ -64,8 +64,11 @@ impl Default for RetryConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("{attempts} attempt(s) failed; last on {node}: {last}")]
 pub struct RetriesExhausted {
+    /// Attempts made.
     pub attempts: u32,
+    /// The node of the last attempt.
     pub node: String,
+    /// What the last attempt's failure was.
     pub last: String,
     /// Status of the last upstream answer, when there was one.
     pub status: Option<u16>,
@@ -91,6 +94,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A policy drawing on `budget`.
     pub fn new(budget: Arc<TpsBudget>, cfg: Arc<RetryConfig>) -> Self {
         Policy {
             budget,
@@ -263,6 +267,7 @@ pub struct RetryLayer {
 }
 
 impl RetryLayer {
+    /// Retries with a fresh budget from `cfg`.
     pub fn new(cfg: Arc<RetryConfig>) -> Self {
         let budget = Arc::new(TpsBudget::new(
             cfg.budget_window,

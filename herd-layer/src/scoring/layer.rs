@@ -13,6 +13,7 @@ pub struct ScoringLayer {
 }
 
 impl ScoringLayer {
+    /// Scores with `obs` (live load and history) and `cfg`.
     pub fn new(obs: Arc<dyn Observations + Send + Sync>, cfg: Arc<ScoringConfig>) -> Self {
         ScoringLayer { obs, cfg }
     }

@@ -29,6 +29,7 @@ impl<S> std::fmt::Debug for Scoring<S> {
 }
 
 impl<S> Scoring<S> {
+    /// Scores for `inner` with `obs` and `cfg`.
     pub fn new(
         inner: S,
         obs: Arc<dyn Observations + Send + Sync>,
@@ -108,8 +109,11 @@ where
 pin_project! {
     /// Either the inner service's future, or the scoring failure.
     #[project = ResponseFutureProj]
+    #[allow(missing_docs)] // the variants' fields are private in all but name
     pub enum ResponseFuture<F> {
+        /// Scored; the inner service runs.
         Called { #[pin] fut: F },
+        /// Scoring failed; this is why.
         Failed { error: Option<BoxError> },
     }
 }

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use herd_proto::mdns::Scope;
-use herd_proto::v1::NodeMode;
 use herd_node::agent::{self, AgentConfig, Controls};
 use herd_node::capacity::{CapacityConfig, CapacityModel, SystemClock};
 use herd_node::cli::{Cli, Cmd, MdnsArgs, ModeArg, RunArgs, SimulateArgs, host_name};
@@ -15,6 +13,8 @@ use herd_node::ollama::{OllamaClient, OllamaLimits, RealOptions, RealSource};
 use herd_node::probe::Prober;
 use herd_node::simulate::start_fleet_following;
 use herd_node::{FleetConfig, start_fleet};
+use herd_proto::mdns::Scope;
+use herd_proto::v1::NodeMode;
 use tokio::sync::watch;
 
 /// How long a draining node waits for in-flight work.
@@ -134,8 +134,7 @@ fn mdns_scope(m: &MdnsArgs, bind: std::net::IpAddr) -> Scope {
 
 async fn run(a: RunArgs) -> Result<(), String> {
     let node_id = a.node_id.clone().unwrap_or_else(host_name);
-    herd_proto::node::valid_node_id(&node_id)
-        .map_err(|e| format!("--node-id: {e}"))?;
+    herd_proto::node::valid_node_id(&node_id).map_err(|e| format!("--node-id: {e}"))?;
     let token = herd_node::cli::fleet_token(a.fleet_token.clone(), a.fleet_token_file.as_deref())?;
     let capacity = if a.no_learn {
         None

@@ -56,7 +56,7 @@ impl Default for Prober {
 
 /// Ollama's model directory (`OLLAMA_MODELS`, else `~/.ollama`), falling
 /// back to `/`: free space there is what decides whether a pull fits.
-pub fn models_dir() -> std::path::PathBuf {
+pub(crate) fn models_dir() -> std::path::PathBuf {
     std::env::var_os("OLLAMA_MODELS")
         .map(Into::into)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".ollama")))

@@ -11,12 +11,12 @@
 //! connections, `kill` tears down every open connection mid-stream, and
 //! `die_mid_stream_after` ends a chunked body without its terminating chunk.
 
-pub mod api;
+mod api;
 pub mod content;
 pub mod engine;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,7 +44,6 @@ pub use crate::config::{
 pub use engine::{DeviceStats, Engine, EngineError, ModelStats};
 
 use crate::agent::{self, AgentConfig, Controls, StateSource};
-use api::AppState;
 
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
@@ -394,29 +393,9 @@ async fn serve(
 }
 
 fn router_for(handle: DeviceHandle) -> Router {
-    let state = Arc::new(AppState {
-        engine: handle.inner.engine.clone(),
-        next_id: AtomicU64::new(1),
-    });
-    let ollama = Router::new()
-        .route("/", get(api::root))
-        .route("/api/version", get(api::version))
-        .route("/api/tags", get(api::tags))
-        .route("/api/ps", get(api::ps))
-        .route("/api/show", post(api::show))
-        .route("/api/chat", post(api::chat))
-        .route("/api/generate", post(api::generate))
-        .route("/api/embed", post(api::embed))
-        .route("/api/embeddings", post(api::embeddings))
-        .route("/api/pull", post(api::pull))
-        .route("/v1/models", get(api::v1_models))
-        .route("/v1/chat/completions", post(api::v1_chat))
-        .route("/v1/embeddings", post(api::v1_embeddings))
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            handle.clone(),
-            hang_layer,
-        ));
+    let surface = api::router(handle.inner.engine.clone()).layer(
+        axum::middleware::from_fn_with_state(handle.clone(), hang_layer),
+    );
     let admin = Router::new()
         .route("/_sim/stats", get(admin_stats))
         .route("/_sim/stats/reset", post(admin_reset))
@@ -424,7 +403,7 @@ fn router_for(handle: DeviceHandle) -> Router {
         .route("/_sim/faults", get(admin_get_faults).post(admin_faults))
         .route("/_sim/kill", post(admin_kill))
         .with_state(handle);
-    ollama.merge(admin)
+    surface.merge(admin)
 }
 
 /// `hang`: read the request, never answer (until the client gives up).
@@ -534,7 +513,7 @@ fn unix_ms(t: SystemTime) -> i64 {
 
 /// The report of a simulated device: everything a real agent would fill,
 /// from the simulator's state and sensors.
-pub fn build_report(engine: &Engine, url: &str) -> NodeReport {
+pub(crate) fn build_report(engine: &Engine, url: &str) -> NodeReport {
     let cfg = engine.config();
     let sensors = engine.sensors();
     let loaded = engine.loaded();

@@ -3,16 +3,24 @@
 //! The pieces, bottom up: [`echo`] (a zero-think-time replay of a
 //! simulated device), [`load`] (the streaming-aware load generator),
 //! [`procs`] (child processes, pinning, `/proc` readings), [`targets`]
-//! (simulated devices, herd, herd-epp, nginx, Envoy), [`scenarios`] (the
-//! first four scenarios of issue 5), [`epp`] (the fifth: herd-epp behind
-//! Envoy), [`stats`] and [`report`] (medians of round medians, the markdown
-//! and JSON results).
+//! (simulated devices, herd, herd-epp, nginx, Envoy), [`scenarios`] (what
+//! the scenarios of issue 5 share: the run's knobs, the harness's state,
+//! request bodies), then one file per scenario: [`overhead`] (1,
+//! non-streaming overhead), [`streaming`] (2, streaming overhead),
+//! [`routing`] (3, routing quality), [`adaptation`] (4, a device slows,
+//! dies, comes back) and [`epp`] (5, herd-epp behind Envoy); last
+//! [`stats`] and [`report`] (medians of round medians, the markdown and
+//! JSON results).
 
+pub mod adaptation;
 pub mod echo;
 pub mod epp;
 pub mod load;
+pub mod overhead;
 pub mod procs;
 pub mod report;
+pub mod routing;
 pub mod scenarios;
 pub mod stats;
+pub mod streaming;
 pub mod targets;

@@ -25,28 +25,36 @@ use tower::ServiceExt;
 
 use crate::app::config::RouterConfig;
 use crate::discovery::Attachments;
+use crate::error::ClientError;
 use crate::fleet::{Engine, Fleet};
 use crate::live::Live;
 use crate::proto;
+use crate::rank::{self, ScoreInput};
 use crate::request::{Dialect, ENDPOINTS, Endpoint, Kind, same_model};
 use crate::routed::Routed;
-use crate::rank::{self, ScoreInput};
 use crate::stack::RoutingService;
 use error::Render;
-use crate::error::ClientError;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The routing stack every inference request goes through.
     pub stack: RoutingService,
+    /// The nodes known and their latest reports.
     pub fleet: Fleet,
+    /// Admission load and learned history, as scoring reads them.
     pub live: Live,
+    /// The router's whole config.
     pub cfg: Arc<RouterConfig>,
+    /// herd-nodes attached over herd.v1, for `/fleet/nodes/{node}/command`.
     pub attachments: Arc<Attachments>,
+    /// Pooled client for the calls answered by one node directly (show,
+    /// pull, benchmark).
     pub client: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
     >,
+    /// Where the observability endpoints read metrics, traces and health.
     pub telemetry: Arc<crate::app::telemetry::Telemetry>,
     /// herd-nodes seen over mDNS (None when mDNS is off).
     pub seen_nodes: Option<crate::discovery::mdns::SeenNodes>,
@@ -131,7 +139,8 @@ async fn infer(
         Ok(b) => b,
         Err(e) => return e.render(format),
     };
-    let req = match crate::dialect::parse(endpoint, &headers, &bytes, st.cfg.routing.parse_config()) {
+    let req = match crate::dialect::parse(endpoint, &headers, &bytes, st.cfg.routing.parse_config())
+    {
         Ok(r) => Arc::new(r),
         Err(e) => return e.render(format),
     };
@@ -241,7 +250,10 @@ async fn model(State(st): State<AppState>, Path(id): Path<String>) -> Response {
     } else {
         ClientError::new(
             StatusCode::NOT_FOUND,
-            format!("model {id:?} not found; {}", crate::stack::failure::where_models_are(&view)),
+            format!(
+                "model {id:?} not found; {}",
+                crate::stack::failure::where_models_are(&view)
+            ),
         )
         .code("model_not_found")
         .render(Dialect::OpenAi)

@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::Render;
+use crate::app::store::{TraceFilter, TraceStatus};
 use crate::error::ClientError;
 use crate::request::Dialect;
-use crate::app::store::{TraceFilter, TraceStatus};
 
 fn bad(e: impl std::fmt::Display) -> Response {
     ClientError::bad_request(e.to_string()).render(Dialect::Ollama)
@@ -29,7 +29,9 @@ fn no_store() -> Response {
     .render(Dialect::Ollama)
 }
 
-pub async fn metrics(State(st): State<AppState>) -> Response {
+/// `GET /metrics`: refresh the gauges of the present, then every series as
+/// Prometheus text.
+pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     let m = &st.telemetry.metrics;
     m.refresh(&st.fleet.snapshot(), &st.live.admission);
     if let Some(s) = &st.telemetry.store {
@@ -62,11 +64,13 @@ fn health_report(st: &AppState) -> crate::app::health::Report {
     )
 }
 
-pub async fn health(State(st): State<AppState>) -> Response {
+/// `GET /fleet/health`: every check that fires now, and the score.
+pub(super) async fn health(State(st): State<AppState>) -> Response {
     axum::Json(health_report(&st)).into_response()
 }
 
-pub async fn traces(
+/// `GET /fleet/traces`: stored traces that pass the filter, newest first.
+pub(super) async fn traces(
     State(st): State<AppState>,
     q: Result<Query<TraceFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -85,9 +89,10 @@ pub async fn traces(
     }
 }
 
+/// The query of `/fleet/analytics/usage`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UsageQuery {
+pub(super) struct UsageQuery {
     /// model, node, tag, hour or day
     by: String,
     #[serde(default)]
@@ -105,7 +110,9 @@ struct Usage {
     ttft_n: u64,
 }
 
-pub async fn usage(
+/// `GET /fleet/analytics/usage`: requests, errors, tokens and average
+/// latencies of the stored traces, grouped by `by`.
+pub(super) async fn usage(
     State(st): State<AppState>,
     q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -163,7 +170,7 @@ pub async fn usage(
 }
 
 /// Recommended `num_ctx` per model from the observed prompt + completion tokens.
-pub async fn context(State(st): State<AppState>) -> Response {
+pub(super) async fn context(State(st): State<AppState>) -> Response {
     let Some(store) = st.telemetry.store.clone() else {
         return no_store();
     };
@@ -200,10 +207,13 @@ pub async fn context(State(st): State<AppState>) -> Response {
                 "recommended_num_ctx": crate::app::health::recommended_num_ctx(p99.max(max)), "loaded": loaded})
         })
         .collect();
-    axum::Json(json!({"protection": st.cfg.routing.context.protection, "models": rows})).into_response()
+    axum::Json(json!({"protection": st.cfg.routing.context.protection, "models": rows}))
+        .into_response()
 }
 
-pub async fn benchmark(
+/// `POST /fleet/benchmark`: calibrate now (see [`crate::app::store::bench`])
+/// and answer with what was measured and what failed.
+pub(super) async fn benchmark(
     State(st): State<AppState>,
     body: Option<axum::Json<crate::app::store::bench::BenchRequest>>,
 ) -> Response {
@@ -224,7 +234,8 @@ pub async fn benchmark(
     axum::Json(json!({"benchmarks": done, "errors": errors})).into_response()
 }
 
-pub async fn benchmarks(State(st): State<AppState>) -> Response {
+/// `GET /fleet/benchmark`: the stored calibrations.
+pub(super) async fn benchmarks(State(st): State<AppState>) -> Response {
     let Some(store) = st.telemetry.store.clone() else {
         return no_store();
     };

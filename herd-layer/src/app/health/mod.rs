@@ -7,15 +7,19 @@
 //! — and tests can drive it without waiting. Fleet-state checks (offline,
 //! hot, paused, …) clear as soon as the state does.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::fleet::{FleetView, Mode, NodeState, Pressure, Source, Thermal};
-use crate::queueing::Admission;
 use crate::app::store::{TraceRecord, TraceStatus};
+use crate::fleet::{FleetView, NodeState};
+use crate::queueing::Admission;
+
+mod fleet;
+mod queues;
+mod traffic;
 
 /// `[health]` in the config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,22 +65,33 @@ impl Default for HealthConfig {
     }
 }
 
+/// How much a finding matters; ordered, so the report lists the worst first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Worth knowing, nothing is failing (a paused node, a fallback in use).
+    /// Costs the score 3.
     Info,
+    /// Requests are slowed, retried or shed. Costs the score 10.
     Warning,
+    /// Requests fail, or a node receives none. Costs the score 20.
     Critical,
 }
 
 /// One finding.
 #[derive(Clone, Debug, Serialize)]
 pub struct Check {
+    /// Which check fired, one of [`CHECK_IDS`].
     pub id: &'static str,
+    /// How much it matters.
     pub severity: Severity,
+    /// What it is about: `fleet`, `store`, a node id, or `node:model`.
     pub subject: String,
+    /// One sentence for the operator, naming the node or model.
     pub message: String,
+    /// The numbers behind it (rates, counts, thresholds), as JSON.
     pub evidence: Value,
+    /// What to do about it.
     pub fix: &'static str,
 }
 
@@ -152,6 +167,7 @@ pub struct Recent {
 }
 
 impl Recent {
+    /// A window of the last `cap` requests (at least 1).
     pub fn new(cap: usize) -> Self {
         Recent {
             cap: cap.max(1),
@@ -229,8 +245,11 @@ impl Recent {
 pub struct Report {
     /// 100 minus 20 per critical, 10 per warning, 3 per info; at least 0.
     pub score: u32,
+    /// Every finding, worst first, then by id.
     pub checks: Vec<Check>,
+    /// Every check id herd runs ([`CHECK_IDS`]), fired or not.
     pub watched: &'static [&'static str],
+    /// Requests in the recent window the rates were computed over.
     pub window_requests: usize,
 }
 
@@ -246,7 +265,32 @@ fn median(v: &mut [f64]) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-/// Run every check.
+/// Findings as the checks add them.
+pub(super) struct Checks(Vec<Check>);
+
+impl Checks {
+    pub(super) fn add(
+        &mut self,
+        id: &'static str,
+        severity: Severity,
+        subject: &str,
+        message: String,
+        evidence: Value,
+        fix: &'static str,
+    ) {
+        self.0.push(Check {
+            id,
+            severity,
+            subject: subject.to_string(),
+            message,
+            evidence,
+            fix,
+        });
+    }
+}
+
+/// Run every check: the fleet's state ([`fleet`]), its queues ([`queues`])
+/// and the window of recent traffic ([`traffic`]).
 pub fn evaluate(
     view: &FleetView,
     admission: &Admission,
@@ -256,470 +300,20 @@ pub fn evaluate(
     report_interval_ms: u64,
     poll_interval_ms: u64,
 ) -> Report {
-    let mut out = Vec::new();
-    let mut add = |id, severity, subject: &str, message: String, evidence: Value, fix| {
-        out.push(Check {
-            id,
-            severity,
-            subject: subject.to_string(),
-            message,
-            evidence,
-            fix,
-        })
-    };
+    let mut checks = Checks(Vec::new());
     let w = recent.window();
-
-    // Fleet state.
-    if !view.nodes.is_empty() && view.online().count() == 0 {
-        add(
-            "no_nodes_online",
-            Severity::Critical,
-            "fleet",
-            "no node is online; every request fails".into(),
-            json!({"nodes": view.nodes.len()}),
-            "start Ollama and herd-node on at least one machine, or check the network",
-        );
-    }
-    let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for n in view.nodes.values() {
-        let id = &*n.id;
-        let silent_ms = n.last_seen.elapsed().as_millis() as u64;
-        if !n.online {
-            add(
-                "node_offline",
-                Severity::Critical,
-                id,
-                format!(
-                    "node {id} is offline: {}",
-                    n.offline_reason.as_deref().unwrap_or("unknown")
-                ),
-                json!({"silent_ms": silent_ms}),
-                "check that the machine is awake and herd-node / Ollama run on it",
-            );
-            continue;
-        }
-        // Agentless nodes are polled, attached ones report: each has its own beat.
-        let interval_ms = match n.source {
-            Source::Attached => report_interval_ms,
-            Source::Agentless => poll_interval_ms,
-        };
-        if interval_ms > 0 && silent_ms > interval_ms * 3 {
-            add(
-                "node_stale",
-                Severity::Warning,
-                id,
-                format!("node {id} has not reported for {silent_ms} ms"),
-                json!({"silent_ms": silent_ms, "interval_ms": interval_ms}),
-                "the node may be sleeping or its network flaky; check herd-node's log",
-            );
-        }
-        let refused = failed_connects(&w, id);
-        if !n.engine_reachable || refused >= cfg.unreachable_after.max(1) {
-            add(
-                "engine_unreachable",
-                Severity::Critical,
-                id,
-                if n.engine_reachable {
-                    format!("herd could not connect to node {id}'s engine {refused} times in a row")
-                } else {
-                    format!("node {id} reports that its engine does not answer")
-                },
-                json!({"url": n.url, "reported_by_node": !n.engine_reachable, "failed_connects": refused}),
-                "restart Ollama on the node, and check that it listens on the address herd uses",
-            );
-        }
-        if let Some(free) = disk_low(n, cfg) {
-            add(
-                "disk_low",
-                if free < cfg.disk_min_free_fraction / 5.0 {
-                    Severity::Critical
-                } else {
-                    Severity::Warning
-                },
-                id,
-                format!(
-                    "node {id} has {:.1} GiB of disk free ({:.0}%)",
-                    n.disk_available_bytes as f64 / GIB,
-                    free * 100.0
-                ),
-                json!({"available_bytes": n.disk_available_bytes, "total_bytes": n.disk_total_bytes, "free_fraction": free}),
-                "delete models the node no longer needs (ollama rm) or free disk space; pulls fail on a full disk",
-            );
-        }
-        match n.memory_pressure {
-            Pressure::Warn => add(
-                "memory_pressure",
-                Severity::Warning,
-                id,
-                format!("node {id} is under memory pressure"),
-                json!({"pressure": "warn", "available_bytes": n.memory_available_bytes, "total_bytes": n.memory_total_bytes}),
-                "unload models or lower OLLAMA_MAX_LOADED_MODELS on this node",
-            ),
-            Pressure::Critical => add(
-                "memory_pressure",
-                Severity::Critical,
-                id,
-                format!("node {id} is critically short of memory; it receives no requests"),
-                json!({"pressure": "critical", "available_bytes": n.memory_available_bytes, "total_bytes": n.memory_total_bytes}),
-                "close other applications or unload models on this node",
-            ),
-            _ => {}
-        }
-        match n.thermal {
-            Thermal::Serious => add(
-                "thermal_throttling",
-                Severity::Warning,
-                id,
-                format!("node {id} is hot and throttling"),
-                json!({"thermal": "serious"}),
-                "improve cooling or move load away; herd already prefers cooler nodes",
-            ),
-            Thermal::Critical => add(
-                "thermal_throttling",
-                Severity::Critical,
-                id,
-                format!("node {id} is critically hot; it receives no requests"),
-                json!({"thermal": "critical"}),
-                "let the machine cool down; check its fans and vents",
-            ),
-            _ => {}
-        }
-        if n.mode == Mode::Paused {
-            add(
-                "node_paused",
-                Severity::Info,
-                id,
-                format!("node {id} is paused and takes no requests"),
-                json!({"mode": "paused"}),
-                "resume it with POST /fleet/nodes/{node}/command {\"type\":\"mode\",\"mode\":\"full\"}",
-            );
-        }
-        if n.draining {
-            add(
-                "node_draining",
-                Severity::Info,
-                id,
-                format!("node {id} is draining"),
-                json!({"draining": true}),
-                "wait for in-flight requests to end, or undo the drain",
-            );
-        }
-        if !n.engine_version.is_empty() {
-            versions
-                .entry(n.engine_version.clone())
-                .or_default()
-                .push(id.to_string());
-        }
-    }
-    if versions.len() > 1 {
-        add(
-            "version_mismatch",
-            Severity::Warning,
-            "fleet",
-            format!("nodes run {} different Ollama versions", versions.len()),
-            json!({"versions": versions}),
-            "upgrade every node to the same Ollama version",
-        );
-    }
-
-    // Queues.
-    let queues = admission.snapshot();
-    let waiting: u32 = queues.iter().map(|q| q.2.waiting).sum();
-    for (node, model, load, slots) in &queues {
-        if load.waiting > 0 && load.waiting >= (*slots).max(1) * 2 {
-            add(
-                "queue_backlog",
-                Severity::Warning,
-                &format!("{node}:{model}"),
-                format!("{} requests wait for {model} on {node}", load.waiting),
-                json!({"waiting": load.waiting, "in_flight": load.in_flight, "slots": slots}),
-                "load the model on another node or raise OLLAMA_NUM_PARALLEL",
-            );
-        }
-    }
-    if waiting > 0 {
-        for n in view.online() {
-            let loaded = n.loaded.len();
-            let free = ratio(
-                n.memory_available_bytes as usize,
-                n.memory_total_bytes.max(1) as usize,
-            );
-            let busy = queues
-                .iter()
-                .any(|q| q.0 == n.id && (q.2.in_flight > 0 || q.2.waiting > 0));
-            if !busy && free > 0.5 && loaded <= 2 && !n.draining && n.mode != Mode::Paused {
-                add(
-                    "memory_idle_while_queued",
-                    Severity::Info,
-                    &n.id,
-                    format!(
-                        "node {} has {:.0}% memory free and is idle while {waiting} requests wait elsewhere",
-                        n.id,
-                        free * 100.0
-                    ),
-                    json!({"free_fraction": free, "loaded_models": loaded, "waiting_elsewhere": waiting}),
-                    "pull or warm the queued models on this node (POST /fleet/nodes/{node}/command)",
-                );
-            }
-        }
-    }
-
-    // Traffic.
+    fleet::check(
+        view,
+        &w,
+        cfg,
+        report_interval_ms,
+        poll_interval_ms,
+        &mut checks,
+    );
+    queues::check(view, admission, &mut checks);
+    traffic::check(view, recent, &w, cfg, store_dropped, &mut checks);
     let total = w.len();
-    if total >= cfg.min_requests {
-        let mut per_node: BTreeMap<String, (usize, usize, usize, usize)> = BTreeMap::new(); // (attempts, errors, cold, timeouts)
-        for s in &w {
-            if let Some(n) = &s.node {
-                let e = per_node.entry(n.clone()).or_default();
-                e.0 += 1;
-                if !s.status.ok()
-                    && matches!(s.status, TraceStatus::Failed | TraceStatus::Incomplete)
-                {
-                    e.1 += 1;
-                }
-                if s.load_ms.unwrap_or(0.0) >= cfg.cold_load_ms {
-                    e.2 += 1;
-                }
-                e.3 += s.timeouts as usize;
-            }
-            for x in &s.excluded {
-                let e = per_node.entry(x.clone()).or_default();
-                e.0 += 1;
-                e.1 += 1;
-            }
-        }
-        for (node, (n, err, cold, timeouts)) in &per_node {
-            let rate = ratio(*err, *n);
-            if *n >= 1 && rate >= cfg.error_rate {
-                add(
-                    "high_error_rate",
-                    if rate >= 0.25 {
-                        Severity::Critical
-                    } else {
-                        Severity::Warning
-                    },
-                    node,
-                    format!("{:.0}% of attempts on node {node} failed", rate * 100.0),
-                    json!({"attempts": n, "errors": err, "rate": rate}),
-                    "check the node's Ollama log; herd retries elsewhere meanwhile",
-                );
-            }
-            if *cold >= cfg.thrash_loads {
-                add(
-                    "model_thrashing",
-                    Severity::Warning,
-                    node,
-                    format!(
-                        "node {node} cold-loaded models {cold} times in the last {total} requests"
-                    ),
-                    json!({"cold_loads": cold, "window": total}),
-                    "give the node fewer models or more memory; raise OLLAMA_MAX_LOADED_MODELS if memory allows",
-                );
-            }
-            if *timeouts >= 2 {
-                add(
-                    "model_load_timeout",
-                    Severity::Warning,
-                    node,
-                    format!("requests to node {node} timed out {timeouts} times"),
-                    json!({"timeouts": timeouts}),
-                    "the model may be too large to load in time; raise response_timeout or use a smaller model",
-                );
-            }
-        }
-        let retries: u32 = w.iter().map(|s| s.retries).sum();
-        let rr = f64::from(retries) / total as f64;
-        if rr >= cfg.retry_rate {
-            add(
-                "high_retry_rate",
-                if rr >= 0.5 {
-                    Severity::Warning
-                } else {
-                    Severity::Info
-                },
-                "fleet",
-                format!("{rr:.2} retries per request"),
-                json!({"retries": retries, "requests": total}),
-                "find the failing node in high_error_rate and fix or drain it",
-            );
-        }
-        let count = |f: &dyn Fn(&Seen) -> bool| w.iter().filter(|s| f(s)).count();
-        let disc = count(&|s| s.status == TraceStatus::ClientDisconnected);
-        if disc >= 3 {
-            add(
-                "client_disconnects",
-                if ratio(disc, total) > 0.01 {
-                    Severity::Warning
-                } else {
-                    Severity::Info
-                },
-                "fleet",
-                format!("{disc} clients went away before their answer ended"),
-                json!({"disconnects": disc, "requests": total}),
-                "clients may time out too early; check their timeouts against the time to first token",
-            );
-        }
-        let inc = count(&|s| s.status == TraceStatus::Incomplete);
-        if inc >= 2 {
-            add(
-                "incomplete_streams",
-                if ratio(inc, total) > 0.005 {
-                    Severity::Warning
-                } else {
-                    Severity::Info
-                },
-                "fleet",
-                format!("{inc} streams ended before the model finished"),
-                json!({"incomplete": inc, "requests": total}),
-                "check the nodes' stability (crashes, out-of-memory kills)",
-            );
-        }
-        let shed = count(&|s| s.status == TraceStatus::Shed);
-        if shed > 0 {
-            add(
-                "requests_shed",
-                Severity::Warning,
-                "fleet",
-                format!("{shed} requests were shed (429/503)"),
-                json!({"shed": shed, "requests": total}),
-                "add capacity for the busy models, or raise queue.max_waiting",
-            );
-        }
-        let fb = count(&|s| s.fallback);
-        if fb > 0 {
-            add(
-                "fallback_in_use",
-                Severity::Info,
-                "fleet",
-                format!("{fb} requests were served by a fallback model"),
-                json!({"fallbacks": fb, "requests": total}),
-                "make the requested model available, or accept the fallback",
-            );
-        }
-        let nf = count(&|s| s.no_candidates);
-        if nf > 0 {
-            add(
-                "model_not_found",
-                Severity::Warning,
-                "fleet",
-                format!("{nf} requests asked for a model no node can serve"),
-                json!({"requests": nf}),
-                "pull the model on a node (POST /api/pull) or fix the client's model name",
-            );
-        }
-        let cp = count(&|s| s.context_action.as_deref() == Some("stripped"));
-        if cp > 0 {
-            add(
-                "context_protection_active",
-                Severity::Info,
-                "fleet",
-                format!("{cp} requests had num_ctx removed to avoid a model reload"),
-                json!({"stripped": cp}),
-                "clients can stop sending num_ctx; set context.protection = \"passthrough\" to disable",
-            );
-        }
-        let over = count(&|s| s.context_action.as_deref() == Some("too_large"));
-        if over > 0 {
-            add(
-                "context_overflow",
-                Severity::Warning,
-                "fleet",
-                format!("{over} requests asked for more context than the loaded model has"),
-                json!({"requests": over}),
-                "load the model with a larger context (OLLAMA_CONTEXT_LENGTH) on a node",
-            );
-        }
-        // Context waste and TTFT regressions, per node:model.
-        let mut by_nm: BTreeMap<(String, String), Vec<&Seen>> = BTreeMap::new();
-        for s in &w {
-            if let Some(n) = &s.node {
-                by_nm
-                    .entry((n.clone(), s.model.clone()))
-                    .or_default()
-                    .push(s);
-            }
-        }
-        let baseline = recent
-            .baseline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for ((node, model), ss) in &by_nm {
-            if let Some(ctx) = view
-                .node(node)
-                .and_then(|n| n.loaded_model(model))
-                .map(|m| m.context_length)
-                && ctx > 0
-                && ss.len() >= cfg.min_requests
-            {
-                let mut t: Vec<f64> = ss
-                    .iter()
-                    .filter_map(|s| s.tokens)
-                    .map(|t| t as f64)
-                    .collect();
-                t.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-                if let Some(p99) = t.get(((t.len() as f64) * 0.99) as usize).or(t.last())
-                    && f64::from(ctx) > 4.0 * p99.max(1.0)
-                {
-                    add(
-                        "context_waste",
-                        Severity::Info,
-                        &format!("{node}:{model}"),
-                        format!(
-                            "{model} on {node} holds {ctx} tokens of context but requests use at most {p99:.0}"
-                        ),
-                        json!({"context_length": ctx, "p99_tokens": p99, "recommended_num_ctx": recommended_num_ctx(*p99)}),
-                        "load the model with a smaller context (OLLAMA_CONTEXT_LENGTH) to free memory",
-                    );
-                }
-            }
-            let mut recent_ttft: Vec<f64> = ss
-                .iter()
-                .rev()
-                .take(5)
-                .filter(|s| s.load_ms.unwrap_or(0.0) < cfg.cold_load_ms)
-                .filter_map(|s| s.ttft_ms)
-                .collect();
-            if recent_ttft.len() >= 3
-                && let (Some(m), Some(b)) = (
-                    median(&mut recent_ttft),
-                    baseline.get(&(node.clone(), model.clone())),
-                )
-                && *b > 0.0
-                && m > cfg.ttft_factor * b
-            {
-                add(
-                    "ttft_regression",
-                    Severity::Warning,
-                    &format!("{node}:{model}"),
-                    format!(
-                        "time to first token of {model} on {node} is {:.1}× its baseline",
-                        m / b
-                    ),
-                    json!({"recent_ttft_ms": m, "baseline_ttft_ms": b}),
-                    "the node may be throttling, swapping or busy with other work; check its sensors",
-                );
-            }
-        }
-    }
-    // Drops while the window's requests ended (since start until it fills),
-    // so the check clears once a window's worth of records were all kept.
-    let since = if recent.full(&w) {
-        w.first().map_or(0, |s| s.store_dropped)
-    } else {
-        0
-    };
-    let dropped = store_dropped.saturating_sub(since);
-    if dropped > 0 {
-        add(
-            "store_dropping",
-            Severity::Warning,
-            "store",
-            format!("the store dropped {dropped} records it could not write in time"),
-            json!({"dropped": dropped, "dropped_total": store_dropped, "window": total}),
-            "the disk may be slow or full; check the data directory",
-        );
-    }
+    let mut out = checks.0;
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(b.id)));
     let penalty: u32 = out
         .iter()
@@ -737,7 +331,7 @@ pub fn evaluate(
     }
 }
 
-const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+pub(super) const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// A node's free disk share when it is low (unknown disks never are).
 fn disk_low(n: &NodeState, cfg: &HealthConfig) -> Option<f64> {
@@ -772,6 +366,7 @@ pub fn recommended_num_ctx(max_tokens: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::Source;
 
     #[test]
     fn recommendation_has_headroom() {

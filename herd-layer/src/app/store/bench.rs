@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Benchmark, Store, Write};
-use crate::fleet::{Engine, FleetView};
 use crate::app::health::Recent;
+use crate::fleet::{Engine, FleetView};
 use crate::history::History;
 
 type Client = hyper_util::client::legacy::Client<
@@ -25,7 +25,9 @@ type Client = hyper_util::client::legacy::Client<
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BenchRequest {
+    /// Only this node (every online Ollama node when unset).
     pub node: Option<String>,
+    /// Only this model (every model loaded on the node when unset).
     pub model: Option<String>,
     /// Tokens to generate per request.
     pub tokens: Option<u32>,

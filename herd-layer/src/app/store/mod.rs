@@ -75,24 +75,49 @@ impl Default for StoreConfig {
 /// Why the store cannot be used. Each message says which file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another herd holds the store (its `herd.lock`, or redb's own lock).
     #[error(
         "the store {path} is in use by another herd (lock held{holder}); stop the other herd or start this one with a different --data-dir"
     )]
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        /// The store file.
+        path: PathBuf,
+        /// ` by pid N` when the lock file names its holder, else empty.
+        holder: String,
+    },
+    /// redb could not open or read the file (corrupt, truncated, not a redb
+    /// file, …).
     #[error(
         "the store {path} cannot be opened: {cause}. It may be corrupt; move it aside (herd will then start with an empty store) or restore a backup"
     )]
-    Corrupt { path: PathBuf, cause: String },
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// redb's reason.
+        cause: String,
+    },
+    /// The file was written by a newer herd, with a higher schema version.
     #[error(
         "the store {path} has schema version {found}, newer than this herd understands ({supported}); run a newer herd or move the file aside"
     )]
     TooNew {
+        /// The store file.
         path: PathBuf,
+        /// The schema version the file records.
         found: u64,
+        /// The newest schema version this herd reads ([`SCHEMA_VERSION`]).
         supported: u64,
     },
+    /// The data directory or its lock file cannot be created or opened.
     #[error("the store directory {path} cannot be used: {cause}")]
-    Dir { path: PathBuf, cause: String },
+    Dir {
+        /// The data directory.
+        path: PathBuf,
+        /// The I/O error.
+        cause: String,
+    },
+    /// Any other failure, mostly a read, write or commit on the open store;
+    /// the message is redb's.
     #[error("store: {0}")]
     Db(String),
 }
@@ -107,16 +132,24 @@ impl StoreError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TraceStatus {
+    /// The whole answer arrived on the first attempt.
     Completed,
     /// Completed, but only after at least one failed attempt.
     Retried,
+    /// The stack answered with an error instead of an answer (nothing
+    /// eligible, every attempt failed, …).
     Failed,
+    /// Turned away by queueing (queue full or queue wait too long): 429/503.
     Shed,
+    /// The client went away before the answer ended.
     ClientDisconnected,
+    /// The answer started but ended before the model finished.
     Incomplete,
 }
 
 impl TraceStatus {
+    /// The snake_case name, as serialized, filtered on and used as a metric
+    /// label.
     pub fn as_str(self) -> &'static str {
         match self {
             TraceStatus::Completed => "completed",
@@ -127,6 +160,7 @@ impl TraceStatus {
             TraceStatus::Incomplete => "incomplete",
         }
     }
+    /// Whether the client got the whole answer (`Completed` or `Retried`).
     pub fn ok(self) -> bool {
         matches!(self, TraceStatus::Completed | TraceStatus::Retried)
     }
@@ -135,7 +169,9 @@ impl TraceStatus {
 /// A candidate's score as scoring explained it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ScoreSummary {
+    /// The candidate node's id.
     pub node: String,
+    /// Its total score; higher is better.
     pub score: f64,
     /// The per-signal breakdown ([`crate::rank::Signals`]).
     pub signals: serde_json::Value,
@@ -147,6 +183,7 @@ pub struct TraceRecord {
     /// The store's key, assigned by the writer (time-ordered).
     #[serde(default)]
     pub seq: u64,
+    /// herd's id for the request (sent to the node as `x-request-id`).
     pub request_id: String,
     /// Milliseconds since the Unix epoch when the request arrived.
     pub ts_ms: i64,
@@ -154,27 +191,50 @@ pub struct TraceRecord {
     pub format: String,
     /// `chat`, `generate` or `embed`.
     pub kind: String,
+    /// The model as the client named it.
     pub model_requested: String,
+    /// The model that answered; differs from the request after a fallback.
     pub model_served: String,
+    /// The node of the last attempt; `None` when no node was picked.
     pub node: Option<String>,
+    /// The top candidate of the last attempt's ranking.
     pub winner: Option<ScoreSummary>,
+    /// The second candidate of that ranking, when there was one.
     pub runner_up: Option<ScoreSummary>,
+    /// How the request ended.
     pub status: TraceStatus,
+    /// Milliseconds from arrival until the request was over (end of the
+    /// answer, error or disconnect).
     pub latency_ms: f64,
+    /// Time to first token, milliseconds; `None` when no answer came.
     pub ttft_ms: Option<f64>,
+    /// Milliseconds spent waiting for a node:model slot, summed over
+    /// attempts; `None` when the request never queued.
     pub queue_wait_ms: Option<f64>,
+    /// Prompt tokens, as the engine counted them.
     pub prompt_tokens: Option<u64>,
+    /// Output tokens, as the engine counted them.
     pub output_tokens: Option<u64>,
     /// Engine-reported load time, ms (a cold load when large).
     pub load_ms: Option<f64>,
+    /// Attempts that failed before the first byte (one per node in
+    /// `excluded`).
     pub retries: u32,
+    /// Whether another model than the one requested served it.
     pub fallback_used: bool,
+    /// Nodes whose attempt failed, in order; each was left out of the next
+    /// pick.
     pub excluded: Vec<String>,
+    /// The request's analytics tags (body `tags`/`metadata.tags`,
+    /// `x-herd-tags`, `user:`…).
     pub tags: Vec<String>,
+    /// What went wrong, when the request did not complete.
     pub error: Option<String>,
-    /// The client's `num_ctx` and what herd did with it.
+    /// The client's `options.num_ctx`, when it sent one.
     #[serde(default)]
     pub num_ctx: Option<u32>,
+    /// What context protection did with `num_ctx`: `too_large`, `warned` or
+    /// `stripped`; `None` when it left the request alone.
     #[serde(default)]
     pub context_action: Option<String>,
 }
@@ -182,29 +242,43 @@ pub struct TraceRecord {
 /// A calibration of one node:model.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Benchmark {
+    /// The node measured.
     pub node: String,
+    /// The model measured, normalized (`name:tag`).
     pub model: String,
+    /// When it was measured, milliseconds since the Unix epoch.
     pub ts_ms: i64,
+    /// Time to first token of a warm request alone, milliseconds.
     pub ttft_ms: f64,
     /// Generation speed of one request alone.
     pub tokens_per_s_single: f64,
     /// Total generation speed with every parallel slot busy.
     pub tokens_per_s_parallel: f64,
+    /// Requests run at once for the parallel figure (the node's slots).
     pub parallel: u32,
 }
 
 /// What the writer thread commits.
 #[derive(Debug)]
 pub enum Write {
+    /// A finished request; the writer assigns its `seq`.
     Trace(Box<TraceRecord>),
+    /// One node:model's latest history, replacing the stored one.
     Perf {
+        /// The node's id.
         node: String,
+        /// The model, normalized.
         model: String,
+        /// The history, as it is restored into scoring on start.
         book: BookSnapshot,
     },
+    /// A calibration, replacing the stored one of its node:model.
     Bench(Benchmark),
+    /// A named setting, replacing any stored value.
     Setting {
+        /// The setting's name.
         key: String,
+        /// Its value, as JSON.
         value: serde_json::Value,
     },
     /// Reply once everything before it is committed.
@@ -217,12 +291,18 @@ pub enum Write {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TraceFilter {
+    /// Only traces that requested or were served this model (`m` matches
+    /// `m:latest`).
     pub model: Option<String>,
+    /// Only traces whose last attempt went to this node.
     pub node: Option<String>,
+    /// Only traces with this tag (read through the tag index).
     pub tag: Option<String>,
+    /// Only traces that ended this way ([`TraceStatus::as_str`], e.g. `shed`).
     pub status: Option<String>,
     /// Only traces at or after this time (ms since the epoch).
     pub since_ms: Option<i64>,
+    /// Most traces returned: 100 when unset, never more than 10 000.
     pub limit: Option<usize>,
 }
 
@@ -246,9 +326,14 @@ impl TraceFilter {
 /// Counters the writer keeps, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct StoreStats {
+    /// Trace records committed since the store was opened.
     pub committed: AtomicU64,
+    /// Records lost: the writer's queue was full, or their batch failed to
+    /// commit.
     pub dropped: AtomicU64,
+    /// Transactions committed (one per batch).
     pub commits: AtomicU64,
+    /// Traces deleted by retention.
     pub deleted: AtomicU64,
 }
 
@@ -359,10 +444,12 @@ impl Store {
         Ok(Store { inner, tx })
     }
 
+    /// The store file (`herd.redb` in the data directory).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
+    /// The writer's counters, shared with `/metrics` and health.
     pub fn stats(&self) -> &StoreStats {
         &self.inner.stats
     }
@@ -474,6 +561,7 @@ impl Store {
         })
     }
 
+    /// The latest calibration of every node:model benchmarked.
     pub fn benchmarks(&self) -> Result<Vec<Benchmark>, StoreError> {
         self.read(|db| {
             let txn = db.begin_read().map_err(StoreError::db)?;
@@ -489,6 +577,8 @@ impl Store {
         })
     }
 
+    /// A setting stored with [`Write::Setting`]; `None` when unset or
+    /// unreadable.
     pub fn setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         self.read(|db| {
             let txn = db.begin_read().map_err(StoreError::db)?;
@@ -499,7 +589,7 @@ impl Store {
         })
     }
 
-    /// Traces stored, and the file's size.
+    /// Traces stored, and the file's size in bytes.
     pub fn size(&self) -> (u64, u64) {
         let n = self
             .read(|db| {
@@ -515,10 +605,12 @@ impl Store {
     }
 
     /// Delete traces by age and size; compact when anything was deleted.
+    /// Returns how many traces were deleted.
     pub fn retain(&self, cfg: &StoreConfig, now_ms: i64) -> Result<u64, StoreError> {
         retain(&self.inner, cfg, now_ms)
     }
 
+    /// The schema version the file records (0 when it records none).
     pub fn schema_version(&self) -> Result<u64, StoreError> {
         self.read(|db| {
             let txn = db.begin_read().map_err(StoreError::db)?;

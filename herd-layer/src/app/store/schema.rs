@@ -10,6 +10,7 @@ use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, T
 
 use super::{StoreError, TraceRecord};
 
+/// The schema version this herd writes, and the newest it reads.
 pub const SCHEMA_VERSION: u64 = 2;
 
 pub(super) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");

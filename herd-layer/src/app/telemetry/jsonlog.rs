@@ -89,6 +89,8 @@ pub struct DailyJson {
 }
 
 impl DailyJson {
+    /// Log into `dir` (created if missing), keeping its files within
+    /// `max_total_bytes` bytes; days follow the system clock in UTC.
     pub fn new(dir: PathBuf, max_total_bytes: u64) -> std::io::Result<Self> {
         Self::with_clock(dir, max_total_bytes, Arc::new(system_secs))
     }

@@ -17,35 +17,52 @@ use prometheus_client::registry::Registry;
 use crate::fleet::FleetView;
 use crate::queueing::Admission;
 
+/// Labels of a finished request: what it was, where it ran, how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// GenAI operation name: `chat`, `text_completion` or `embeddings`.
     pub operation: String,
+    /// The model that served it, normalized (`name:tag`).
     pub model: String,
+    /// The node of its last attempt; empty when none was picked.
     pub node: String,
+    /// How it ended ([`TraceStatus::as_str`](crate::app::store::TraceStatus::as_str)).
     pub status: String,
 }
 
+/// Labels of a per-model series (time to first token, queue wait, shed).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
+    /// GenAI operation name: `chat`, `text_completion` or `embeddings`.
     pub operation: String,
+    /// The model that served it, normalized (`name:tag`).
     pub model: String,
 }
 
+/// Labels of the token-usage histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
+    /// GenAI operation name: `chat`, `text_completion` or `embeddings`.
     pub operation: String,
+    /// The model that served it, normalized (`name:tag`).
     pub model: String,
+    /// `input` (prompt) or `output` (generated).
     pub token_type: String,
 }
 
+/// Labels of the per node:model gauges (queue depth, in flight).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeModelLabels {
+    /// The node's id.
     pub node: String,
+    /// The model, as queueing keys it.
     pub model: String,
 }
 
+/// Labels of the per-node gauge (node up).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
+    /// The node's id.
     pub node: String,
 }
 
@@ -63,19 +80,36 @@ fn tokens() -> Histogram {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// Requests finished, by outcome (`herd_requests_total`).
     pub requests: Family<RequestLabels, Counter>,
+    /// Seconds from arrival to the end of the stream
+    /// (`gen_ai_server_request_duration_seconds`).
     pub duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// Time to first token, seconds
+    /// (`gen_ai_server_time_to_first_token_seconds`).
     pub ttft: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// Tokens per request, input and output (`gen_ai_client_token_usage`).
     pub token_usage: Family<TokenLabels, Histogram, fn() -> Histogram>,
+    /// Seconds waited for a node:model slot (`herd_queue_wait_seconds`).
     pub queue_wait: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// Seconds herd spent before the upstream call, queue wait excluded
+    /// (`herd_routing_overhead_seconds`).
     pub routing_overhead: Histogram,
+    /// Requests shed with 429/503 (`herd_shed_total`).
     pub shed: Family<ModelLabels, Counter>,
+    /// Attempts retried on another node (`herd_retries_total`).
     pub retries: Counter,
+    /// Requests a fallback model served (`herd_fallbacks_total`).
     pub fallbacks: Counter,
+    /// Requests waiting per node:model; set when scraped.
     pub queue_depth: Family<NodeModelLabels, Gauge>,
+    /// Requests being served per node:model; set when scraped.
     pub in_flight: Family<NodeModelLabels, Gauge>,
+    /// 1 for an online node, 0 for a known offline one; set when scraped.
     pub node_up: Family<NodeLabels, Gauge>,
+    /// Records the store writer dropped since start; set when scraped.
     pub store_dropped: Gauge,
+    /// The fleet's health score, 0 to 100; set when scraped.
     pub health_score: Gauge,
 }
 
@@ -92,6 +126,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every series, empty, registered under its Prometheus name.
     pub fn new() -> Self {
         let mut r = Registry::default();
         let m = Metrics {

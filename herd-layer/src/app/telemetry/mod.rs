@@ -155,10 +155,7 @@ impl Telemetry {
 
 /// Each trail reports to the shared telemetry, so the tracer is the `Arc`.
 impl crate::routed::Tracer for Arc<Telemetry> {
-    fn start(
-        &self,
-        request: &Arc<crate::request::RouteRequest>,
-    ) -> Arc<dyn crate::routed::Trail> {
+    fn start(&self, request: &Arc<crate::request::RouteRequest>) -> Arc<dyn crate::routed::Trail> {
         RequestTrail::start(self.clone(), request.clone())
     }
 }

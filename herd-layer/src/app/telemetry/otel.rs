@@ -49,12 +49,16 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// Why OTel export cannot start; herd refuses to run rather than export
+/// nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` asks for a protocol other than `grpc`.
     #[error(
         "OTEL_EXPORTER_OTLP_PROTOCOL={0:?} is not supported; herd exports OTLP over gRPC (use \"grpc\", port 4317)"
     )]
     Protocol(String),
+    /// The span or metric exporter could not be built (e.g. a bad endpoint).
     #[error("cannot set up the OTLP exporter: {0}")]
     Exporter(String),
 }
@@ -76,18 +80,28 @@ impl TelemetryConfig {
 /// The GenAI and herd instruments.
 #[derive(Clone, Debug)]
 pub struct Instruments {
+    /// Seconds from arrival to the end of the stream
+    /// (`gen_ai.server.request.duration`).
     pub duration: Histogram<f64>,
+    /// Time to first token, seconds (`gen_ai.server.time_to_first_token`).
     pub ttft: Histogram<f64>,
+    /// Tokens per request, by `gen_ai.token.type` (`gen_ai.client.token.usage`).
     pub tokens: Histogram<u64>,
+    /// Requests finished, by outcome (`herd.requests`).
     pub requests: Counter<u64>,
+    /// Requests shed with 429/503 (`herd.shed`).
     pub shed: Counter<u64>,
+    /// Seconds herd spent before the upstream call, queue wait excluded
+    /// (`herd.routing.overhead`).
     pub overhead: Histogram<f64>,
 }
 
 /// Tracer and meter, with the providers that flush them.
 #[derive(Debug)]
 pub struct Otel {
+    /// Starts the request, queue and upstream spans.
     pub tracer: SdkTracer,
+    /// Where each finished request is recorded.
     pub instruments: Instruments,
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
@@ -162,6 +176,7 @@ impl Otel {
         let _ = self.meter_provider.force_flush();
     }
 
+    /// Flush, then stop both providers; nothing is exported afterwards.
     pub fn shutdown(&self) {
         self.flush();
         let _ = self.tracer_provider.shutdown();

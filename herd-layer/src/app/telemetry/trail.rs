@@ -141,8 +141,6 @@ impl RequestTrail {
             ),
         )
     }
-
-
 }
 
 impl Trail for RequestTrail {
@@ -232,7 +230,9 @@ impl Trail for RequestTrail {
     /// The stack answered with an error.
     fn failed(&self, error: &BoxError) {
         let status = if error.downcast_ref::<crate::queueing::Shed>().is_some()
-            || error.downcast_ref::<crate::queueing::QueueTimeout>().is_some()
+            || error
+                .downcast_ref::<crate::queueing::QueueTimeout>()
+                .is_some()
         {
             TraceStatus::Shed
         } else {
@@ -245,7 +245,6 @@ impl Trail for RequestTrail {
     fn context_action(&self, action: &str) {
         self.draft().context_action = Some(action.to_string());
     }
-
 }
 
 impl RequestTrail {
@@ -386,13 +385,13 @@ impl Drop for RequestTrail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{Engine, FleetView, NodeState, Source};
     use crate::app::health::{HealthConfig, Recent};
+    use crate::app::store::{Store, StoreConfig};
+    use crate::fleet::{Engine, FleetView, NodeState, Source};
     use crate::history::History;
     use crate::queueing::Admission;
-    use crate::request::Endpoint;
     use crate::rank::{Ranking, Temperature};
-    use crate::app::store::{Store, StoreConfig};
+    use crate::request::Endpoint;
 
     const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -514,7 +513,8 @@ mod tests {
             unreachable_after: 1,
             ..HealthConfig::default()
         };
-        let rep = crate::app::health::evaluate(&view, &Admission::default(), &tel.recent, &cfg, 0, 0, 0);
+        let rep =
+            crate::app::health::evaluate(&view, &Admission::default(), &tel.recent, &cfg, 0, 0, 0);
         assert!(
             rep.checks
                 .iter()

@@ -20,7 +20,11 @@ pub fn measure(
         Endpoint::OllamaChat => match obj.get("messages") {
             None | Some(Value::Null) => {}
             Some(Value::Array(ms)) => size.messages(ms)?,
-            _ => return Err(ClientError::bad_request("messages must be a list of messages")),
+            _ => {
+                return Err(ClientError::bad_request(
+                    "messages must be a list of messages",
+                ));
+            }
         },
         Endpoint::OllamaGenerate => {
             match obj.get("prompt") {
@@ -40,7 +44,11 @@ pub fn measure(
         Endpoint::OllamaEmbed => match obj.get("input") {
             Some(Value::String(s)) => size.chars += s.len(),
             Some(Value::Array(a)) if !a.is_empty() => {
-                size.chars += a.iter().filter_map(Value::as_str).map(str::len).sum::<usize>();
+                size.chars += a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::len)
+                    .sum::<usize>();
             }
             _ => {
                 return Err(ClientError::bad_request(

@@ -61,11 +61,23 @@ pub enum TranslateError {
     #[error("{0}: is required")]
     MissingField(String),
     /// A field has the wrong type or value. `field` is its path, e.g. `messages[1].role`.
+    /// A field has the wrong type or value (`field` is its path, e.g. `messages[1].role`).
     #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The field's path.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A feature herd cannot serve from Ollama; `message` is the whole user-facing sentence.
+    /// A feature herd cannot serve from Ollama (`message` is the whole sentence for the user).
     #[error("{message}")]
-    Unsupported { field: String, message: String },
+    Unsupported {
+        /// The field's path.
+        field: String,
+        /// The sentence for the user.
+        message: String,
+    },
 }
 
 impl TranslateError {
@@ -104,7 +116,6 @@ pub(super) type Result<T, E = TranslateError> = std::result::Result<T, E>;
 
 pub(super) const FINGERPRINT: &str = "fp_ollama";
 
-
 /// An OpenAI error body: `{"error":{"message","type","param":null,"code"}}`.
 pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
@@ -119,12 +130,20 @@ pub fn measure(endpoint: Endpoint, obj: &Map<String, Value>) -> Result<Size, Cli
                 return Err(ClientError::bad_request("messages must not be empty"));
             }
             Some(Value::Array(ms)) => size.messages(ms)?,
-            _ => return Err(ClientError::bad_request("messages must be a list of messages")),
+            _ => {
+                return Err(ClientError::bad_request(
+                    "messages must be a list of messages",
+                ));
+            }
         },
         Endpoint::OpenAiCompletions => match obj.get("prompt") {
             Some(Value::String(s)) => size.chars += s.len(),
             Some(Value::Array(a)) => {
-                size.chars += a.iter().filter_map(Value::as_str).map(str::len).sum::<usize>();
+                size.chars += a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::len)
+                    .sum::<usize>();
             }
             _ => return Err(ClientError::bad_request("prompt must be a string")),
         },

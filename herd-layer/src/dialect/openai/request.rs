@@ -4,7 +4,6 @@ use serde_json::{Map, Value, json};
 
 use super::{Result, TranslateError};
 
-
 /// The field's value, treating `null` like absence (clients such as LiteLLM send explicit nulls).
 pub(super) fn get<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     body.get(key).filter(|v| !v.is_null())
@@ -36,7 +35,10 @@ pub(super) fn opt_bool(body: &Map<String, Value>, key: &'static str) -> Result<O
     }
 }
 
-pub(super) fn opt_string<'a>(body: &'a Map<String, Value>, key: &'static str) -> Result<Option<&'a str>> {
+pub(super) fn opt_string<'a>(
+    body: &'a Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<&'a str>> {
     match get(body, key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -136,8 +138,6 @@ pub(super) fn common_generation_fields(
     }
     Ok(())
 }
-
-
 
 /// POST /v1/chat/completions body → Ollama POST /api/chat body, for `model` (herd may
 /// substitute a fallback model).
@@ -245,7 +245,10 @@ pub(super) fn chat_message(
 }
 
 /// Message `content`: string, null, or an array of parts → (text, base64 images).
-pub(super) fn message_content(path: &str, content: Option<&Value>) -> Result<(String, Vec<String>)> {
+pub(super) fn message_content(
+    path: &str,
+    content: Option<&Value>,
+) -> Result<(String, Vec<String>)> {
     let parts = match content {
         None => return Ok((String::new(), Vec::new())),
         Some(Value::String(s)) => return Ok((s.clone(), Vec::new())),
@@ -544,4 +547,3 @@ pub fn embeddings_request(
     }
     Ok(out)
 }
-

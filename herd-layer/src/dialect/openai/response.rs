@@ -4,7 +4,6 @@ use serde_json::{Value, json};
 
 use super::FINGERPRINT;
 
-
 pub(super) fn count(ollama: &Value, key: &str) -> u64 {
     ollama.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
@@ -207,4 +206,3 @@ pub(super) fn base64(bytes: &[u8]) -> String {
     }
     out
 }
-

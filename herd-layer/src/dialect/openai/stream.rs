@@ -5,7 +5,6 @@ use serde_json::{Map, Value, json};
 use super::response::*;
 use super::{FINGERPRINT, openai_error};
 
-
 pub(super) fn ollama_stream_error(chunk: &Value) -> Option<Value> {
     let error = chunk.get("error").filter(|e| !e.is_null())?;
     let message = match error {
@@ -31,6 +30,7 @@ pub struct ChatStream {
 }
 
 impl ChatStream {
+    /// A converter for one response: `id`, `model` and `created` go on every chunk.
     pub fn new(id: &str, model: &str, created: i64, include_usage: bool) -> Self {
         Self {
             id: id.to_owned(),
@@ -136,6 +136,7 @@ pub struct CompletionStream {
 }
 
 impl CompletionStream {
+    /// A converter for one response: `id`, `model` and `created` go on every chunk.
     pub fn new(id: &str, model: &str, created: i64, include_usage: bool) -> Self {
         Self {
             id: id.to_owned(),
@@ -203,4 +204,3 @@ impl CompletionStream {
         self.finished
     }
 }
-

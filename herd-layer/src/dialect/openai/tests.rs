@@ -239,7 +239,8 @@ fn chat_request_tools_pass_through_and_tool_choice_none_drops_them() {
 
 #[test]
 fn chat_request_response_format() {
-    let base = |rf: Value| json!({"messages": [{"role": "user", "content": "hi"}], "response_format": rf});
+    let base =
+        |rf: Value| json!({"messages": [{"role": "user", "content": "hi"}], "response_format": rf});
     assert_eq!(
         chat(base(json!({"type": "json_object"})))["format"],
         json!("json")
