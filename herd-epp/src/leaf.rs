@@ -167,6 +167,8 @@ pub struct Picker {
     pub(crate) live: Live,
     /// The routing tunables the stack was built with.
     pub(crate) cfg: Arc<RoutingConfig>,
+    /// The memory request bodies may hold.
+    pub(crate) budget: herd_layer::budget::BodyBudget,
 }
 
 impl std::fmt::Debug for Picker {
@@ -183,6 +185,7 @@ impl Picker {
             stack,
             fleet,
             live,
+            budget: cfg.body_budget(),
             cfg,
         }
     }

@@ -143,6 +143,9 @@ struct Exchange {
     frozen: Bytes,
     chunks: usize,
     max_body: usize,
+    /// The body's share of the memory budget, while it is buffered.
+    budget: herd_layer::budget::BodyBudget,
+    charge: herd_layer::budget::Charge,
     /// The request phase is settled (picked or refused).
     settled: bool,
     routing: Option<Routing>,
@@ -157,6 +160,7 @@ async fn run(
         p.metrics.clone(),
         p.picker.live.history.clone(),
         p.picker.cfg.max_body_bytes,
+        p.picker.budget.clone(),
     );
     let mut pending: VecDeque<ProcessingRequest> = VecDeque::new();
     'stream: loop {
@@ -206,7 +210,12 @@ async fn run(
 }
 
 impl Exchange {
-    fn new(metrics: Metrics, history: History, max_body: usize) -> Self {
+    fn new(
+        metrics: Metrics,
+        history: History,
+        max_body: usize,
+        budget: herd_layer::budget::BodyBudget,
+    ) -> Self {
         Exchange {
             metrics,
             history,
@@ -222,6 +231,8 @@ impl Exchange {
             frozen: Bytes::new(),
             chunks: 0,
             max_body,
+            budget,
+            charge: herd_layer::budget::Charge::none(),
             settled: false,
             routing: None,
         }
@@ -336,6 +347,15 @@ impl Exchange {
         }
         self.body.extend_from_slice(&b.body);
         self.chunks += 1;
+        if self.body.len() > self.charge.held() {
+            // Grow in steps, not per chunk.
+            let want = (self.body.len() * 2)
+                .min(self.max_body)
+                .max(self.body.len());
+            if let Err(e) = self.budget.grow(&mut self.charge, want) {
+                return self.refuse(Rejection::from_client(e.into()));
+            }
+        }
         let lockstep = !self.defer
             && matches!(
                 self.req_mode,
@@ -383,9 +403,22 @@ impl Exchange {
 
     fn decide_body(&mut self, picker: &Picker, trailers: bool) -> Action {
         let body = std::mem::take(&mut self.body).freeze();
+        let mut charge = std::mem::replace(&mut self.charge, herd_layer::budget::Charge::none());
         let request = match Endpoint::from_path(&self.path) {
-            Some(ep) => dialect::parse(ep, &self.headers, &body, picker.cfg.parse_config()),
-            None => dialect::parse_unknown(&self.headers, &body),
+            Some(ep) => self
+                .budget
+                .for_parse(&mut charge, &body)
+                .map_err(Into::into)
+                .and_then(|()| {
+                    dialect::parse(
+                        ep,
+                        &self.headers,
+                        body.clone(),
+                        picker.cfg.parse_config(),
+                        charge,
+                    )
+                }),
+            None => dialect::parse_unknown(&self.headers, body.clone()),
         }
         .map_err(Rejection::from_client);
         let request = match request {

@@ -176,11 +176,14 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
     let metrics = Metrics::new();
     let picker = Picker::new(fleet.clone(), live.clone(), router_cfg.clone());
     let processor = Processor::new(picker, metrics.clone()).into_server();
+    let router_id = format!("herd-epp-{}-{}", std::process::id(), grpc_addr.port());
     let fleet_svc = FleetService::new(
         fleet.clone(),
         attachments.clone(),
         cfg.routing.fleet_token.clone(),
         cfg.routing.report_interval,
+        cfg.routing.report_timeout,
+        router_id,
     )
     .into_server();
     let (reporter, health_svc) = tonic_health::server::health_reporter();
@@ -246,6 +249,14 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
     let mut background = vec![tokio::spawn(discovery::sweep(
         fleet.clone(),
         cfg.routing.report_timeout,
+        discovery::FORGET_AFTER,
+        {
+            let live = live.clone();
+            move |gone: &[herd_layer::fleet::NodeId]| {
+                live.history.forget(gone);
+                live.admission.forget(gone);
+            }
+        },
     ))];
     let urls = cfg
         .endpoints

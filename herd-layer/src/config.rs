@@ -30,6 +30,13 @@ pub struct RoutingConfig {
     pub report_timeout: Duration,
     /// Largest request body accepted, bytes (413 above).
     pub max_body_bytes: usize,
+    /// Memory all request bodies together may hold while read, parsed and
+    /// kept for retries, bytes; a body that finds it spent is shed (503),
+    /// one that would need more than half of it alone is refused (413).
+    pub body_memory: usize,
+    /// Longest gap while a client sends a body, before herd gives up (408).
+    #[serde(with = "crate::duration")]
+    pub body_timeout: Duration,
     /// Largest non-streamed upstream response buffered, bytes.
     pub max_response_bytes: usize,
     /// Time to connect to a node.
@@ -38,6 +45,17 @@ pub struct RoutingConfig {
     /// Time to the upstream's response headers (includes a cold load).
     #[serde(with = "crate::duration")]
     pub response_timeout: Duration,
+    /// A node that sends nothing within this many times the time scoring
+    /// expected for its first token (queue, cold load, prefill) is taken as
+    /// hung: the request goes elsewhere, and the node is left out for a while.
+    pub first_byte_factor: f64,
+    /// …but never sooner than this.
+    #[serde(with = "crate::duration")]
+    pub first_byte_min: Duration,
+    /// How long a node that went silent stays out of routing before it is
+    /// tried again.
+    #[serde(with = "crate::duration")]
+    pub unresponsive_pause: Duration,
     /// Longest silence between two chunks of a streaming response.
     #[serde(with = "crate::duration")]
     pub idle_timeout: Duration,
@@ -107,9 +125,14 @@ impl Default for RoutingConfig {
             report_interval: Duration::from_secs(2),
             report_timeout: Duration::from_secs(10),
             max_body_bytes: 32 * 1024 * 1024,
+            body_memory: 1024 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
             max_response_bytes: 256 * 1024 * 1024,
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(600),
+            first_byte_factor: 8.0,
+            first_byte_min: Duration::from_secs(15),
+            unresponsive_pause: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             fallback_models: Default::default(),
             fleet_token: None,
@@ -148,6 +171,7 @@ pub const PROXY_KEYS: &[&str] = &[
     "telemetry",
     "health",
     "log",
+    "server",
 ];
 
 /// Why a config file cannot be used.
@@ -201,6 +225,11 @@ pub fn read_file(path: &std::path::Path) -> Result<(RoutingConfig, toml::Table),
 }
 
 impl RoutingConfig {
+    /// The body budget this config asks for (see [`crate::budget`]).
+    pub fn body_budget(&self) -> crate::budget::BodyBudget {
+        crate::budget::BodyBudget::new(self.body_memory, self.body_memory / 2)
+    }
+
     /// What request parsing needs.
     pub fn parse_config(&self) -> crate::dialect::ParseConfig<'_> {
         crate::dialect::ParseConfig {
@@ -218,6 +247,21 @@ impl RoutingConfig {
             return Err(ConfigError::Invalid {
                 name: "fleet_token",
                 reason: "is empty; give a real token or none".into(),
+            });
+        }
+        if self.body_memory < self.max_body_bytes.saturating_mul(4) {
+            return Err(ConfigError::Invalid {
+                name: "body_memory",
+                reason: format!(
+                    "{} bytes cannot hold one body of max_body_bytes ({}) and its translation in the half one request may take; give at least four times max_body_bytes",
+                    self.body_memory, self.max_body_bytes
+                ),
+            });
+        }
+        if !(self.first_byte_factor >= 1.0 && self.first_byte_factor.is_finite()) {
+            return Err(ConfigError::Invalid {
+                name: "first_byte_factor",
+                reason: format!("{} must be at least 1", self.first_byte_factor),
             });
         }
         if self.max_body_bytes == 0 {

@@ -120,6 +120,8 @@ const COLD_LOAD_MS: f64 = 500.0;
 pub struct History {
     /// node → model (normalised) → book; read by `&str` without allocating.
     books: Arc<Mutex<Books>>,
+    /// Nodes that went silent, and until when they stay out of routing.
+    hung: Arc<Mutex<HashMap<NodeId, tokio::time::Instant>>>,
 }
 
 /// One node:model's record, for `/fleet/status`.
@@ -210,6 +212,49 @@ impl History {
             samples,
             recent_failures,
         })
+    }
+
+    /// Drop what was learned about these nodes (they left the fleet).
+    pub fn forget(&self, nodes: &[NodeId]) {
+        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        for n in nodes {
+            books.remove(&**n);
+        }
+        drop(books);
+        let mut hung = self.hung.lock().unwrap_or_else(|p| p.into_inner());
+        for n in nodes {
+            hung.remove(&**n);
+        }
+    }
+
+    /// The node sent nothing within its first-byte deadline: keep it out of
+    /// routing for `pause`, then try it again.
+    pub fn node_hung(&self, node: &NodeId, pause: std::time::Duration) {
+        let mut hung = self.hung.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        hung.retain(|_, until| *until > now);
+        hung.insert(node.clone(), now + pause);
+    }
+
+    /// How much longer `node` stays out of routing, when it hung lately.
+    pub fn hung(&self, node: &str) -> Option<std::time::Duration> {
+        let hung = self.hung.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *hung.get(node)?;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Nodes out of routing because they hung, with how long is left.
+    pub fn hung_nodes(&self) -> Vec<(NodeId, std::time::Duration)> {
+        let hung = self.hung.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        let mut v: Vec<_> = hung
+            .iter()
+            .filter(|(_, u)| **u > now)
+            .map(|(n, u)| (n.clone(), u.saturating_duration_since(now)))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Every node:model's record, sorted.

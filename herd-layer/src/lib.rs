@@ -14,6 +14,7 @@
 
 // Data the request path carries.
 pub mod body;
+pub mod budget;
 pub mod error;
 pub mod fleet;
 pub mod history;
@@ -39,6 +40,7 @@ pub mod duration;
 pub mod live;
 pub mod prewarm;
 pub mod prometheus;
+pub mod serve;
 pub mod stack;
 
 #[cfg(feature = "app")]

@@ -28,4 +28,7 @@ impl Observations for Live {
     fn perf(&self, node: &str, model: &str) -> Option<Perf> {
         self.history.perf(node, model)
     }
+    fn unresponsive(&self, node: &str) -> Option<std::time::Duration> {
+        self.history.hung(node)
+    }
 }

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+
+use crate::budget::Charge;
+use crate::dialect::json::RawObject;
 
 /// The API dialect a client speaks; its requests are parsed, its answers
 /// framed and its errors shaped by the matching module of
@@ -216,13 +218,19 @@ pub struct RouteRequest {
     pub num_ctx: Option<u32>,
     /// Tags for analytics (body `metadata.tags`/`tags`, `x-herd-tags`, `user:`…).
     pub tags: Vec<String>,
-    /// The client's body without herd-only fields.
-    pub body: Arc<Map<String, Value>>,
-    /// For OpenAI endpoints: the body translated once, at parse, to Ollama's
-    /// native API (the leaf only sets the model it tries).
-    pub ollama_body: Option<Arc<Map<String, Value>>>,
+    /// The client's body as it arrived, indexed; herd-only fields are out
+    /// of its index (see [`crate::dialect::json`]).
+    pub body: Arc<RawObject>,
+    /// For dialects other than Ollama's: the body translated once, at parse,
+    /// to Ollama's native API (the leaf only sets the model it tries).
+    pub native: Option<Arc<RawObject>>,
     /// W3C trace context from the client, forwarded to the node.
     pub traceparent: Option<String>,
+    /// The herds this request already passed through (`x-herd-hop`).
+    pub via: Option<String>,
+    /// The memory the body holds, charged to the body budget until the
+    /// request is over.
+    pub charge: Arc<Charge>,
 }
 
 impl RouteRequest {

@@ -40,6 +40,39 @@ pub fn addr_of(url: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// An engine's base URL as herd uses it: `http://host:port`, nothing more.
+///
+/// herd appends API paths to this URL and relays what comes back, so a path,
+/// query or credentials in it would let whoever sets it (a node's report, a
+/// config line) point herd at any URL it can reach. Engines are reached over
+/// plain HTTP on the LAN: `https` is refused, as is anything without a host.
+/// Without a port, Ollama's 11434 is meant.
+pub fn engine_url(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url
+        .trim()
+        .parse()
+        .map_err(|_| format!("{url:?} is not a URL like http://10.0.0.5:11434"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{url:?}: engines are reached over plain http:// (like http://10.0.0.5:11434)"
+        ));
+    }
+    let auth = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?} names no host"))?;
+    if auth.as_str().contains('@') {
+        return Err(format!(
+            "{url:?}: credentials in an engine URL are not supported"
+        ));
+    }
+    let host = auth.host();
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    let port = auth.port_u16().unwrap_or(11434);
+    Ok(format!("http://{host}:{port}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +83,29 @@ mod tests {
         assert!(valid_node_id("").is_err());
         assert!(valid_node_id("a b").is_err());
         assert!(valid_node_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn engine_urls_keep_scheme_host_and_port_only() {
+        assert_eq!(
+            engine_url("http://10.0.0.5:11434/api/x?y=1#z").unwrap(),
+            "http://10.0.0.5:11434"
+        );
+        assert_eq!(
+            engine_url(" http://mac.local ").unwrap(),
+            "http://mac.local:11434"
+        );
+        assert_eq!(engine_url("http://[::1]:9/").unwrap(), "http://[::1]:9");
+        for bad in [
+            "https://10.0.0.5:11434",
+            "ftp://x",
+            "http://user:pw@10.0.0.5:1",
+            "10.0.0.5:11434",
+            "not a url",
+            "",
+        ] {
+            assert!(engine_url(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -376,6 +376,7 @@ async fn a_stuck_device_backs_up_sheds_and_loses_clients() {
 async fn timeouts_and_refused_connections_are_flagged() {
     let mut c = cfg();
     c.routing.response_timeout = Duration::from_millis(700);
+    c.routing.unresponsive_pause = Duration::from_secs(1);
     let fleet = start(
         c,
         vec![
@@ -392,9 +393,26 @@ async fn timeouts_and_refused_connections_are_flagged() {
         hang: Some(true),
         ..Default::default()
     });
-    failing(&c, &url, "q:8b", 2).await;
+    // Silent past its first-byte deadline: the node is named and left out
+    // of routing for the pause; a request for its model meanwhile is
+    // refused at once, naming why, instead of hanging too.
+    failing(&c, &url, "q:8b", 1).await;
+    expect(&c, &url, "node_unresponsive", Some("slow"), true).await;
+    let r = post(
+        &c,
+        &format!("{url}/api/chat"),
+        chat("q:8b", "meanwhile", false),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("first-byte deadline"), "{}", r.text());
+    // Tried again after the pause: still silent, and a second timeout on
+    // the node is a load-timeout warning too.
+    expect(&c, &url, "node_unresponsive", None, false).await;
+    failing(&c, &url, "q:8b", 1).await;
     expect(&c, &url, "model_load_timeout", Some("slow"), true).await;
     clear(fleet.device("slow"));
+    expect(&c, &url, "node_unresponsive", None, false).await;
     good(&c, &url, "q:8b", 10).await;
     expect(&c, &url, "model_load_timeout", None, false).await;
 

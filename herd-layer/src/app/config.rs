@@ -46,6 +46,8 @@ pub struct AppSections {
     pub health: super::health::HealthConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[server]`: connection cap, header and idle timeouts.
+    pub server: crate::serve::ServeConfig,
 }
 
 impl Default for AppSections {
@@ -58,6 +60,7 @@ impl Default for AppSections {
             telemetry: Default::default(),
             health: Default::default(),
             log: Default::default(),
+            server: Default::default(),
         }
     }
 }

@@ -127,10 +127,19 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     }
     let attachments = Arc::new(Attachments::default());
     let telemetry = Arc::new(telemetry(&cfg, &fleet, &live)?);
-    let mdns = start_mdns(&cfg, addr);
+    // One id names this router: in its mDNS advert, to nodes that attach,
+    // and in `x-herd-hop` on everything it forwards.
+    let router_id = format!("herd-{:08x}", fastrand::u32(..));
+    let mdns = start_mdns(&cfg, addr, &router_id);
     let prewarms = crate::prewarm::Prewarms::default();
     let tracer: Arc<dyn crate::routed::Tracer> = Arc::new(telemetry.clone());
-    let stack = crate::stack::forwarding(fleet.clone(), live.clone(), &cfg.routing, Some(tracer));
+    let stack = crate::stack::forwarding(
+        fleet.clone(),
+        live.clone(),
+        &cfg.routing,
+        Some(tracer),
+        &router_id,
+    );
     let state = AppState {
         stack,
         fleet: fleet.clone(),
@@ -141,12 +150,16 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         telemetry: telemetry.clone(),
         seen_nodes: mdns.as_ref().map(|m| m.seen.clone()),
         prewarms: prewarms.clone(),
+        budget: cfg.routing.body_budget(),
+        router_id: router_id.clone(),
     };
     let grpc = FleetService::new(
         fleet.clone(),
         attachments.clone(),
         cfg.routing.fleet_token.clone(),
         cfg.routing.report_interval,
+        cfg.routing.report_timeout,
+        router_id.clone(),
     )
     .into_server();
     // gRPC shares the port: its one service lives under its own path, and
@@ -158,6 +171,14 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let mut background = vec![tokio::spawn(discovery::sweep(
         fleet.clone(),
         cfg.routing.report_timeout,
+        discovery::FORGET_AFTER,
+        {
+            let live = live.clone();
+            move |gone: &[crate::fleet::NodeId]| {
+                live.history.forget(gone);
+                live.admission.forget(gone);
+            }
+        },
     ))];
     if cfg.routing.prewarm.enabled {
         background.push(tokio::spawn(crate::prewarm::run(
@@ -180,32 +201,35 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
 
     let (tx, rx) = watch::channel(false);
     let grace = cfg.app.shutdown_grace;
+    let serve_cfg = cfg.app.server.clone();
+    let open = crate::serve::Open::default();
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     let closing = attachments.clone();
     let task = tokio::spawn(async move {
-        // Without TCP_NODELAY a first token that follows the response
-        // headers within ~40 ms waits for the client's delayed ACK (Nagle):
-        // measured +41 ms time to first token before this line.
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        // `into_make_service` builds the router's routes once; handing
-        // axum the Router itself rebuilds them for every connection
-        // (`Router::with_state` per accept), which measured 64 KiB of heap
-        // per open connection — half of herd's memory per open stream.
-        let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown({
+        // Routes are built once (`Router` clones share them); TCP_NODELAY,
+        // header and idle timeouts and the connection cap are the serve
+        // loop's (see [`crate::serve`]).
+        let serve = {
             let rx = rx.clone();
             async move {
-                stopped(rx).await;
-                // Attached nodes hold a gRPC stream open for as long as the
-                // router runs; ending them lets the drain finish and tells
-                // the nodes to look for a router again.
-                closing.close_all();
+                let stop = {
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    tokio::spawn(async move {
+                        stopped(rx).await;
+                        // Attached nodes hold a gRPC stream open for as long
+                        // as the router runs; ending them lets the drain
+                        // finish and tells the nodes to look for a router.
+                        closing.close_all();
+                        let _ = stop_tx.send(true);
+                    });
+                    stop_rx
+                };
+                crate::serve::serve(listener, app, serve_cfg, open, stop).await;
+                Ok::<(), std::io::Error>(())
             }
-        });
+        };
         // In-flight requests get `shutdown_grace` to finish; then herd
         // stops anyway (a stream can last many minutes).
         tokio::select! {
@@ -235,7 +259,11 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
 
 /// Advertise `_herd._tcp` where the config allows; a failure is logged, not
 /// fatal (nodes can still be pointed at the router with `--router`).
-fn start_mdns(cfg: &RouterConfig, addr: SocketAddr) -> Option<discovery::mdns::RouterMdns> {
+fn start_mdns(
+    cfg: &RouterConfig,
+    addr: SocketAddr,
+    router_id: &str,
+) -> Option<discovery::mdns::RouterMdns> {
     let scope = cfg.routing.mdns.scope(addr.ip());
     if let discovery::mdns::Scope::Off(why) = &scope {
         tracing::info!(%why, "mDNS off");
@@ -243,7 +271,7 @@ fn start_mdns(cfg: &RouterConfig, addr: SocketAddr) -> Option<discovery::mdns::R
     }
     let ad = discovery::mdns::RouterAdvertisement {
         kind: "herd".into(),
-        id: format!("{:08x}", fastrand::u32(..)),
+        id: router_id.to_string(),
         port: addr.port(),
         token_required: cfg.routing.fleet_token.is_some(),
     };

@@ -285,15 +285,29 @@ pub struct Cost {
     pub scalars: usize,
     /// Deepest nesting.
     pub depth: usize,
+    /// Values inside the largest single element of a top-level field (one
+    /// message, one input): herd builds a tree of at most one element at a
+    /// time.
+    pub largest_element: usize,
 }
 
+/// What one value of a `serde_json::Value` tree takes, at most: a map node
+/// per small object dominates.
+const BYTES_PER_VALUE: usize = 640;
+
 impl Cost {
-    /// A bound on the memory a `serde_json::Value` tree of the body takes:
-    /// a map node or vector per container, an enum slot per scalar, plus the
-    /// text itself.
+    /// A bound on the memory a `serde_json::Value` tree of the whole body
+    /// takes (what parsing it naïvely would cost).
     pub fn tree_bytes(&self, len: usize) -> usize {
-        len.saturating_add(self.containers.saturating_mul(640))
+        len.saturating_add(self.containers.saturating_mul(BYTES_PER_VALUE))
             .saturating_add(self.scalars.saturating_mul(48))
+    }
+
+    /// What herd's own parse of the body holds at its peak: the body, its
+    /// translation, and one element's tree.
+    pub fn parse_bytes(&self, len: usize) -> usize {
+        len.saturating_mul(2)
+            .saturating_add(self.largest_element.saturating_mul(BYTES_PER_VALUE))
     }
 }
 
@@ -305,8 +319,14 @@ pub fn cost(bytes: &[u8]) -> Cost {
     let mut depth = 0usize;
     let mut i = 0;
     let mut in_scalar = false;
+    // Values since the current depth-3 element began.
+    let mut element = 0usize;
     while i < bytes.len() {
         let b = bytes[i];
+        if depth >= 3 && matches!(b, b'"' | b'{' | b'[') {
+            element += 1;
+            c.largest_element = c.largest_element.max(element);
+        }
         match b {
             b'"' => {
                 c.scalars += 1;
@@ -324,6 +344,10 @@ pub fn cost(bytes: &[u8]) -> Cost {
                 c.containers += 1;
                 depth += 1;
                 c.depth = c.depth.max(depth);
+                if depth == 3 {
+                    element = 1;
+                    c.largest_element = c.largest_element.max(element);
+                }
                 in_scalar = false;
             }
             b'}' | b']' => {
@@ -447,9 +471,15 @@ mod tests {
         assert_eq!(c.scalars, 9);
         assert_eq!(c.depth, 3);
         let tiny = "{\"role\":\"u\"},".repeat(1000);
-        let c = cost(format!("[{tiny}1]").as_bytes());
-        assert_eq!(c.containers, 1001);
+        let c = cost(format!("{{\"messages\":[{tiny}1]}}").as_bytes());
+        assert_eq!(c.containers, 1002);
         assert!(c.tree_bytes(12_000) > 600_000);
+        // One element at a time: a message of one object and two strings.
+        assert_eq!(c.largest_element, 3);
+        assert!(c.parse_bytes(12_000) < 30_000);
+        let parts = "{\"type\":\"text\"},".repeat(1000);
+        let big = cost(format!("{{\"messages\":[{{\"content\":[{parts}1]}}]}}").as_bytes());
+        assert!(big.largest_element > 3000, "{big:?}");
         assert_eq!(cost(br#""\\\"{""#).containers, 0);
     }
 }

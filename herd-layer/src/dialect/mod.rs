@@ -16,16 +16,22 @@ pub mod json;
 pub mod ollama;
 pub mod openai;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderMap;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::budget::Charge;
 use crate::error::ClientError;
 use crate::fleet::Engine;
 use crate::request::{Dialect, Endpoint, RouteRequest, estimate_tokens};
+use json::RawObject;
 
 /// Fallback models a request may name (each one is a full routing pass).
 pub const MAX_FALLBACKS: usize = 8;
@@ -52,48 +58,76 @@ pub struct Size {
 }
 
 impl Size {
-    /// Counts a chat's messages; each needs a string role.
-    pub fn messages(&mut self, ms: &[Value]) -> Result<(), ClientError> {
-        for (i, m) in ms.iter().enumerate() {
-            if m.get("role").and_then(Value::as_str).is_none() {
-                return Err(ClientError::bad_request(format!(
-                    "messages[{i}] needs a string role"
-                )));
-            }
-            let (c, im) = content_size(m.get("content"));
-            self.chars += c;
-            self.images += im;
-            self.images += m
-                .get("images")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            self.messages += 1;
-        }
-        Ok(())
-    }
-
     /// The token estimate.
     pub fn tokens(&self) -> u32 {
         estimate_tokens(self.chars, self.messages, self.images)
     }
+
+    /// Adds one chat message (Ollama's or OpenAI's shape), read without
+    /// building a tree: a string role is required.
+    pub fn message(&mut self, i: usize, m: MessagePeek<'_>) -> Result<(), String> {
+        if !m.role.is_some_and(|r| r.get().starts_with('"')) {
+            return Err(format!("messages[{i}] needs a string role"));
+        }
+        if let Some(c) = m.content {
+            self.content(c.get());
+        }
+        if let Some(im) = m.images {
+            self.images += json::each::<IgnoredAny, _>(im.get(), |_, _| Ok(()))
+                .map_err(|e| format!("messages[{i}].images: {e}"))?;
+        }
+        self.messages += 1;
+        Ok(())
+    }
+
+    /// Adds a `content`: a string, or an array of parts (`text`, images).
+    pub fn content(&mut self, raw: &str) {
+        if raw.starts_with('"') {
+            self.chars += raw.len().saturating_sub(2);
+        } else if raw.starts_with('[') {
+            let _ = json::each::<PartPeek<'_>, _>(raw, |_, p| {
+                match p.kind.as_deref() {
+                    Some("text" | "input_text") => {
+                        self.chars += p.text.map_or(0, |t| t.get().len().saturating_sub(2))
+                    }
+                    Some("image_url" | "input_image" | "image") => self.images += 1,
+                    _ => {}
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Adds a string's length (a raw JSON string).
+    pub fn string(&mut self, raw: Option<&str>) {
+        if let Some(r) = raw.filter(|r| r.starts_with('"')) {
+            self.chars += r.len() - 2;
+        }
+    }
 }
 
-/// Characters of text and number of images in a message's `content`.
-fn content_size(content: Option<&Value>) -> (usize, usize) {
-    match content {
-        Some(Value::String(s)) => (s.len(), 0),
-        Some(Value::Array(parts)) => parts.iter().fold((0, 0), |(c, i), p| {
-            match p.get("type").and_then(Value::as_str) {
-                Some("text") => (
-                    c + p.get("text").and_then(Value::as_str).map_or(0, str::len),
-                    i,
-                ),
-                Some("image_url") | Some("input_image") => (c, i + 1),
-                _ => (c, i),
-            }
-        }),
-        _ => (0, 0),
-    }
+/// The parts of a chat message herd reads to size it (everything else is
+/// skipped unread).
+#[derive(Debug, Deserialize)]
+pub struct MessagePeek<'a> {
+    /// Must be a string.
+    #[serde(borrow)]
+    pub role: Option<&'a RawValue>,
+    /// A string, or an array of content parts.
+    #[serde(borrow)]
+    pub content: Option<&'a RawValue>,
+    /// Ollama's base64 images.
+    #[serde(borrow)]
+    pub images: Option<&'a RawValue>,
+}
+
+/// One content part, as far as sizing needs.
+#[derive(Debug, Deserialize)]
+struct PartPeek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
 }
 
 fn positive_u32(v: Option<&Value>) -> Option<u32> {
@@ -121,18 +155,20 @@ fn header_list(headers: &HeaderMap, name: &str) -> Vec<String> {
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+        .take(64)
         .collect()
 }
 
-fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, ClientError> {
+fn string_list(v: Option<Value>, field: &str) -> Result<Vec<String>, ClientError> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_str().map(str::to_string).ok_or_else(|| {
-                    ClientError::bad_request(format!("{field} must be a list of strings"))
-                })
+            .into_iter()
+            .map(|x| match x {
+                Value::String(s) => Ok(s),
+                _ => Err(ClientError::bad_request(format!(
+                    "{field} must be a list of strings"
+                ))),
             })
             .collect(),
         Some(_) => Err(ClientError::bad_request(format!(
@@ -141,109 +177,139 @@ fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, ClientErro
     }
 }
 
-/// Accepted content types. Missing is fine, and so is curl's default form
-/// type, because Ollama's own docs use `curl -d '{…}'` without a header.
-pub fn check_content_type(headers: &HeaderMap) -> Result<(), ClientError> {
-    let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    let ok = essence.is_empty()
-        || essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-        || essence == "text/plain"
-        || essence == "application/x-www-form-urlencoded";
+/// The header every herd adds to what it forwards, naming itself; a herd
+/// that receives a request naming it refuses it (a node whose URL leads
+/// back to the router would otherwise loop).
+pub const HOP_HEADER: &str = "x-herd-hop";
+
+/// The herds a request passed through (`x-herd-hop`), when sane.
+fn hops(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(HOP_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 512)
+        .map(str::to_string)
+}
+
+/// Whether `headers` say this request already passed through the herd
+/// named `router_id` (a loop: a node's URL leads back to the router).
+pub fn looped(headers: &HeaderMap, router_id: &str) -> bool {
+    headers
+        .get_all(HOP_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|h| h.trim() == router_id)
+}
+
+/// The longest model name herd accepts (Ollama's own names are far shorter).
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// A model name as a client may send it: `[host[:port]/][namespace/]name[:tag]`
+/// or a digest, in letters, digits and `._-:/@+`, at most
+/// [`MAX_MODEL_NAME`] bytes. Anything else cannot name a model on any node,
+/// and must not grow herd's maps either.
+pub fn check_model_name(m: &str) -> Result<(), ClientError> {
+    let ok = !m.is_empty()
+        && m.len() <= MAX_MODEL_NAME
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(ClientError::new(
-            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content type {essence:?} is not supported; send JSON (application/json)"),
-        )
-        .code("unsupported_media_type"))
+        let shown: String = m.chars().take(64).collect();
+        Err(ClientError::bad_request(format!(
+            "{shown:?}{} is not a model name: use letters, digits and ._-:/@+, at most {MAX_MODEL_NAME} characters (e.g. qwen3:8b)",
+            if m.chars().count() > 64 { "…" } else { "" }
+        ))
+        .code("invalid_model"))
     }
 }
 
-/// A JSON object body (inference and the endpoints that take one).
-pub fn object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, ClientError> {
-    check_content_type(headers)?;
+/// Content types are not checked: like Ollama, herd reads a JSON body as
+/// JSON whatever the header says (LiteLLM's async client sends
+/// `application/octet-stream`); only a body that is not JSON is refused.
+/// A multipart form is named, so that a client sending one to a JSON
+/// endpoint learns why it failed.
+fn not_json(headers: &HeaderMap, e: json::NotAnObject) -> ClientError {
+    let multipart = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"));
+    if multipart {
+        ClientError::bad_request(format!(
+            "this endpoint takes a JSON body, not a multipart form ({e})"
+        ))
+    } else {
+        ClientError::bad_request(e.to_string())
+    }
+}
+
+/// A JSON object body, indexed (inference and the endpoints that take one).
+pub fn object(headers: &HeaderMap, body: Bytes) -> Result<RawObject, ClientError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ClientError::bad_request(
             "request body is empty; send a JSON object",
         ));
     }
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(ClientError::bad_request(
-            "request body must be a JSON object",
-        )),
-        Err(e) => Err(ClientError::bad_request(format!(
-            "invalid JSON in request body: {e}"
-        ))),
-    }
+    RawObject::parse(body).map_err(|e| not_json(headers, e))
 }
 
-/// Parse and validate one inference request for `endpoint`.
+/// A JSON object body as a map (the small management bodies).
+pub fn object_map(headers: &HeaderMap, body: Bytes) -> Result<Map<String, Value>, ClientError> {
+    let o = object(headers, body)?;
+    serde_json::from_slice(o.bytes()).map_err(|e| ClientError::bad_request(e.to_string()))
+}
+
+/// Parse and validate one inference request for `endpoint`. The body is
+/// kept as it came; `charge` is what it holds of the body budget.
 pub fn parse(
     endpoint: Endpoint,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
     cfg: ParseConfig<'_>,
+    charge: Charge,
 ) -> Result<RouteRequest, ClientError> {
     let mut obj = object(headers, body)?;
-    let model = match obj.get("model") {
+    let model = match obj.value("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
+        Some(Value::String(_)) | None => {
             return Err(ClientError::bad_request("model is required").code("model_required"));
         }
         Some(_) => return Err(ClientError::bad_request("model must be a string")),
     };
+    check_model_name(&model)?;
     let spec = endpoint.spec();
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => spec.streams_by_default,
-        Some(Value::Bool(b)) => *b,
+    let stream = match obj.value("stream") {
+        None => spec.streams_by_default,
+        Some(Value::Bool(b)) => b,
         Some(_) => return Err(ClientError::bad_request("stream must be true or false")),
     } && spec.can_stream;
     let include_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
+        .value("stream_options")
+        .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
         .unwrap_or(false);
-    if obj
-        .get("options")
-        .is_some_and(|o| !o.is_object() && !o.is_null())
-    {
+    let options = obj.value("options");
+    if options.as_ref().is_some_and(|o| !o.is_object()) {
         return Err(ClientError::bad_request("options must be an object"));
     }
-
-    let (size, max_output_tokens) = match spec.dialect {
-        Dialect::Ollama => (
-            ollama::measure(endpoint, &obj)?,
-            ollama::max_output_tokens(&obj),
-        ),
-        Dialect::OpenAi => (
-            openai::measure(endpoint, &obj)?,
-            openai::max_output_tokens(&obj),
-        ),
-    };
-    let num_ctx = positive_u32(obj.get("options").and_then(|o| o.get("num_ctx")));
+    let num_ctx = positive_u32(options.as_ref().and_then(|o| o.get("num_ctx")));
 
     // Tags: body metadata.tags or tags, the x-herd-tags header, OpenAI's user.
     let mut tags = string_list(
-        obj.get("metadata").and_then(|m| m.get("tags")),
+        obj.value("metadata").and_then(|m| m.get("tags").cloned()),
         "metadata.tags",
     )?;
-    tags.extend(string_list(obj.get("tags"), "tags")?);
+    tags.extend(string_list(obj.value("tags"), "tags")?);
     tags.extend(header_list(headers, "x-herd-tags"));
-    if let Some(u) = obj.get("user").and_then(Value::as_str) {
+    if let Some(Value::String(u)) = obj.value("user") {
         tags.push(format!("user:{u}"));
     }
     let mut seen = std::collections::HashSet::new();
     tags.retain(|t| t.len() <= 128 && seen.insert(t.clone()));
     tags.truncate(32);
 
-    let mut fallback_models = string_list(obj.get("fallback_models"), "fallback_models")?;
+    let mut fallback_models = string_list(obj.value("fallback_models"), "fallback_models")?;
     if fallback_models.is_empty() {
         fallback_models = header_list(headers, "x-herd-fallback-models");
     }
@@ -265,9 +331,12 @@ pub fn parse(
             fallback_models.len()
         )));
     }
+    for m in &fallback_models {
+        check_model_name(m)?;
+    }
 
     for f in HERD_FIELDS {
-        obj.remove(*f);
+        obj.remove(f);
     }
     if spec.dialect == Dialect::Ollama {
         // Ollama has no metadata field; herd reads tags from it.
@@ -281,10 +350,25 @@ pub fn parse(
 
     // Bodies of other dialects are translated to Ollama's API here, once:
     // what cannot be translated is refused before the request waits for a slot.
-    let ollama_body = match spec.dialect {
-        Dialect::Ollama => None,
-        Dialect::OpenAi => Some(Arc::new(openai::to_ollama(endpoint, &obj, &model)?)),
+    let (size, max_output_tokens, native) = match spec.dialect {
+        Dialect::Ollama => (
+            ollama::measure(endpoint, &obj)?,
+            ollama::max_output_tokens(options.as_ref()),
+            None,
+        ),
+        Dialect::OpenAi => {
+            let (native, size) = openai::to_ollama(endpoint, &obj, &model)?;
+            (
+                size,
+                openai::max_output_tokens(&obj),
+                Some(Arc::new(native)),
+            )
+        }
     };
+
+    // From here on the request holds its body and its translation.
+    let mut charge = charge;
+    charge.keep(obj.bytes().len() + native.as_ref().map_or(0, |n| n.bytes().len()));
 
     Ok(RouteRequest {
         id: request_id(headers),
@@ -295,12 +379,14 @@ pub fn parse(
         include_usage,
         est_prompt_tokens: size.tokens(),
         max_output_tokens,
-        images: size.images as u32,
+        images: u32::try_from(size.images).unwrap_or(u32::MAX),
         num_ctx,
         tags,
         body: Arc::new(obj),
-        ollama_body,
+        native,
         traceparent,
+        via: hops(headers),
+        charge: Arc::new(charge),
     })
 }
 
@@ -319,25 +405,27 @@ pub fn model_only(endpoint: Endpoint, model: String, headers: &HeaderMap) -> Rou
         images: 0,
         num_ctx: None,
         tags: Vec::new(),
-        body: Arc::new(Map::new()),
-        ollama_body: None,
+        body: Arc::new(RawObject::empty()),
+        native: None,
         traceparent: None,
+        via: hops(headers),
+        charge: Arc::new(Charge::none()),
     }
 }
 
 /// A body on a path herd does not parse in full (herd-epp routes any path
 /// Envoy sends it): only `model` and `stream` are read, the rest is the
 /// engine's business. Routed as an OpenAI chat.
-pub fn parse_unknown(headers: &HeaderMap, body: &[u8]) -> Result<RouteRequest, ClientError> {
+pub fn parse_unknown(headers: &HeaderMap, body: Bytes) -> Result<RouteRequest, ClientError> {
     let obj = object(headers, body)?;
     let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .map(str::trim)
+        .value("model")
+        .and_then(|m| m.as_str().map(|m| m.trim().to_string()))
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ClientError::bad_request("model is required").code("model_required"))?;
-    let mut r = model_only(Endpoint::OpenAiChat, model.to_string(), headers);
-    r.stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    check_model_name(&model)?;
+    let mut r = model_only(Endpoint::OpenAiChat, model, headers);
+    r.stream = obj.get::<bool>("stream").ok().flatten().unwrap_or(false);
     Ok(r)
 }
 
@@ -352,12 +440,18 @@ pub enum Mode {
     CompletionToSse,
     /// OpenAI SSE from an OpenAI engine, passed through.
     Sse,
-    /// One Ollama JSON object, passed through.
+    /// Ollama chat/generate streamed from the node, collected into the one
+    /// JSON object Ollama answers without streaming. herd always streams
+    /// from Ollama: the first token shows the node is alive (a hung node is
+    /// caught by the first-byte deadline) and times the TTFT, and a failure
+    /// before the end is still retried, since the client has nothing yet.
+    CollectOllama,
+    /// As [`Mode::CollectOllama`], then → chat.completion.
+    CollectChat,
+    /// As [`Mode::CollectOllama`], then → text_completion.
+    CollectCompletion,
+    /// One Ollama JSON object (embeddings), passed through.
     OllamaJson,
-    /// One Ollama /api/chat object → chat.completion.
-    ChatJson,
-    /// One Ollama /api/generate object → text_completion.
-    CompletionJson,
     /// Ollama /api/embed → OpenAI embeddings list.
     EmbedToOpenAi,
     /// One OpenAI JSON object from an OpenAI engine, passed through.
@@ -368,24 +462,33 @@ impl Mode {
     /// The same conversion for a non-streamed answer.
     pub fn buffered(self) -> Mode {
         match self {
-            Mode::Ndjson => Mode::OllamaJson,
-            Mode::ChatToSse => Mode::ChatJson,
-            Mode::CompletionToSse => Mode::CompletionJson,
+            Mode::Ndjson => Mode::CollectOllama,
+            Mode::ChatToSse => Mode::CollectChat,
+            Mode::CompletionToSse => Mode::CollectCompletion,
             Mode::Sse => Mode::OpenAiJson,
             other => other,
         }
     }
 
-    /// Whether the answer is read whole before the client gets it.
-    pub fn is_buffered(self) -> bool {
+    /// Whether the client gets the answer as a stream.
+    pub fn streams_to_client(self) -> bool {
         matches!(
             self,
-            Mode::OllamaJson
-                | Mode::ChatJson
-                | Mode::CompletionJson
-                | Mode::EmbedToOpenAi
-                | Mode::OpenAiJson
+            Mode::Ndjson | Mode::ChatToSse | Mode::CompletionToSse | Mode::Sse
         )
+    }
+
+    /// Whether the answer is collected from an Ollama stream.
+    pub fn collects(self) -> bool {
+        matches!(
+            self,
+            Mode::CollectOllama | Mode::CollectChat | Mode::CollectCompletion
+        )
+    }
+
+    /// Whether the node is asked to stream (Ollama's `stream` field).
+    pub fn upstream_streams(self) -> bool {
+        self.streams_to_client() || self.collects()
     }
 
     /// Whether bytes pass through unchanged (only framed and observed).
@@ -396,7 +499,7 @@ impl Mode {
     /// The dialect of what the client receives.
     pub fn dialect(self) -> Dialect {
         match self {
-            Mode::Ndjson | Mode::OllamaJson => Dialect::Ollama,
+            Mode::Ndjson | Mode::OllamaJson | Mode::CollectOllama => Dialect::Ollama,
             _ => Dialect::OpenAi,
         }
     }
@@ -415,9 +518,8 @@ pub struct Plan {
 pub fn plan(endpoint: Endpoint, engine: Engine, stream: bool) -> Plan {
     use Endpoint::*;
     let (path, mode) = match (engine, endpoint) {
-        (Engine::Ollama, OllamaChat | OllamaGenerate | OllamaEmbed | OllamaEmbeddings) => {
-            (endpoint.path(), Mode::Ndjson)
-        }
+        (Engine::Ollama, OllamaChat | OllamaGenerate) => (endpoint.path(), Mode::Ndjson),
+        (Engine::Ollama, OllamaEmbed | OllamaEmbeddings) => (endpoint.path(), Mode::OllamaJson),
         (Engine::Ollama, OpenAiChat) => ("/api/chat", Mode::ChatToSse),
         (Engine::Ollama, OpenAiCompletions) => ("/api/generate", Mode::CompletionToSse),
         (Engine::Ollama, OpenAiEmbeddings) => ("/api/embed", Mode::EmbedToOpenAi),

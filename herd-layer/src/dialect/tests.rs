@@ -12,7 +12,17 @@ fn cfg() -> ParseConfig<'static> {
 }
 
 fn p(endpoint: Endpoint, body: &str) -> Result<RouteRequest, ClientError> {
-    parse(endpoint, &HeaderMap::new(), body.as_bytes(), cfg())
+    with(endpoint, &HeaderMap::new(), body)
+}
+
+fn with(endpoint: Endpoint, h: &HeaderMap, body: &str) -> Result<RouteRequest, ClientError> {
+    parse(
+        endpoint,
+        h,
+        Bytes::copy_from_slice(body.as_bytes()),
+        cfg(),
+        Charge::none(),
+    )
 }
 
 #[test]
@@ -67,19 +77,19 @@ fn bad_bodies_are_refused_with_reasons() {
 fn herd_fields_are_read_and_stripped() {
     let mut h = HeaderMap::new();
     h.insert("x-herd-tags", "a, b".parse().unwrap());
-    let r = parse(
+    let r = with(
         Endpoint::OllamaChat,
         &h,
-        br#"{"model":"m","messages":[],"fallback_models":["f1","m"],"metadata":{"tags":["t"]},"options":{"num_predict":12,"num_ctx":4096}}"#,
-        cfg(),
+        r#"{"model":"m","messages":[],"fallback_models":["f1","m"],"metadata":{"tags":["t"]},"options":{"num_predict":12,"num_ctx":4096}}"#,
     )
     .unwrap();
     assert_eq!(r.fallback_models, vec!["f1"]);
     assert_eq!(r.tags, vec!["t", "a", "b"]);
     assert_eq!(r.max_output_tokens, Some(12));
     assert_eq!(r.num_ctx, Some(4096));
-    assert!(!r.body.contains_key("fallback_models"));
-    assert!(!r.body.contains_key("metadata"));
+    assert!(r.body.raw("fallback_models").is_none());
+    assert!(r.body.raw("metadata").is_none());
+    assert!(r.body.raw("options").is_some());
 }
 
 #[test]
@@ -107,27 +117,75 @@ fn untranslatable_openai_bodies_fail_early() {
 }
 
 #[test]
-fn content_types() {
+fn any_content_type_is_read_as_json_and_only_non_json_is_refused() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#;
+    for ct in [
+        "application/json; charset=utf-8",
+        "application/octet-stream",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+        assert!(with(Endpoint::OllamaChat, &h, body).is_ok(), "{ct}");
+    }
     let mut h = HeaderMap::new();
-    assert!(check_content_type(&h).is_ok());
-    h.insert(
-        header::CONTENT_TYPE,
-        "application/json; charset=utf-8".parse().unwrap(),
-    );
-    assert!(check_content_type(&h).is_ok());
-    h.insert(
-        header::CONTENT_TYPE,
-        "application/x-www-form-urlencoded".parse().unwrap(),
-    );
-    assert!(check_content_type(&h).is_ok());
     h.insert(
         header::CONTENT_TYPE,
         "multipart/form-data; boundary=x".parse().unwrap(),
     );
-    assert_eq!(
-        check_content_type(&h).unwrap_err().status,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    let e = with(Endpoint::OllamaChat, &h, "--x\r\n").unwrap_err();
+    assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    assert!(e.message.contains("multipart"), "{}", e.message);
+}
+
+#[test]
+fn model_names_are_checked() {
+    assert!(check_model_name("registry.local:5000/lib/qwen3:8b").is_ok());
+    assert!(check_model_name("m@sha256:abc").is_ok());
+    for bad in ["", "a b", "x\"y", &"a".repeat(MAX_MODEL_NAME + 1)] {
+        assert!(check_model_name(bad).is_err(), "{bad:?}");
+    }
+    let long = "m".repeat(1_000_000);
+    let e = p(
+        Endpoint::OllamaChat,
+        &format!(r#"{{"model":"{long}","messages":[]}}"#),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, Some("invalid_model"));
+    assert!(
+        e.message.len() < 300,
+        "the refusal does not echo a huge name"
     );
+}
+
+#[test]
+fn bodies_go_upstream_as_they_came() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi","images":["AA","BB"]}],"options":{"seed":1},"tags":["t"],"extra":{"kept":true}}"#;
+    let r = p(Endpoint::OllamaChat, body).unwrap();
+    assert_eq!(r.images, 2);
+    let out: serde_json::Value =
+        serde_json::from_slice(&r.body.write(&[("model", Some("\"n\""))])).unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"model":"n","messages":[{"role":"user","content":"hi","images":["AA","BB"]}],"options":{"seed":1},"extra":{"kept":true}})
+    );
+}
+
+#[test]
+fn a_million_tiny_messages_are_sized_without_a_tree() {
+    // One element at a time: the peak is one message, not the array.
+    let msgs = "{\"role\":\"user\",\"content\":\"x\"},".repeat(200_000);
+    let body = format!(r#"{{"model":"m","messages":[{msgs}{{"role":"user","content":"y"}}]}}"#);
+    let c = json::cost(body.as_bytes());
+    assert!(c.parse_bytes(body.len()) < 3 * body.len(), "{c:?}");
+    let r = p(Endpoint::OllamaChat, &body).unwrap();
+    assert_eq!(r.est_prompt_tokens, estimate_tokens(200_001, 200_001, 0));
+    let r = p(Endpoint::OpenAiChat, &body).unwrap();
+    let native = r.native.as_ref().unwrap();
+    let n = json::each::<serde::de::IgnoredAny, _>(native.raw("messages").unwrap(), |_, _| Ok(()))
+        .unwrap();
+    assert_eq!(n, 200_001);
 }
 
 #[test]

@@ -23,6 +23,9 @@ use crate::proto::{self, node_message, router_message};
 /// How long a node has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most nodes attached at once (ids come from the network).
+pub const MAX_ATTACHED: usize = 1024;
+
 /// The router's side of each attached node: where to send commands.
 #[derive(Debug, Default)]
 pub struct Attachments {
@@ -45,10 +48,34 @@ pub enum CommandError {
 }
 
 impl Attachments {
-    fn insert(&self, node: NodeId, tx: mpsc::Sender<Result<proto::RouterMessage, Status>>) -> u64 {
+    /// Bind `node` to this connection, unless a live connection holds it:
+    /// a node id belongs to one attachment at a time, so a second machine
+    /// (or a spoofer) using a live node's id is refused, not swapped in.
+    /// The first connection counts as gone when its stream has closed or
+    /// `alive` says it has stopped reporting.
+    fn insert(
+        &self,
+        node: NodeId,
+        tx: mpsc::Sender<Result<proto::RouterMessage, Status>>,
+        alive: impl Fn() -> bool,
+    ) -> Result<u64, String> {
+        let mut m = self.lock();
+        if let Some((_, old)) = m.get(&node)
+            && !old.is_closed()
+            && alive()
+        {
+            return Err(format!(
+                "node id {node:?} is attached already on another connection; give each machine its own --node-id (this one can attach once the other stops reporting)"
+            ));
+        }
+        if !m.contains_key(&node) && m.len() >= MAX_ATTACHED {
+            return Err(format!(
+                "this router has {MAX_ATTACHED} nodes attached, its limit"
+            ));
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(node, (id, tx));
-        id
+        m.insert(node, (id, tx));
+        Ok(id)
     }
 
     /// Ends every node's stream (the router is stopping): dropping the
@@ -141,23 +168,28 @@ pub struct FleetService {
     attachments: std::sync::Arc<Attachments>,
     fleet_token: Option<String>,
     report_interval: Duration,
+    report_timeout: Duration,
     router_id: String,
 }
 
 impl FleetService {
-    /// The attach service, writing into `fleet`.
+    /// The attach service, writing into `fleet`; `router_id` is this
+    /// router's (see [`crate::dialect::HOP_HEADER`]).
     pub fn new(
         fleet: Fleet,
         attachments: std::sync::Arc<Attachments>,
         fleet_token: Option<String>,
         report_interval: Duration,
+        report_timeout: Duration,
+        router_id: String,
     ) -> Self {
         FleetService {
             fleet,
             attachments,
             fleet_token,
             report_interval,
-            router_id: format!("herd-{:08x}", fastrand::u32(..)),
+            report_timeout,
+            router_id,
         }
     }
 
@@ -202,19 +234,10 @@ fn valid_report(hello_id: &str, r: &proto::NodeReport) -> Result<(), String> {
             r.node_id
         ));
     }
-    let ok = r
-        .ollama_url
-        .parse::<http::Uri>()
-        .ok()
-        .is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-    if !ok {
-        // herd talks plain HTTP to engines (they sit on the LAN); an https
-        // URL would fail every request, so it is refused up front.
-        return Err(format!(
-            "ollama_url {:?} is not an http:// URL",
-            r.ollama_url
-        ));
-    }
+    // herd talks plain HTTP to engines (they sit on the LAN); an https URL
+    // would fail every request, so it is refused up front. A path or query
+    // is dropped (see `engine_url`).
+    herd_proto::node::engine_url(&r.ollama_url).map_err(|e| format!("ollama_url: {e}"))?;
     if let Some(e) = &r.engine
         && (e.loaded.len() > 10_000 || e.available.len() > 100_000)
     {
@@ -292,10 +315,36 @@ impl FleetService {
                 report_interval_ms: self.report_interval.as_millis() as u32,
             })),
         };
-        if tx.send(Ok(welcome)).await.is_err() {
+        // A live attachment keeps its id; decide before welcoming.
+        let alive = {
+            let fleet = self.fleet.clone();
+            let node = node.clone();
+            let timeout = self.report_timeout;
+            move || {
+                fleet.snapshot().node(&node).is_some_and(|n| {
+                    n.source == Source::Attached && n.online && n.last_seen.elapsed() <= timeout
+                })
+            }
+        };
+        let conn = match self.attachments.insert(node.clone(), tx.clone(), alive) {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::warn!(node = %node, ?peer, %reason, "refused a node");
+                let msg = proto::RouterMessage {
+                    msg: Some(router_message::Msg::Rejected(proto::Rejected { reason })),
+                };
+                let _ = tx.send(Ok(msg)).await;
+                return;
+            }
+        };
+        let sent = tx.send(Ok(welcome)).await;
+        // The attachments hold the only sender from here on: dropping it
+        // there (router stopping) must end the stream.
+        drop(tx);
+        if sent.is_err() {
+            self.attachments.remove(&node, conn);
             return;
         }
-        let conn = self.attachments.insert(node.clone(), tx);
         self.attachments.set_refusal(&node, None);
         tracing::info!(node = %node, ?peer, version = %hello.agent_version, "node attached");
 
@@ -311,10 +360,12 @@ impl FleetService {
                     }
                     let now = tokio::time::Instant::now();
                     let now_ms = crate::fleet::now_ms();
+                    let url = herd_proto::node::engine_url(&r.ollama_url).unwrap_or_default();
                     fleet.update(|v| {
-                        let n = v.nodes.entry(node.clone()).or_insert_with(|| {
-                            NodeState::new(node.clone(), Source::Attached, r.ollama_url.clone())
-                        });
+                        let n = v
+                            .nodes
+                            .entry(node.clone())
+                            .or_insert_with(|| NodeState::new(node.clone(), Source::Attached, url));
                         n.source = Source::Attached;
                         n.apply_report(&r, now, now_ms);
                     });

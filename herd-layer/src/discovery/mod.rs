@@ -24,24 +24,37 @@ use crate::routed::Routed;
 
 pub use attach::{Attachments, FleetService};
 
-/// Mark nodes offline when they have been silent too long.
-pub async fn sweep(fleet: Fleet, timeout: Duration) {
+/// An attached node offline this long is forgotten: node ids come from the
+/// network, and a fleet that keeps every id it ever saw grows without bound.
+pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// Mark nodes offline when they have been silent too long, and forget
+/// attached nodes offline for `forget_after` (configured agentless nodes
+/// stay: they are the operator's); `forgotten` hears which, to drop what
+/// else was kept per node.
+pub async fn sweep<F>(fleet: Fleet, timeout: Duration, forget_after: Duration, mut forgotten: F)
+where
+    F: FnMut(&[crate::fleet::NodeId]) + Send,
+{
     let mut tick = tokio::time::interval(Duration::from_millis(500).min(timeout / 4));
     loop {
         tick.tick().await;
         let now = tokio::time::Instant::now();
-        let stale: Vec<_> = fleet
-            .snapshot()
+        let view = fleet.snapshot();
+        let attached = view
             .nodes
             .values()
-            .filter(|n| {
-                n.online
-                    && n.source == crate::fleet::Source::Attached
-                    && now.duration_since(n.last_seen) > timeout
-            })
-            .map(|n| n.id.clone())
-            .collect();
-        if stale.is_empty() {
+            .filter(|n| n.source == crate::fleet::Source::Attached);
+        let (mut stale, mut gone) = (Vec::new(), Vec::new());
+        for n in attached {
+            let silent = now.duration_since(n.last_seen);
+            if n.online && silent > timeout {
+                stale.push(n.id.clone());
+            } else if !n.online && silent > forget_after {
+                gone.push(n.id.clone());
+            }
+        }
+        if stale.is_empty() && gone.is_empty() {
             continue;
         }
         fleet.update(|v| {
@@ -51,7 +64,14 @@ pub async fn sweep(fleet: Fleet, timeout: Duration) {
                     n.mark_offline(format!("no report for {}s", timeout.as_secs()));
                 }
             }
+            for id in &gone {
+                tracing::info!(node = %id, "offline for {forget_after:?}; forgetting it");
+                v.nodes.remove(id);
+            }
         });
+        if !gone.is_empty() {
+            forgotten(&gone);
+        }
     }
 }
 

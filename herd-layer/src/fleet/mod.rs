@@ -260,17 +260,19 @@ impl NodeState {
     /// Fold a report from an attached node into this state.
     pub fn apply_report(&mut self, r: &proto::NodeReport, now: Instant, now_ms: i64) {
         self.simulated = r.simulated;
-        self.agent_version = r.agent_version.clone();
-        if !r.ollama_url.is_empty() && r.ollama_url != self.url {
-            self.url = r.ollama_url.clone();
+        self.agent_version = bounded(&r.agent_version);
+        if let Ok(url) = herd_proto::node::engine_url(&r.ollama_url)
+            && url != self.url
+        {
+            self.url = url;
             self.addr = addr_of(&self.url);
         }
         if let Some(hw) = &r.hardware {
-            self.chip = hw.chip.clone();
-            self.memory_bandwidth_gbps = hw.memory_bandwidth_gbps;
+            self.chip = bounded(&hw.chip);
+            self.memory_bandwidth_gbps = sane(hw.memory_bandwidth_gbps, 100_000.0);
             if let Some(m) = &hw.memory {
-                self.memory_total_bytes = m.total_bytes;
-                self.memory_available_bytes = m.available_bytes;
+                self.memory_total_bytes = m.total_bytes.min(MAX_BYTES);
+                self.memory_available_bytes = m.available_bytes.min(self.memory_total_bytes);
                 self.memory_pressure = match proto::MemoryPressure::try_from(m.pressure) {
                     Ok(proto::MemoryPressure::Normal) => Pressure::Normal,
                     Ok(proto::MemoryPressure::Warn) => Pressure::Warn,
@@ -291,8 +293,8 @@ impl NodeState {
                 self.cpu_utilization = c.utilization.clamp(0.0, 1.0);
             }
             if let Some(d) = &hw.disk {
-                self.disk_total_bytes = d.total_bytes;
-                self.disk_available_bytes = d.available_bytes.min(d.total_bytes);
+                self.disk_total_bytes = d.total_bytes.min(MAX_BYTES);
+                self.disk_available_bytes = d.available_bytes.min(self.disk_total_bytes);
             }
         }
         if let Some(e) = &r.engine {
@@ -306,12 +308,12 @@ impl NodeState {
         self.draining = r.draining;
         match &r.availability {
             Some(a) if a.known => {
-                self.availability = Some(a.score.clamp(0.0, 1.0));
-                self.memory_ceiling_bytes = a.memory_ceiling_bytes;
+                self.availability = Some(sane(a.score, 1.0));
+                self.memory_ceiling_bytes = a.memory_ceiling_bytes.min(MAX_BYTES);
             }
             Some(a) => {
                 self.availability = None;
-                self.memory_ceiling_bytes = a.memory_ceiling_bytes;
+                self.memory_ceiling_bytes = a.memory_ceiling_bytes.min(MAX_BYTES);
             }
             None => self.availability = None,
         }
@@ -326,15 +328,17 @@ impl NodeState {
             _ => Engine::Ollama,
         };
         self.engine_reachable = e.reachable;
-        self.engine_version = e.version.clone();
+        self.engine_version = bounded(&e.version);
         let loaded = e
             .loaded
             .iter()
+            .filter(|m| model_name_ok(&m.name))
+            .take(MAX_LOADED)
             .map(|m| LoadedModel {
                 name: m.name.clone(),
-                size_bytes: m.size_bytes,
-                vram_bytes: m.vram_bytes,
-                context_length: m.context_length,
+                size_bytes: m.size_bytes.min(MAX_BYTES),
+                vram_bytes: m.vram_bytes.min(MAX_BYTES),
+                context_length: m.context_length.min(MAX_CONTEXT),
                 expires_at_ms: m.expires_at_ms,
             })
             .collect();
@@ -342,17 +346,19 @@ impl NodeState {
         self.available = e
             .available
             .iter()
+            .filter(|m| model_name_ok(&m.name))
+            .take(MAX_ON_DISK)
             .map(|m| DiskModel {
                 name: m.name.clone(),
-                size_bytes: m.size_bytes,
-                family: m.family.clone(),
-                parameter_size: m.parameter_size.clone(),
-                quantization: m.quantization.clone(),
+                size_bytes: m.size_bytes.min(MAX_BYTES),
+                family: bounded(&m.family),
+                parameter_size: bounded(&m.parameter_size),
+                quantization: bounded(&m.quantization),
             })
             .collect();
-        self.parallel_slots = e.parallel_slots;
-        self.max_loaded_models = e.max_loaded_models;
-        self.max_queue = e.max_queue;
+        self.parallel_slots = e.parallel_slots.min(MAX_SLOTS);
+        self.max_loaded_models = e.max_loaded_models.min(MAX_LOADED as u32);
+        self.max_queue = e.max_queue.min(MAX_QUEUE);
     }
 
     /// Replace the loaded set, remembering what just left memory (the "warm" tier).
@@ -387,6 +393,52 @@ impl NodeState {
 }
 
 pub use herd_proto::node::addr_of;
+
+// What a node may claim. Reports come off the network: numbers beyond these
+// are not real machines, and each one feeds something herd sizes by it (a
+// benchmark sends `parallel_slots` requests at once; admission opens that
+// many slots).
+
+/// Parallel slots per model (Ollama's OLLAMA_NUM_PARALLEL is 1–4 in practice).
+pub const MAX_SLOTS: u32 = 64;
+/// Requests an engine queues.
+const MAX_QUEUE: u32 = 100_000;
+/// Models in memory at once.
+const MAX_LOADED: usize = 256;
+/// Models on disk.
+const MAX_ON_DISK: usize = 4096;
+/// Bytes of memory, disk or model: 1 PiB.
+const MAX_BYTES: u64 = 1 << 50;
+/// Context length, tokens.
+const MAX_CONTEXT: u32 = 16 * 1024 * 1024;
+/// Free-text fields (chip, versions, model details).
+const MAX_TEXT: usize = 128;
+
+fn bounded(s: &str) -> String {
+    if s.len() <= MAX_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn sane(x: f64, max: f64) -> f64 {
+    if x.is_finite() {
+        x.clamp(0.0, max)
+    } else {
+        0.0
+    }
+}
+
+fn model_name_ok(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 256
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b))
+}
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

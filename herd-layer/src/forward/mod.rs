@@ -22,16 +22,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 use tower::Service;
 
 use crate::client::{HttpClient, client, error_chain};
-use crate::dialect::{self, openai};
+use crate::dialect;
 use crate::fleet::{Engine, NodeId};
 use crate::history::History;
-use crate::request::{Dialect, Endpoint};
-use crate::routed::{AttemptFailure, Body, BoxError, MissingPick, ResponseFuture, Routed};
+use crate::queueing::Admission;
+use crate::request::Dialect;
+use crate::routed::{AttemptFailure, Body, BoxError, MissingPick, Pick, ResponseFuture, Routed};
 
 /// Forwarding tunables (copied from the router config).
 #[derive(Clone, Debug)]
@@ -46,7 +47,18 @@ pub struct ForwardConfig {
     pub max_response_bytes: usize,
     /// What to do with a client's `options.num_ctx` (see [`ContextProtection`]).
     pub context_protection: ContextProtection,
+    /// The first byte must come within this many times the expected time
+    /// to first token…
+    pub first_byte_factor: f64,
+    /// …and never sooner than this: a node silent longer is taken as hung.
+    pub first_byte_min: Duration,
+    /// How long a node that went silent stays out of routing.
+    pub unresponsive_pause: Duration,
+    /// This router's id, sent in [`HOP_HEADER`].
+    pub router_id: String,
 }
+
+pub use crate::dialect::HOP_HEADER;
 
 /// Context protection: a `num_ctx` different from the loaded one makes
 /// Ollama reload the model, so a client's `num_ctx` that the loaded context
@@ -72,6 +84,10 @@ impl Default for ForwardConfig {
             idle_timeout: Duration::from_secs(300),
             max_response_bytes: 256 * 1024 * 1024,
             context_protection: ContextProtection::default(),
+            first_byte_factor: 8.0,
+            first_byte_min: Duration::from_secs(15),
+            unresponsive_pause: Duration::from_secs(30),
+            router_id: "herd".into(),
         }
     }
 }
@@ -85,6 +101,9 @@ pub enum UpstreamErrorKind {
     /// No answer within this time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// Not a byte within the first-byte deadline: the node may be hung.
+    #[error("sent nothing within {0:?}, far longer than its first token takes; it may be hung")]
+    Silent(Duration),
     /// The node answered with an error status.
     #[error("answered {status}: {message}")]
     Status {
@@ -144,6 +163,7 @@ pub struct Forward {
     client: HttpClient,
     cfg: Arc<ForwardConfig>,
     history: History,
+    admission: Admission,
 }
 
 impl std::fmt::Debug for Forward {
@@ -154,23 +174,47 @@ impl std::fmt::Debug for Forward {
 
 impl Forward {
     /// A leaf with its own pooled client, teaching `history` what each answer shows.
-    pub fn new(cfg: Arc<ForwardConfig>, history: History) -> Self {
+    pub fn new(cfg: Arc<ForwardConfig>, history: History, admission: Admission) -> Self {
         Forward {
             client: client(cfg.connect_timeout),
             cfg,
             history,
+            admission,
         }
+    }
+
+    /// How long the node may take to its first byte: `first_byte_factor`
+    /// times what scoring expected (wait, cold load, prefill — and for an
+    /// answer the node only sends whole, its generation too), at least
+    /// `first_byte_min`, at most the response timeout.
+    fn first_byte_deadline(&self, pick: &Pick, whole: bool) -> Duration {
+        let expected_ms = pick
+            .ranking
+            .candidates
+            .iter()
+            .find(|c| c.node == pick.node)
+            .map_or(0.0, |c| {
+                if whole {
+                    c.expected_ttft_ms + c.expected_generation_ms
+                } else {
+                    c.expected_ttft_ms
+                }
+            });
+        let d =
+            Duration::from_secs_f64((expected_ms * self.cfg.first_byte_factor / 1000.0).max(0.0));
+        d.max(self.cfg.first_byte_min)
+            .min(self.cfg.response_timeout)
     }
 }
 
-/// The body to send upstream.
-/// Apply context protection to an Ollama body; says what it did.
+/// Context protection: what to do with the client's `num_ctx` on `node`
+/// (`Some(strip)` says whether to remove it), and what was done, for the
+/// trail.
 fn protect_context(
-    body: &mut Map<String, Value>,
     req: &Routed,
     node: &str,
     mode: ContextProtection,
-) -> Option<&'static str> {
+) -> Option<(bool, &'static str)> {
     let asked = req.request.num_ctx?;
     let loaded = req
         .view
@@ -181,44 +225,61 @@ fn protect_context(
         .filter(|c| *c > 0)?;
     if asked > loaded {
         tracing::warn!(request = %req.request.id, asked, loaded, %node, "num_ctx is larger than the loaded context; the model will reload");
-        return Some("too_large");
+        return Some((false, "too_large"));
     }
     match mode {
         ContextProtection::Passthrough => None,
         ContextProtection::Warn => {
             tracing::info!(request = %req.request.id, asked, loaded, "num_ctx would reload the model (context protection: warn)");
-            Some("warned")
+            Some((false, "warned"))
         }
-        ContextProtection::Strip => {
-            if let Some(Value::Object(o)) = body.get_mut("options") {
-                o.remove("num_ctx");
-            }
-            Some("stripped")
-        }
+        ContextProtection::Strip => Some((true, "stripped")),
     }
 }
 
-fn upstream_body(req: &Routed, engine: Engine) -> Result<Map<String, Value>, BoxError> {
-    let translated = match (engine, &req.request.ollama_body) {
+/// The body to send upstream: the client's (or its translation to the
+/// node's API) spliced with the model tried, an explicit `stream` for
+/// Ollama, and `options` without `num_ctx` when context protection strips it.
+fn upstream_body(
+    req: &Routed,
+    engine: Engine,
+    mode: dialect::Mode,
+    strip_num_ctx: bool,
+) -> Result<Vec<u8>, BoxError> {
+    let translated = match (engine, &req.request.native) {
         (Engine::Ollama, Some(b)) => Some(b),
         _ => None,
     };
-    if req.request.dialect() == Dialect::OpenAi && engine == Engine::Ollama && translated.is_none()
+    if req.request.dialect() != Dialect::Ollama && engine == Engine::Ollama && translated.is_none()
     {
         return Err(InvalidRequest("the request was not translated for Ollama".into()).into());
     }
-    let mut b = (**translated.unwrap_or(&req.request.body)).clone();
-    b.insert("model".into(), Value::String(req.model.clone()));
-    if engine == Engine::Ollama
+    let src = translated.unwrap_or(&req.request.body);
+    let model = serde_json::to_string(&req.model)?;
+    let mut edits: Vec<(&str, Option<&str>)> = vec![("model", Some(&model))];
+    let ollama_generation = engine == Engine::Ollama
         && matches!(
-            req.request.endpoint,
-            Endpoint::OllamaChat | Endpoint::OllamaGenerate
-        )
-    {
-        // Ollama streams unless told otherwise; say it explicitly.
-        b.insert("stream".into(), Value::Bool(req.request.stream));
+            req.request.endpoint.kind(),
+            crate::request::Kind::Chat | crate::request::Kind::Generate
+        );
+    if ollama_generation {
+        // herd asks Ollama to stream whenever it can (see `Mode::CollectOllama`).
+        edits.push((
+            "stream",
+            Some(if mode.upstream_streams() {
+                "true"
+            } else {
+                "false"
+            }),
+        ));
     }
-    Ok(b)
+    let options;
+    if strip_num_ctx && let Some(Value::Object(mut o)) = src.value("options") {
+        o.remove("num_ctx");
+        options = Value::Object(o).to_string();
+        edits.push(("options", Some(&options)));
+    }
+    Ok(src.write(&edits))
 }
 
 impl Service<Routed> for Forward {
@@ -236,6 +297,8 @@ impl Service<Routed> for Forward {
             let trail = req.trail.clone();
             let model = req.model.clone();
             let history = this.history.clone();
+            let admission = this.admission.clone();
+            let pause = this.cfg.unresponsive_pause;
             let r = this.forward(req).await;
             // A node that fails attempts loses traffic until it succeeds
             // again (see the `reliability` signal).
@@ -244,6 +307,13 @@ impl Service<Routed> for Forward {
                 && up.retryable()
             {
                 history.node_failed(&up.node, &model);
+                if let UpstreamErrorKind::Silent(d) = up.kind {
+                    // Hung: nothing more goes there for a while, and those
+                    // waiting for its slots go elsewhere now.
+                    tracing::warn!(node = %up.node, ?d, "node sent nothing within the first-byte deadline; taking it out of routing");
+                    history.node_hung(&up.node, pause);
+                    admission.evict_waiters(&up.node);
+                }
             }
             if let (Err(e), Some(t)) = (&r, &trail)
                 && let Some(up) = e.downcast_ref::<UpstreamError>()
@@ -252,7 +322,9 @@ impl Service<Routed> for Forward {
                     &up.node,
                     &up.to_string(),
                     match up.kind {
-                        UpstreamErrorKind::Timeout(_) => AttemptFailure::Timeout,
+                        UpstreamErrorKind::Timeout(_) | UpstreamErrorKind::Silent(_) => {
+                            AttemptFailure::Timeout
+                        }
                         UpstreamErrorKind::Connect(_) => AttemptFailure::Connect,
                         _ => AttemptFailure::Other,
                     },
@@ -268,21 +340,25 @@ impl Forward {
         let pick = req.pick.clone().ok_or(MissingPick("forward"))?;
         let started = Instant::now();
         let plan = dialect::plan(req.request.endpoint, pick.engine, req.request.stream);
-        let mut body = upstream_body(&req, pick.engine)?;
-        if pick.engine == Engine::Ollama
-            && let Some(action) =
-                protect_context(&mut body, &req, &pick.node, self.cfg.context_protection)
-            && let Some(t) = &req.trail
-        {
+        let context = (pick.engine == Engine::Ollama)
+            .then(|| protect_context(&req, &pick.node, self.cfg.context_protection))
+            .flatten();
+        if let (Some((_, action)), Some(t)) = (context, &req.trail) {
             t.context_action(action);
         }
-        let bytes = serde_json::to_vec(&body)?;
+        let strip = context.is_some_and(|(strip, _)| strip);
+        let bytes = upstream_body(&req, pick.engine, plan.mode, strip)?;
         let url = format!("{}{}", pick.url.trim_end_matches('/'), plan.path);
+        let hops = match &req.request.via {
+            Some(via) => format!("{via}, {}", self.cfg.router_id),
+            None => self.cfg.router_id.clone(),
+        };
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(&url)
             .header(header::CONTENT_TYPE, "application/json")
-            .header("x-request-id", &req.request.id);
+            .header("x-request-id", &req.request.id)
+            .header(HOP_HEADER, hops);
         // The node sees herd's attempt span as its parent when tracing is
         // on, and the client's own context otherwise.
         let traceparent = match &req.trail {
@@ -298,16 +374,14 @@ impl Forward {
             node: node.clone(),
             kind,
         };
+        // A node that takes far longer than expected to send anything is
+        // taken as hung, and the request goes elsewhere.
+        let whole = !plan.mode.upstream_streams();
+        let first_byte = self.first_byte_deadline(&pick, whole);
+        let deadline = started + first_byte;
 
-        let rsp = match tokio::time::timeout(
-            self.cfg.response_timeout,
-            self.client.request(upstream_req),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(fail(UpstreamErrorKind::Timeout(self.cfg.response_timeout)).into());
-            }
+        let rsp = match tokio::time::timeout_at(deadline, self.client.request(upstream_req)).await {
+            Err(_) => return Err(fail(UpstreamErrorKind::Silent(first_byte)).into()),
             Ok(Err(e)) => return Err(fail(UpstreamErrorKind::Connect(error_chain(&e))).into()),
             Ok(Ok(rsp)) => rsp,
         };
@@ -329,7 +403,14 @@ impl Forward {
             model: req.model.clone(),
             client_model: req.request.model.clone(),
             include_usage: req.request.include_usage,
-            embed_base64: openai::embeddings_base64(&req.request.body),
+            embed_base64: req
+                .request
+                .body
+                .get::<String>("encoding_format")
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("base64"),
             node: pick.node.clone(),
             started,
             trail: req.trail.clone(),
@@ -346,15 +427,24 @@ impl Forward {
             headers.insert("x-herd-fallback", header_value(&req.model));
         }
 
-        if plan.mode.is_buffered() {
-            let body = read_limited(
-                rsp.into_body(),
-                self.cfg.max_response_bytes,
-                self.cfg.idle_timeout,
-            )
-            .await
-            .map_err(&fail)?;
-            let (out, outcome) = relay::finish_buffered(plan.mode, &meta, &body)
+        if !plan.mode.streams_to_client() {
+            let (body, collected) = if plan.mode.collects() {
+                let (v, ttft) = self
+                    .collect(rsp.into_body(), deadline, first_byte, started)
+                    .await
+                    .map_err(&fail)?;
+                (Bytes::new(), Some((v, ttft)))
+            } else {
+                let body = read_limited(
+                    rsp.into_body(),
+                    self.cfg.max_response_bytes,
+                    self.cfg.idle_timeout,
+                )
+                .await
+                .map_err(&fail)?;
+                (body, None)
+            };
+            let (out, outcome) = relay::finish_whole(plan.mode, &meta, &body, collected)
                 .map_err(|e| fail(UpstreamErrorKind::Body(e)))?;
             self.history.record(&pick.node, &req.model, &outcome);
             if let Some(t) = &req.trail {
@@ -379,10 +469,8 @@ impl Forward {
         let mut first = bytes::BytesMut::new();
         let wants_line = plan.mode != dialect::Mode::Sse;
         loop {
-            match tokio::time::timeout(self.cfg.response_timeout, upstream.frame()).await {
-                Err(_) => {
-                    return Err(fail(UpstreamErrorKind::Timeout(self.cfg.response_timeout)).into());
-                }
+            match tokio::time::timeout_at(deadline, upstream.frame()).await {
+                Err(_) => return Err(fail(UpstreamErrorKind::Silent(first_byte)).into()),
                 Ok(None) if first.is_empty() => {
                     return Err(fail(UpstreamErrorKind::Body("empty response".into())).into());
                 }
@@ -428,6 +516,67 @@ impl Forward {
         let mut rsp = http::Response::new(body);
         rsp.headers_mut().extend(headers);
         Ok(rsp)
+    }
+
+    /// Read an Ollama stream whole and fold it into its non-streamed answer
+    /// ([`dialect::ollama::Collector`]): the first line within the
+    /// first-byte deadline, the rest with the idle timeout between chunks.
+    /// The time of the first line is the time to first token.
+    async fn collect<B>(
+        &self,
+        mut body: B,
+        deadline: Instant,
+        first_byte: Duration,
+        started: Instant,
+    ) -> Result<(Value, f64), UpstreamErrorKind>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::error::Error + 'static,
+    {
+        let mut c = dialect::ollama::Collector::new();
+        let mut buf = bytes::BytesMut::new();
+        let mut ttft: Option<f64> = None;
+        let limit = self.cfg.max_response_bytes;
+        let broken = |e: dialect::ollama::CollectError| match e {
+            dialect::ollama::CollectError::TooLarge(n) => UpstreamErrorKind::TooLarge(n),
+            dialect::ollama::CollectError::Node(m) => UpstreamErrorKind::Status {
+                status: 500,
+                message: m,
+            },
+            other => UpstreamErrorKind::Body(other.to_string()),
+        };
+        loop {
+            let frame = if ttft.is_none() {
+                tokio::time::timeout_at(deadline, body.frame())
+                    .await
+                    .map_err(|_| UpstreamErrorKind::Silent(first_byte))?
+            } else {
+                tokio::time::timeout(self.cfg.idle_timeout, body.frame())
+                    .await
+                    .map_err(|_| UpstreamErrorKind::Timeout(self.cfg.idle_timeout))?
+            };
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(UpstreamErrorKind::Body(error_chain(&e))),
+                Some(Ok(f)) => {
+                    let Ok(d) = f.into_data() else { continue };
+                    buf.extend_from_slice(&d);
+                    while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                        let line = buf.split_to(i + 1);
+                        if ttft.is_none() && !line.trim_ascii().is_empty() {
+                            ttft = Some(started.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        c.line(&line, limit).map_err(broken)?;
+                    }
+                    if buf.len() > limit {
+                        return Err(UpstreamErrorKind::TooLarge(limit));
+                    }
+                }
+            }
+        }
+        c.line(&buf, limit).map_err(broken)?;
+        let ttft = ttft.unwrap_or_else(|| started.elapsed().as_secs_f64() * 1000.0);
+        Ok((c.finish().map_err(broken)?, ttft))
     }
 }
 

@@ -65,21 +65,38 @@ fn openai_usage(v: &Value, o: &mut Outcome) {
     }
 }
 
-/// Finish a buffered (non-streamed) answer.
-pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, Outcome), String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("node sent invalid JSON: {e}"))?;
+/// Finish a whole (non-streamed) answer: `body` as the node sent it, or,
+/// for the collecting modes, `collected` (the stream folded into Ollama's
+/// non-streamed object) with the time its first line arrived.
+pub fn finish_whole(
+    mode: Mode,
+    meta: &Meta,
+    body: &[u8],
+    collected: Option<(Value, f64)>,
+) -> Result<(Bytes, Outcome), String> {
     let mut o = Outcome {
         total_ms: meta.started.elapsed().as_secs_f64() * 1000.0,
         ok: true,
         ..Default::default()
     };
+    let (v, ttft) = match collected {
+        Some((v, ttft)) => (v, Some(ttft)),
+        None => (
+            serde_json::from_slice(body).map_err(|e| format!("node sent invalid JSON: {e}"))?,
+            None,
+        ),
+    };
+    o.ttft_ms = ttft;
     let out = match mode {
         Mode::OllamaJson => {
             ollama_stats(&v, &mut o);
             return Ok((Bytes::copy_from_slice(body), o));
         }
-        Mode::ChatJson => {
+        Mode::CollectOllama => {
+            ollama_stats(&v, &mut o);
+            v
+        }
+        Mode::CollectChat => {
             ollama_stats(&v, &mut o);
             openai::chat_response(
                 &v,
@@ -88,7 +105,7 @@ pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, O
                 unix_now(),
             )
         }
-        Mode::CompletionJson => {
+        Mode::CollectCompletion => {
             ollama_stats(&v, &mut o);
             openai::completion_response(&v, &meta.openai_id("cmpl"), &meta.client_model, unix_now())
         }
@@ -100,17 +117,8 @@ pub fn finish_buffered(mode: Mode, meta: &Meta, body: &[u8]) -> Result<(Bytes, O
             openai_usage(&v, &mut o);
             return Ok((Bytes::copy_from_slice(body), o));
         }
-        _ => unreachable!("streaming modes are relayed, not buffered"),
+        _ => unreachable!("streaming modes are relayed, not finished whole"),
     };
-    // Engine stats give a time to first token for non-streamed answers too.
-    if let Some(load) = o.load_ms {
-        let prefill = v
-            .get("prompt_eval_duration")
-            .and_then(Value::as_f64)
-            .map(|n| n / 1e6)
-            .unwrap_or(0.0);
-        o.ttft_ms = Some(load + prefill);
-    }
     Ok((
         Bytes::from(serde_json::to_vec(&out).map_err(|e| e.to_string())?),
         o,

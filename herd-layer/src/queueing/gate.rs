@@ -56,6 +56,17 @@ pub struct QueueTimeout {
     pub retry_after: Duration,
 }
 
+/// The node stopped answering while the request waited for its slot; it
+/// goes elsewhere (the retry layer excludes the node and scores again).
+#[derive(Debug, thiserror::Error)]
+#[error("{node} stopped answering while this request waited for it")]
+pub struct Evicted {
+    /// The node.
+    pub node: NodeId,
+    /// The model.
+    pub model: String,
+}
+
 #[derive(Debug)]
 struct GateState {
     in_flight: u32,
@@ -162,6 +173,38 @@ impl Admission {
         gate
     }
 
+    /// Send everyone waiting for a slot on `node` elsewhere now (it went
+    /// silent; its slots may not free up for a long time).
+    pub fn evict_waiters(&self, node: &str) {
+        let gates: Vec<Arc<Gate>> = {
+            let g = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+            g.get(node)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default()
+        };
+        for gate in gates {
+            // Dropping the senders wakes the waiters with "gone".
+            gate.lock().waiters.clear();
+        }
+    }
+
+    /// Drop these nodes' idle gates (they left the fleet); a gate with a
+    /// request in flight or waiting stays until it is idle.
+    pub fn forget(&self, nodes: &[NodeId]) {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        for n in nodes {
+            if let Some(per) = gates.get_mut(&**n) {
+                per.retain(|_, g| {
+                    let s = g.lock();
+                    s.in_flight > 0 || !s.waiters.is_empty()
+                });
+                if per.is_empty() {
+                    gates.remove(&**n);
+                }
+            }
+        }
+    }
+
     /// Current load on a node:model.
     pub fn load(&self, node: &str, model: &str) -> Load {
         let model = crate::request::normalized(model);
@@ -246,6 +289,15 @@ impl Admission {
             Ok(Ok(())) => {
                 waiting.rx = None;
                 Ok(Permit::new(gate.clone()))
+            }
+            Ok(Err(_)) => {
+                // Evicted: the ticket is out of line already.
+                waiting.rx = None;
+                Err(Evicted {
+                    node: node.clone(),
+                    model: model.to_string(),
+                }
+                .into())
             }
             _ => {
                 drop(waiting);

@@ -21,6 +21,6 @@ mod layer;
 mod service;
 
 pub use crate::routed::ResponseFuture;
-pub use gate::{Admission, Permit, QueueConfig, QueueTimeout, Shed};
+pub use gate::{Admission, Evicted, Permit, QueueConfig, QueueTimeout, Shed};
 pub use layer::QueueingLayer;
 pub use service::Queueing;

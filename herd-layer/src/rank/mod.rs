@@ -68,6 +68,11 @@ pub trait Observations {
     fn load(&self, node: &str, model: &str) -> Load;
     /// What traffic taught about `node`:`model`, if anything.
     fn perf(&self, node: &str, model: &str) -> Option<Perf>;
+    /// How much longer `node` stays out of routing because it went silent
+    /// (a first-byte deadline passed), if it did.
+    fn unresponsive(&self, _node: &str) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// No load and nothing learned: for tests and `/fleet/explain` without traffic.
@@ -222,6 +227,8 @@ pub struct Candidate {
     pub slots: u32,
     /// Expected milliseconds until the first token.
     pub expected_ttft_ms: f64,
+    /// Expected milliseconds from the first token to the last.
+    pub expected_generation_ms: f64,
 }
 
 /// Why a node cannot serve the request.
@@ -252,6 +259,11 @@ pub enum Elimination {
     ThermalCritical,
     /// Its engine does not answer.
     EngineUnreachable,
+    /// It went silent on a recent request; tried again after a pause.
+    Unresponsive {
+        /// Seconds until it is tried again.
+        retry_in_s: u64,
+    },
     /// Its engine cannot serve this API.
     EngineMismatch {
         /// The node's engine.
@@ -282,6 +294,10 @@ impl std::fmt::Display for Elimination {
             Elimination::MemoryPressureCritical => f.write_str("memory pressure critical"),
             Elimination::ThermalCritical => f.write_str("thermal state critical"),
             Elimination::EngineUnreachable => f.write_str("engine unreachable"),
+            Elimination::Unresponsive { retry_in_s } => write!(
+                f,
+                "sent nothing within its first-byte deadline lately (tried again in {retry_in_s} s)"
+            ),
             Elimination::EngineMismatch { engine } => {
                 write!(f, "engine {engine:?} cannot serve this API")
             }
@@ -384,7 +400,13 @@ pub fn score(
     let mut candidates = Vec::new();
     let mut eliminated = Vec::new();
     for node in view.nodes.values() {
-        match eliminate(node, input, model_gib, cfg) {
+        let why = match obs.unresponsive(&node.id) {
+            Some(left) if node.online => Some(Elimination::Unresponsive {
+                retry_in_s: left.as_secs().max(1),
+            }),
+            _ => eliminate(node, input, model_gib, cfg),
+        };
+        match why {
             Some(why) => eliminated.push(Eliminated {
                 node: node.id.clone(),
                 why,
@@ -628,6 +650,7 @@ fn rate(
         load,
         slots,
         expected_ttft_ms: round1(expected_ttft_ms),
+        expected_generation_ms: round1(gen_ms),
     }
 }
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::forward::UpstreamError;
-use crate::queueing::Shed;
+use crate::queueing::{Evicted, Shed};
 use crate::rank::NoCandidates;
 use crate::routed::{BoxError, Routed};
 
@@ -166,6 +166,16 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
             // The node's queue is full; another node (even a cold one) may take it.
             req.exclude.push(shed.node.clone());
             self.last_shed = Some((shed.node.clone(), shed.waiting, shed.retry_after));
+            self.attempts += 1;
+            if self.attempts < self.cfg.max_attempts_per_model {
+                req.attempt += 1;
+                return Some(ready(()).boxed());
+            }
+            return self.next_model(req).then(|| ready(()).boxed());
+        }
+        if let Some(ev) = err.downcast_ref::<Evicted>() {
+            // The node went silent while this request waited for it.
+            req.exclude.push(ev.node.clone());
             self.attempts += 1;
             if self.attempts < self.cfg.max_attempts_per_model {
                 req.attempt += 1;

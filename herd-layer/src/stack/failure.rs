@@ -10,7 +10,7 @@ use http::StatusCode;
 use crate::error::ClientError;
 use crate::fleet::FleetView;
 use crate::forward::{InvalidRequest, UpstreamError, UpstreamErrorKind};
-use crate::queueing::{QueueTimeout, Shed};
+use crate::queueing::{Evicted, QueueTimeout, Shed};
 use crate::rank::NoCandidates;
 use crate::retry::{AutoPullFailed, RetriesExhausted};
 use crate::routed::BoxError;
@@ -51,6 +51,11 @@ pub fn client_error(err: &BoxError, view: &FleetView) -> ClientError {
             .code("queue_full")
             .retry_after(e.retry_after);
     }
+    if let Some(e) = err.downcast_ref::<Evicted>() {
+        return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            .code("node_unresponsive")
+            .retry_after(Duration::from_secs(5));
+    }
     if let Some(e) = err.downcast_ref::<QueueTimeout>() {
         return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             .code("queue_timeout")
@@ -80,6 +85,16 @@ pub fn client_error(err: &BoxError, view: &FleetView) -> ClientError {
     }
     tracing::error!(error = %err, "unexpected routing failure");
     ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).code("internal_error")
+}
+
+/// Whether the request itself caused the failure (a 4xx other than a
+/// timeout or a full queue): a body the node refused, a model no node has
+/// and no registry could pull. Health never counts these against a node.
+pub fn client_fault(err: &BoxError) -> bool {
+    let e = client_error(err, &FleetView::default());
+    e.status.is_client_error()
+        && e.status != StatusCode::REQUEST_TIMEOUT
+        && e.status != StatusCode::TOO_MANY_REQUESTS
 }
 
 /// "available models: a (n1, n2), b (n3)", bounded in length.

@@ -78,12 +78,14 @@ where
     BoxCloneSyncService::new(stack)
 }
 
-/// The proxy's stack: [`around`] the [`Forward`] leaf.
+/// The proxy's stack: [`around`] the [`Forward`] leaf; `router_id` names
+/// this router in what it forwards (see [`crate::dialect::HOP_HEADER`]).
 pub fn forwarding(
     fleet: crate::fleet::Fleet,
     live: Live,
     cfg: &RoutingConfig,
     tracer: Option<Arc<dyn Tracer>>,
+    router_id: &str,
 ) -> RoutingService {
     let forward = Forward::new(
         Arc::new(ForwardConfig {
@@ -92,8 +94,13 @@ pub fn forwarding(
             idle_timeout: cfg.idle_timeout,
             max_response_bytes: cfg.max_response_bytes,
             context_protection: cfg.context.protection,
+            first_byte_factor: cfg.first_byte_factor,
+            first_byte_min: cfg.first_byte_min,
+            unresponsive_pause: cfg.unresponsive_pause,
+            router_id: router_id.to_string(),
         }),
         live.history.clone(),
+        live.admission.clone(),
     );
     around(forward, fleet, live, cfg, tracer)
 }

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -58,6 +58,10 @@ pub struct AppState {
     pub telemetry: Arc<crate::app::telemetry::Telemetry>,
     /// herd-nodes seen over mDNS (None when mDNS is off).
     pub seen_nodes: Option<crate::discovery::mdns::SeenNodes>,
+    /// The memory request bodies may hold (see [`crate::budget`]).
+    pub budget: crate::budget::BodyBudget,
+    /// This router's id (its mDNS advert, `x-herd-hop`).
+    pub router_id: String,
     /// Warms issued to runners-up (see [`crate::prewarm`]).
     pub prewarms: crate::prewarm::Prewarms,
 }
@@ -113,19 +117,13 @@ async fn not_found(uri: Uri) -> Response {
     .render(format_of(&uri))
 }
 
-/// Read a body up to the configured limit (413 above it).
-async fn read_body(body: AxumBody, limit: usize) -> Result<Bytes, ClientError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ClientError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-        .code("request_too_large")),
-        Err(e) => Err(ClientError::bad_request(format!(
-            "could not read the request body: {e}"
-        ))),
-    }
+/// Read a small management body (no budget: the limit is small).
+async fn read_body(
+    st: &AppState,
+    body: AxumBody,
+    limit: usize,
+) -> Result<(Bytes, crate::budget::Charge), ClientError> {
+    Ok(crate::budget::read(body, limit, st.cfg.routing.body_timeout, &st.budget).await?)
 }
 
 async fn infer(
@@ -135,12 +133,30 @@ async fn infer(
     endpoint: Endpoint,
 ) -> Response {
     let format = endpoint.dialect();
-    let bytes = match read_body(body, st.cfg.routing.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return e.render(format),
+    if crate::dialect::looped(&headers, &st.router_id) {
+        return ClientError::new(
+            StatusCode::LOOP_DETECTED,
+            format!(
+                "this request already passed through this herd ({}: {}); a node's engine URL leads back to the router",
+                crate::dialect::HOP_HEADER,
+                st.router_id
+            ),
+        )
+        .code("loop_detected")
+        .render(format);
+    }
+    let parsed = async {
+        let (bytes, mut charge) = read_body(&st, body, st.cfg.routing.max_body_bytes).await?;
+        st.budget.for_parse(&mut charge, &bytes)?;
+        crate::dialect::parse(
+            endpoint,
+            &headers,
+            bytes,
+            st.cfg.routing.parse_config(),
+            charge,
+        )
     };
-    let req = match crate::dialect::parse(endpoint, &headers, &bytes, st.cfg.routing.parse_config())
-    {
+    let req = match parsed.await {
         Ok(r) => Arc::new(r),
         Err(e) => return e.render(format),
     };
@@ -309,8 +325,8 @@ fn model_field(o: &serde_json::Map<String, Value>) -> Result<String, ClientError
 
 async fn show(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) -> Response {
     let run = async {
-        let bytes = read_body(body, 1024 * 1024).await?;
-        let obj = crate::dialect::object(&headers, &bytes)?;
+        let (bytes, _charge) = read_body(&st, body, 1024 * 1024).await?;
+        let obj = crate::dialect::object_map(&headers, bytes)?;
         let model = model_field(&obj)?;
         let view = st.fleet.snapshot();
         let node = view
@@ -339,8 +355,8 @@ async fn show(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) ->
 /// the online node with the most usable memory; progress streams back.
 async fn pull(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) -> Response {
     let run = async {
-        let bytes = read_body(body, 1024 * 1024).await?;
-        let mut obj = crate::dialect::object(&headers, &bytes)?;
+        let (bytes, _charge) = read_body(&st, body, 1024 * 1024).await?;
+        let mut obj = crate::dialect::object_map(&headers, bytes)?;
         let model = model_field(&obj)?;
         let wanted = obj
             .remove("node")
@@ -474,8 +490,8 @@ async fn command(
     body: AxumBody,
 ) -> Response {
     let run = async {
-        let bytes = read_body(body, 64 * 1024).await?;
-        let obj = crate::dialect::object(&headers, &bytes)?;
+        let (bytes, _charge) = read_body(&st, body, 64 * 1024).await?;
+        let obj = crate::dialect::object_map(&headers, bytes)?;
         let cmd: CommandBody = serde_json::from_value(Value::Object(obj))
             .map_err(|e| ClientError::bad_request(format!("{e}; expected {{\"type\":\"pull\"|\"warm\",\"model\":…}}, {{\"type\":\"drain\"}} or {{\"type\":\"mode\",\"mode\":\"full\"|\"paused\"|\"small-only\"}}")))?;
         let kind = match cmd {

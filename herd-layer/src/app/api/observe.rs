@@ -61,6 +61,7 @@ fn health_report(st: &AppState) -> crate::app::health::Report {
         dropped,
         st.cfg.routing.report_interval.as_millis() as u64,
         st.cfg.routing.poll_interval.as_millis() as u64,
+        &st.live.history.hung_nodes(),
     )
 }
 

@@ -101,6 +101,7 @@ pub const CHECK_IDS: &[&str] = &[
     "node_offline",
     "node_stale",
     "engine_unreachable",
+    "node_unresponsive",
     "memory_pressure",
     "thermal_throttling",
     "disk_low",
@@ -299,6 +300,7 @@ pub fn evaluate(
     store_dropped: u64,
     report_interval_ms: u64,
     poll_interval_ms: u64,
+    unresponsive: &[(crate::fleet::NodeId, std::time::Duration)],
 ) -> Report {
     let mut checks = Checks(Vec::new());
     let w = recent.window();
@@ -310,6 +312,19 @@ pub fn evaluate(
         poll_interval_ms,
         &mut checks,
     );
+    for (node, left) in unresponsive {
+        checks.add(
+            "node_unresponsive",
+            Severity::Critical,
+            node,
+            format!(
+                "node {node} sent nothing within its first-byte deadline; requests go elsewhere, and it is tried again in {} s",
+                left.as_secs().max(1)
+            ),
+            serde_json::json!({"retry_in_s": left.as_secs().max(1)}),
+            "check the node's Ollama (a runner may be stuck); restart it if it stays silent",
+        );
+    }
     queues::check(view, admission, &mut checks);
     traffic::check(view, recent, &w, cfg, store_dropped, &mut checks);
     let total = w.len();
@@ -399,9 +414,9 @@ mod tests {
             HealthConfig::default(),
         );
         // Reports every 100 ms, polls every 5 s: only the attached node is late.
-        let rep = evaluate(&view, &adm, &r, &cfg, 0, 100, 5_000);
+        let rep = evaluate(&view, &adm, &r, &cfg, 0, 100, 5_000, &[]);
         assert_eq!(ids(&rep), vec![("node_stale", "attached")]);
-        let rep = evaluate(&view, &adm, &r, &cfg, 0, 1_000, 200);
+        let rep = evaluate(&view, &adm, &r, &cfg, 0, 1_000, 200, &[]);
         assert_eq!(ids(&rep), vec![("node_stale", "polled")]);
     }
 
@@ -418,22 +433,25 @@ mod tests {
             store_dropped: dropped,
             ..Default::default()
         };
-        assert!(ids(&evaluate(&view, &adm, &r, &cfg, 0, 0, 0)).is_empty());
+        assert!(ids(&evaluate(&view, &adm, &r, &cfg, 0, 0, 0, &[])).is_empty());
         // Before the window fills, every drop since start counts.
         r.push(&t, seen(0));
-        let rep = evaluate(&view, &adm, &r, &cfg, 2, 0, 0);
+        let rep = evaluate(&view, &adm, &r, &cfg, 2, 0, 0, &[]);
         assert_eq!(ids(&rep), vec![("store_dropping", "store")]);
         assert_eq!(rep.checks[0].evidence["dropped"], 2);
         for _ in 0..2 {
             r.push(&t, seen(2));
         }
         // Full window, oldest request saw 0 dropped: the 2 drops are inside it.
-        assert_eq!(evaluate(&view, &adm, &r, &cfg, 2, 0, 0).checks.len(), 1);
+        assert_eq!(
+            evaluate(&view, &adm, &r, &cfg, 2, 0, 0, &[]).checks.len(),
+            1
+        );
         // One more request without drops pushes them out.
         r.push(&t, seen(2));
-        assert!(ids(&evaluate(&view, &adm, &r, &cfg, 2, 0, 0)).is_empty());
+        assert!(ids(&evaluate(&view, &adm, &r, &cfg, 2, 0, 0, &[])).is_empty());
         // New drops after the newest request still show.
-        let rep = evaluate(&view, &adm, &r, &cfg, 5, 0, 0);
+        let rep = evaluate(&view, &adm, &r, &cfg, 5, 0, 0, &[]);
         assert_eq!(rep.checks[0].evidence["dropped"], 3);
     }
 
@@ -487,7 +505,7 @@ mod tests {
         }
         let view = FleetView::default();
         let adm = Admission::default();
-        let rep = evaluate(&view, &adm, &r, &cfg, 0, 0, 0);
+        let rep = evaluate(&view, &adm, &r, &cfg, 0, 0, 0, &[]);
         assert!(
             rep.checks.iter().any(|c| c.id == "high_error_rate"),
             "{:#?}",
@@ -498,7 +516,7 @@ mod tests {
         for _ in 0..10 {
             r.push(&t, Attempts::default());
         }
-        let rep = evaluate(&view, &adm, &r, &cfg, 0, 0, 0);
+        let rep = evaluate(&view, &adm, &r, &cfg, 0, 0, 0, &[]);
         assert!(!rep.checks.iter().any(|c| c.id == "high_error_rate"));
     }
 }

@@ -145,6 +145,10 @@ pub enum TraceStatus {
     ClientDisconnected,
     /// The answer started but ended before the model finished.
     Incomplete,
+    /// Refused because of the request itself (a 4xx the client caused: a
+    /// body the node rejected, a model no node has); never counted against
+    /// a node.
+    Rejected,
 }
 
 impl TraceStatus {
@@ -158,6 +162,7 @@ impl TraceStatus {
             TraceStatus::Shed => "shed",
             TraceStatus::ClientDisconnected => "client_disconnected",
             TraceStatus::Incomplete => "incomplete",
+            TraceStatus::Rejected => "rejected",
         }
     }
     /// Whether the client got the whole answer (`Completed` or `Retried`).

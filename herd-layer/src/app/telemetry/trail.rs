@@ -406,22 +406,16 @@ mod tests {
     }
 
     fn request() -> Arc<RouteRequest> {
-        Arc::new(RouteRequest {
-            id: "req-1".into(),
-            endpoint: Endpoint::OllamaChat,
-            model: "m".into(),
-            fallback_models: vec![],
-            stream: true,
-            include_usage: false,
-            est_prompt_tokens: 3,
-            max_output_tokens: None,
-            images: 0,
-            num_ctx: None,
-            tags: vec!["team:a".into()],
-            body: Arc::new(serde_json::Map::new()),
-            ollama_body: None,
-            traceparent: Some(TRACEPARENT.into()),
-        })
+        let mut h = http::HeaderMap::new();
+        h.insert("traceparent", TRACEPARENT.parse().unwrap());
+        h.insert("x-request-id", "req-1".parse().unwrap());
+        h.insert("x-herd-tags", "team:a".parse().unwrap());
+        let mut r = crate::dialect::model_only(Endpoint::OllamaChat, "m".into(), &h);
+        r.stream = true;
+        r.est_prompt_tokens = 3;
+        r.tags = vec!["team:a".into()];
+        r.traceparent = Some(TRACEPARENT.into());
+        Arc::new(r)
     }
 
     fn pick(node: &str) -> Pick {
@@ -513,8 +507,16 @@ mod tests {
             unreachable_after: 1,
             ..HealthConfig::default()
         };
-        let rep =
-            crate::app::health::evaluate(&view, &Admission::default(), &tel.recent, &cfg, 0, 0, 0);
+        let rep = crate::app::health::evaluate(
+            &view,
+            &Admission::default(),
+            &tel.recent,
+            &cfg,
+            0,
+            0,
+            0,
+            &[],
+        );
         assert!(
             rep.checks
                 .iter()

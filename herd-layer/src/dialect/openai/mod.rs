@@ -42,8 +42,8 @@ mod stream;
 mod tests;
 
 pub use request::{
-    chat_request, completion_request, embeddings_base64, embeddings_request, include_usage,
-    wants_stream,
+    chat_fields, chat_messages, chat_request, completion_request, embeddings_base64,
+    embeddings_fields, embeddings_input, embeddings_request, include_usage, wants_stream,
 };
 pub use response::{chat_response, completion_response, embeddings_response};
 pub use stream::{ChatStream, CompletionStream};
@@ -51,6 +51,7 @@ pub use stream::{ChatStream, CompletionStream};
 use serde_json::{Map, Value, json};
 
 use super::Size;
+use super::json::RawObject;
 use crate::error::ClientError;
 use crate::request::Endpoint;
 
@@ -121,74 +122,91 @@ pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
 
-/// Reads the prompt's size from an OpenAI body, refusing shapes herd relies on.
-pub fn measure(endpoint: Endpoint, obj: &Map<String, Value>) -> Result<Size, ClientError> {
+/// The client's cap on output tokens.
+pub fn max_output_tokens(obj: &RawObject) -> Option<u32> {
+    let n = |k| super::positive_u32(obj.value(k).as_ref());
+    n("max_completion_tokens").or_else(|| n("max_tokens"))
+}
+
+/// Every field of `obj` but `skip`, as values (the small fields).
+fn small_fields(obj: &RawObject, skip: &str) -> Map<String, Value> {
+    obj.keys()
+        .filter(|k| *k != skip)
+        .map(|k| (k.to_string(), obj.value(k).unwrap_or(Value::Null)))
+        .collect()
+}
+
+/// An object of already-translated fields, `first` leading.
+fn assemble(first: Option<(&str, &str)>, rest: &Map<String, Value>) -> RawObject {
+    let texts: Vec<(String, String)> = rest
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(texts.len() + 1);
+    let mut first = first;
+    for (k, v) in &texts {
+        fields.push((k, v));
+        if k == "model"
+            && let Some(f) = first.take()
+        {
+            fields.push(f);
+        }
+    }
+    fields.extend(first);
+    RawObject::from_fields(fields)
+}
+
+fn client(e: TranslateError) -> ClientError {
+    ClientError::bad_request(e.to_string())
+}
+
+/// The body as Ollama's native call for `endpoint`, and the prompt's size.
+/// Messages and inputs are translated element by element, never held as
+/// a tree (see [`super::json`]).
+pub fn to_ollama(
+    endpoint: Endpoint,
+    obj: &RawObject,
+    model: &str,
+) -> Result<(RawObject, Size), ClientError> {
     let mut size = Size::default();
     match endpoint {
-        Endpoint::OpenAiChat => match obj.get("messages") {
-            Some(Value::Array(ms)) if ms.is_empty() => {
-                return Err(ClientError::bad_request("messages must not be empty"));
-            }
-            Some(Value::Array(ms)) => size.messages(ms)?,
-            _ => {
-                return Err(ClientError::bad_request(
-                    "messages must be a list of messages",
-                ));
-            }
-        },
-        Endpoint::OpenAiCompletions => match obj.get("prompt") {
-            Some(Value::String(s)) => size.chars += s.len(),
-            Some(Value::Array(a)) => {
+        Endpoint::OpenAiChat => {
+            let raw = match obj.raw("messages") {
+                None | Some("null") => {
+                    return Err(client(TranslateError::MissingField("messages".into())));
+                }
+                Some(r) if r.starts_with('[') => r,
+                Some(_) => {
+                    return Err(client(TranslateError::invalid(
+                        "messages",
+                        "must be a non-empty array",
+                    )));
+                }
+            };
+            let messages = chat_messages(raw, &mut size).map_err(client)?;
+            let rest = chat_fields(&small_fields(obj, "messages"), model).map_err(client)?;
+            Ok((assemble(Some(("messages", &messages)), &rest), size))
+        }
+        Endpoint::OpenAiCompletions => {
+            let small = small_fields(obj, "");
+            let out = completion_request(&small, model).map_err(client)?;
+            size.string(obj.raw("prompt"));
+            if let Some(Value::Array(a)) = small.get("prompt") {
                 size.chars += a
                     .iter()
                     .filter_map(Value::as_str)
                     .map(str::len)
                     .sum::<usize>();
             }
-            _ => return Err(ClientError::bad_request("prompt must be a string")),
-        },
-        Endpoint::OpenAiEmbeddings => match obj.get("input") {
-            Some(Value::String(s)) => size.chars += s.len(),
-            Some(Value::Array(a)) if !a.is_empty() => {
-                for x in a {
-                    match x {
-                        Value::String(s) => size.chars += s.len(),
-                        _ => {
-                            return Err(ClientError::bad_request(
-                                "input must be a string or a list of strings",
-                            ));
-                        }
-                    }
-                }
-            }
-            _ => {
-                return Err(ClientError::bad_request(
-                    "input is required (a string or a list of strings)",
-                ));
-            }
-        },
+            Ok((assemble(None, &out), size))
+        }
+        Endpoint::OpenAiEmbeddings => {
+            let raw = obj.raw("input");
+            embeddings_input(raw, &mut size).map_err(client)?;
+            let rest = embeddings_fields(&small_fields(obj, "input"), model).map_err(client)?;
+            let input = raw.unwrap_or("null");
+            Ok((assemble(Some(("input", input)), &rest), size))
+        }
         other => unreachable!("{other:?} is not OpenAI's"),
     }
-    Ok(size)
-}
-
-/// The client's cap on output tokens.
-pub fn max_output_tokens(obj: &Map<String, Value>) -> Option<u32> {
-    super::positive_u32(obj.get("max_completion_tokens"))
-        .or_else(|| super::positive_u32(obj.get("max_tokens")))
-}
-
-/// The body as Ollama's native call for `endpoint`.
-pub fn to_ollama(
-    endpoint: Endpoint,
-    obj: &Map<String, Value>,
-    model: &str,
-) -> Result<Map<String, Value>, ClientError> {
-    let r = match endpoint {
-        Endpoint::OpenAiChat => chat_request(obj, model),
-        Endpoint::OpenAiCompletions => completion_request(obj, model),
-        Endpoint::OpenAiEmbeddings => embeddings_request(obj, model),
-        other => unreachable!("{other:?} is not OpenAI's"),
-    };
-    r.map_err(|e| ClientError::bad_request(e.to_string()))
 }

@@ -2,7 +2,11 @@
 
 use serde_json::{Map, Value, json};
 
+use serde_json::value::RawValue;
+
 use super::{Result, TranslateError};
+use crate::dialect::Size;
+use crate::dialect::json;
 
 /// The field's value, treating `null` like absence (clients such as LiteLLM send explicit nulls).
 pub(super) fn get<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -140,14 +144,16 @@ pub(super) fn common_generation_fields(
 }
 
 /// POST /v1/chat/completions body → Ollama POST /api/chat body, for `model` (herd may
-/// substitute a fallback model).
+/// substitute a fallback model). The whole body as one map: for tests and
+/// callers holding one; the request path uses [`chat_messages`] and
+/// [`chat_fields`], which never hold the messages as a tree.
 pub fn chat_request(
     body: &Map<String, Value>,
     model: &str,
 ) -> Result<Map<String, Value>, TranslateError> {
-    let messages = match get(body, "messages") {
+    let raw = match get(body, "messages") {
         None => return Err(TranslateError::MissingField("messages".to_owned())),
-        Some(Value::Array(m)) if !m.is_empty() => m,
+        Some(m @ Value::Array(_)) => m.to_string(),
         Some(_) => {
             return Err(TranslateError::invalid(
                 "messages",
@@ -155,17 +161,60 @@ pub fn chat_request(
             ));
         }
     };
+    let messages = chat_messages(&raw, &mut Size::default())?;
+    let mut out = chat_fields(body, model)?;
+    let messages: Value = serde_json::from_str(&messages)
+        .map_err(|e| TranslateError::invalid("messages", e.to_string()))?;
+    out.insert("messages".to_owned(), messages);
+    Ok(out)
+}
 
+/// A chat's `messages` (raw JSON) → Ollama's messages (JSON text), one
+/// message at a time, sizing the prompt on the way.
+pub fn chat_messages(raw: &str, size: &mut Size) -> Result<String, TranslateError> {
     // tool_call_id → function name, from earlier assistant messages.
     let mut tool_names: Vec<(String, String)> = Vec::new();
-    let mut out_messages = Vec::with_capacity(messages.len());
-    for (i, message) in messages.iter().enumerate() {
-        out_messages.push(Value::Object(chat_message(i, message, &mut tool_names)?));
+    let mut out = Vec::with_capacity(raw.len() + 2);
+    out.push(b'[');
+    let mut failed: Option<TranslateError> = None;
+    let n = json::each::<Value, _>(raw, |i, message| {
+        let m = match chat_message(i, &message, &mut tool_names) {
+            Ok(m) => m,
+            Err(e) => {
+                failed = Some(e);
+                return Err(String::new());
+            }
+        };
+        if let Some(c) = message.get("content") {
+            size.content(&c.to_string());
+        }
+        size.messages += 1;
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &m).map_err(|e| e.to_string())
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
+    let n = n.map_err(|e| TranslateError::invalid("messages", e.to_string()))?;
+    if n == 0 {
+        return Err(TranslateError::invalid(
+            "messages",
+            "must be a non-empty array",
+        ));
+    }
+    out.push(b']');
+    String::from_utf8(out).map_err(|e| TranslateError::invalid("messages", e.to_string()))
+}
 
+/// Everything of a chat body but its messages → Ollama's fields.
+pub fn chat_fields(
+    body: &Map<String, Value>,
+    model: &str,
+) -> Result<Map<String, Value>, TranslateError> {
     let mut out = Map::new();
     out.insert("model".to_owned(), Value::String(model.to_owned()));
-    out.insert("messages".to_owned(), Value::Array(out_messages));
 
     let tool_choice_none = get(body, "tool_choice").and_then(Value::as_str) == Some("none");
     if let Some(tools) = get(body, "tools") {
@@ -489,37 +538,66 @@ pub fn completion_request(
     Ok(out)
 }
 
-/// POST /v1/embeddings body → Ollama POST /api/embed body.
+/// POST /v1/embeddings body → Ollama POST /api/embed body (the whole body
+/// as one map; the request path uses [`embeddings_input`] and
+/// [`embeddings_fields`]).
 pub fn embeddings_request(
     body: &Map<String, Value>,
     model: &str,
 ) -> Result<Map<String, Value>, TranslateError> {
+    let raw = get(body, "input").map(Value::to_string);
+    embeddings_input(raw.as_deref(), &mut Size::default())?;
+    let mut out = embeddings_fields(body, model)?;
+    if let Some(v) = get(body, "input") {
+        out.insert("input".to_owned(), v.clone());
+    }
+    Ok(out)
+}
+
+/// Checks an embeddings `input` (raw JSON): a string or a non-empty array
+/// of strings, walked without building it; sizes the prompt.
+pub fn embeddings_input(raw: Option<&str>, size: &mut Size) -> Result<(), TranslateError> {
     const TOKENS: &str = "input: token-id inputs are not supported; send text";
-    let input = match get(body, "input") {
-        None => return Err(TranslateError::MissingField("input".to_owned())),
-        Some(v @ Value::String(_)) => v.clone(),
-        Some(Value::Array(items)) => {
-            if items.is_empty() {
-                return Err(TranslateError::invalid("input", "must not be empty"));
-            }
-            if items.iter().all(Value::is_string) {
-                Value::Array(items.clone())
-            } else if items.iter().all(|v| v.is_number() || v.is_array()) {
-                return Err(TranslateError::unsupported("input", TOKENS));
+    let invalid = || TranslateError::invalid("input", "must be a string or an array of strings");
+    match raw {
+        None | Some("null") => Err(TranslateError::MissingField("input".to_owned())),
+        Some(r) if r.starts_with('"') => {
+            size.string(Some(r));
+            Ok(())
+        }
+        Some(r) if r.starts_with('[') => {
+            let (mut strings, mut tokens, mut other) = (0usize, 0usize, 0usize);
+            let n = json::each::<&RawValue, _>(r, |_, v| {
+                match v.get().as_bytes().first() {
+                    Some(b'"') => {
+                        strings += 1;
+                        size.string(Some(v.get()));
+                    }
+                    Some(b'[' | b'-' | b'0'..=b'9') => tokens += 1,
+                    _ => other += 1,
+                }
+                Ok(())
+            })
+            .map_err(|_| invalid())?;
+            if n == 0 {
+                Err(TranslateError::invalid("input", "must not be empty"))
+            } else if strings == n {
+                Ok(())
+            } else if tokens == n {
+                Err(TranslateError::unsupported("input", TOKENS))
             } else {
-                return Err(TranslateError::invalid(
-                    "input",
-                    "must be a string or an array of strings",
-                ));
+                Err(invalid())
             }
         }
-        Some(_) => {
-            return Err(TranslateError::invalid(
-                "input",
-                "must be a string or an array of strings",
-            ));
-        }
-    };
+        Some(_) => Err(invalid()),
+    }
+}
+
+/// Everything of an embeddings body but its input → Ollama's fields.
+pub fn embeddings_fields(
+    body: &Map<String, Value>,
+    model: &str,
+) -> Result<Map<String, Value>, TranslateError> {
     match opt_string(body, "encoding_format")? {
         None | Some("float") | Some("base64") => {}
         Some(other) => {
@@ -532,7 +610,6 @@ pub fn embeddings_request(
 
     let mut out = Map::new();
     out.insert("model".to_owned(), Value::String(model.to_owned()));
-    out.insert("input".to_owned(), input);
     match opt_integer(body, "dimensions")? {
         Some(d) if d < 1 => return Err(TranslateError::invalid("dimensions", "must be positive")),
         Some(d) => {

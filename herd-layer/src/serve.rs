@@ -1,0 +1,339 @@
+//! Serving HTTP on a LAN, where any client may be hostile.
+//!
+//! hyper serves each connection; this loop decides which connections it
+//! gets and for how long. A client that sends its headers slowly is cut
+//! after `header_timeout` (slowloris), a connection that sits idle between
+//! requests is closed after `idle_timeout`, and no more than
+//! `max_connections` are open at once — the next one is answered
+//! `503 Service Unavailable` with a sentence saying why, then closed, so a
+//! flood of idle sockets cannot take every file descriptor and leave the
+//! router unable to accept the requests that matter. Accept errors (out of
+//! descriptors) back off instead of spinning. Both HTTP/1.1 and HTTP/2 are
+//! served on the one port (herd's gRPC attach service is HTTP/2); a
+//! connection carrying a stream — a long generation, a node's attachment —
+//! is never idle.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::routed::BoxError;
+
+/// `[server]`: connection limits of an HTTP listener.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Most connections open at once; more are refused with 503.
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request's headers.
+    #[serde(with = "crate::duration")]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    #[serde(with = "crate::duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// Connections open right now, shared with whoever reports it.
+#[derive(Clone, Debug, Default)]
+pub struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    /// How many.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Activity of one connection: requests in flight and the last byte moved.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `born` at the last read or write.
+    last: AtomicU64,
+    born: Instant,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
+    }
+}
+
+pin_project! {
+    /// A socket that notes when bytes move.
+    struct Watched<T> {
+        #[pin]
+        io: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.io.poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.io.poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+pin_project! {
+    /// A response body that counts as in flight until it ends or is dropped.
+    pub struct InFlight<B> {
+        #[pin]
+        inner: B,
+        guard: Option<FlightGuard>,
+    }
+}
+
+/// One request in flight on a connection.
+#[derive(Debug)]
+pub struct FlightGuard(Arc<Activity>);
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for InFlight<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.guard.take();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The peer's address, in each request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+/// Serve `svc` on `listener` under `cfg` until `stop` turns true; then stop
+/// accepting and let open connections finish (hyper's graceful shutdown).
+/// `open` counts the connections.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    svc: S,
+    cfg: ServeConfig,
+    open: Open,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE) and the like: back off, do
+                // not spin; connections that close make room.
+                tracing::warn!(error = %e, ?backoff, "cannot accept a connection");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(tcp, cfg.max_connections));
+            continue;
+        };
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+            born: Instant::now(),
+        });
+        let io = TokioIo::new(Watched {
+            io: tcp,
+            activity: activity.clone(),
+        });
+        let per_conn = {
+            let svc = svc.clone();
+            let activity = activity.clone();
+            hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                let guard = FlightGuard(activity.clone());
+                req.extensions_mut().insert(Peer(peer));
+                let mut svc = svc.clone();
+                async move {
+                    let rsp = tower::ServiceExt::ready(&mut svc).await?.call(req).await?;
+                    Ok::<_, Infallible>(rsp.map(|inner| InFlight {
+                        inner,
+                        guard: Some(guard),
+                    }))
+                }
+            })
+        };
+        let conn = builder
+            .serve_connection_with_upgrades(io, per_conn)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let open = open.clone();
+        let idle = cfg.idle_timeout;
+        open.0.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let mut tick = tokio::time::interval(idle / 4);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = tick.tick() => {
+                        if activity.in_flight.load(Ordering::Relaxed) == 0
+                            && activity.idle_for() >= idle
+                        {
+                            tracing::debug!(%peer, ?idle, "closing an idle connection");
+                            break;
+                        }
+                    }
+                }
+            }
+            open.0.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Tell a client over the connection cap why it is refused, then close.
+async fn refuse(mut tcp: TcpStream, max: usize) {
+    let body = format!(
+        "{{\"error\":\"herd has {max} connections open, its limit; close idle connections or try again in a moment\"}}"
+    );
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        tcp.write_all(head.as_bytes()).await?;
+        tcp.write_all(body.as_bytes()).await?;
+        tcp.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
