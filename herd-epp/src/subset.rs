@@ -139,10 +139,7 @@ mod tests {
             ("c", "http://10.0.0.2:80"),
             ("d", "http://[::1]:80"),
         ] {
-            view.nodes.insert(
-                id.into(),
-                NodeState::new(id.into(), Source::Agentless, url.into()),
-            );
+            view.insert(NodeState::new(id.into(), Source::Agentless, url.into()));
         }
         let ids = |e: &[&str]| {
             let v: Vec<String> = e.iter().map(|s| s.to_string()).collect();

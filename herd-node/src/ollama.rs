@@ -388,6 +388,14 @@ impl RealSource {
         let (v, ps, tags) =
             tokio::join!(self.client.version(), self.client.ps(), self.client.tags());
         match (v, ps, tags) {
+            (Ok(v), _, _) if v.not_an_engine().is_some() => {
+                e.reachable = false;
+                e.unreachable_reason = format!(
+                    "{}: {}",
+                    self.client.base(),
+                    v.not_an_engine().unwrap_or_default()
+                );
+            }
             (Ok(v), Ok(ps), Ok(tags)) => {
                 e.reachable = true;
                 e.version = v.version;

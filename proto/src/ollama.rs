@@ -14,6 +14,20 @@ use crate::v1 as proto;
 pub struct Version {
     /// e.g. `0.12.6`.
     pub version: String,
+    /// Set when the answer comes from a herd router, not an Ollama: a
+    /// router must never be taken for an engine (its requests would loop).
+    pub herd_version: Option<String>,
+}
+
+impl Version {
+    /// Why this engine cannot be used, when it is a herd router.
+    pub fn not_an_engine(&self) -> Option<String> {
+        self.herd_version.as_ref().map(|v| {
+            format!(
+                "this URL is a herd router (herd {v}), not an Ollama: give the URL of an Ollama (its port 11434)"
+            )
+        })
+    }
 }
 
 /// `details` of a model.

@@ -341,3 +341,70 @@ pub fn promtool_check_metrics(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The `herd` binary built beside the tests' `herd-bench` (tests/run.sh
+/// builds every binary before the tests run).
+pub fn herd_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/herd
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("herd");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace, as tests/run.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The real `herd` on an ephemeral loopback port with `args` and `env`,
+/// its own data dir; returns the child and its `ip:port` once it listens.
+pub fn spawn_herd(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(herd_bin());
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(temp_dir("herd-bin"))
+        .env("HERD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn herd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("herd router listening")
+                && let Some(i) = line.find("addr=")
+            {
+                let a: String = line[i + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(a);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("herd did not start listening");
+    (child, addr)
+}
+
+/// A process's peak resident memory (`VmHWM`), bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmHWM in /proc status")
+}

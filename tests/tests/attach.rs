@@ -160,3 +160,120 @@ async fn bad_hellos_are_rejected_with_a_reason_and_bad_reports_ignored() {
     drop(tx);
     fleet.shutdown().await;
 }
+
+/// A node id belongs to one live attachment: a second Hello for it (another
+/// machine, or a spoofer) is refused with a reason, and the first keeps its
+/// place; once the first is gone, the id can attach again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_node_id_cannot_be_taken_over() {
+    let fleet = start(router_config(), vec![]).await;
+    let url = fleet.url();
+    let (tx1, mut in1) = attach(&url).await;
+    tx1.send(hello("mac", 1)).await.unwrap();
+    let first = in1.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.msg, Some(router_message::Msg::Welcome(_))),
+        "{first:?}"
+    );
+    tx1.send(report("mac", "http://10.0.0.5:11434"))
+        .await
+        .unwrap();
+    fleet
+        .wait_for("the first attachment reports", |v| {
+            v.node("mac").is_some_and(|n| n.online)
+        })
+        .await;
+
+    let (tx2, mut in2) = attach(&url).await;
+    tx2.send(hello("mac", 1)).await.unwrap();
+    match in2.message().await.unwrap().unwrap().msg {
+        Some(router_message::Msg::Rejected(r)) => {
+            assert!(r.reason.contains("attached already"), "{}", r.reason)
+        }
+        other => panic!("a second Hello for a live id must be refused: {other:?}"),
+    }
+    // The spoofer's report does not reach the fleet: the URL is the first's.
+    let _ = tx2.send(report("mac", "http://10.6.6.6:11434")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fleet.router.fleet.snapshot().node("mac").unwrap().url,
+        "http://10.0.0.5:11434"
+    );
+
+    // The first goes away: the id is free again.
+    drop(tx1);
+    drop(in1);
+    fleet
+        .wait_for("the first attachment is gone", |v| {
+            v.node("mac").is_some_and(|n| !n.online)
+        })
+        .await;
+    let (tx3, mut in3) = attach(&url).await;
+    tx3.send(hello("mac", 1)).await.unwrap();
+    let m = in3.message().await.unwrap().unwrap();
+    assert!(
+        matches!(m.msg, Some(router_message::Msg::Welcome(_))),
+        "{m:?}"
+    );
+    drop((tx2, in2, tx3, in3));
+    fleet.shutdown().await;
+}
+
+/// A reported engine URL is reduced to scheme://host:port: a path or query
+/// would let a node point the router at any URL and have it relay the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_urls_lose_paths_and_queries() {
+    let fleet = start(router_config(), vec![]).await;
+    let (tx, mut inbound) = attach(&fleet.url()).await;
+    tx.send(hello("n", 1)).await.unwrap();
+    inbound.message().await.unwrap().unwrap();
+    tx.send(report("n", "http://10.0.0.7:11434/admin/secret?x=1#y"))
+        .await
+        .unwrap();
+    fleet
+        .wait_for("the node reports", |v| {
+            v.node("n").is_some_and(|n| n.online)
+        })
+        .await;
+    assert_eq!(
+        fleet.router.fleet.snapshot().node("n").unwrap().url,
+        "http://10.0.0.7:11434"
+    );
+    drop((tx, inbound));
+    fleet.shutdown().await;
+}
+
+/// Numbers a node reports are clamped: 5,000 parallel slots is not a
+/// machine, and admission (and a benchmark) would open that many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implausible_numbers_are_clamped() {
+    let fleet = start(router_config(), vec![]).await;
+    let (tx, mut inbound) = attach(&fleet.url()).await;
+    tx.send(hello("big", 1)).await.unwrap();
+    inbound.message().await.unwrap().unwrap();
+    let mut r = report("big", "http://10.0.0.8:11434");
+    if let Some(node_message::Msg::Report(rep)) = &mut r.msg {
+        let e = rep.engine.as_mut().unwrap();
+        e.parallel_slots = 5_000;
+        e.max_queue = u32::MAX;
+        rep.hardware = Some(proto::Hardware {
+            chip: "x".repeat(10_000),
+            memory_bandwidth_gbps: f64::NAN,
+            ..Default::default()
+        });
+    }
+    tx.send(r).await.unwrap();
+    fleet
+        .wait_for("the node reports", |v| {
+            v.node("big").is_some_and(|n| n.online)
+        })
+        .await;
+    let v = fleet.router.fleet.snapshot();
+    let n = v.node("big").unwrap();
+    assert_eq!(n.parallel_slots, herd_layer::fleet::MAX_SLOTS);
+    assert!(n.max_queue <= 100_000);
+    assert!(n.chip.len() <= 128);
+    assert_eq!(n.memory_bandwidth_gbps, 0.0);
+    drop((tx, inbound));
+    fleet.shutdown().await;
+}

@@ -3,59 +3,16 @@
 //! runs out, and an attached node's long-lived gRPC stream does not keep
 //! herd alive (before, herd waited for the node to hang up — forever).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herd_tests::*;
 use http_body_util::{BodyExt, Full};
 
-/// The `herd` built beside this test's `herd-bench`.
-fn herd_bin() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_herd-bench"))
-        .parent()
-        .expect("bin dir")
-        .join("herd");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the workspace's binaries first (cargo build --workspace, as tests/run.sh does)",
-        bin.display()
-    );
-    bin
-}
-
 /// herd on an ephemeral port with `grace`; returns it and its address.
 fn spawn_herd(grace: &str) -> (Child, String) {
-    let mut child = Command::new(herd_bin())
-        .args(["--listen", "127.0.0.1:0", "--shutdown-grace", grace])
-        .arg("--data-dir")
-        .arg(temp_dir("shutdown"))
-        .env("HERD_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn herd");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("herd router listening")
-                && let Some(i) = line.find("addr=")
-            {
-                let a: String = line[i + 5..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(a);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("herd did not start listening");
-    (child, addr)
+    herd_tests::spawn_herd(&["--shutdown-grace", grace], &[])
 }
 
 fn sigterm(child: &Child) {

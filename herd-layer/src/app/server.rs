@@ -140,6 +140,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         Some(tracer),
         &router_id,
     );
+    let open = crate::serve::Open::default();
     let state = AppState {
         stack,
         fleet: fleet.clone(),
@@ -152,6 +153,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         prewarms: prewarms.clone(),
         budget: cfg.routing.body_budget(),
         router_id: router_id.clone(),
+        connections: open.clone(),
     };
     let grpc = FleetService::new(
         fleet.clone(),
@@ -202,7 +204,6 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let (tx, rx) = watch::channel(false);
     let grace = cfg.app.shutdown_grace;
     let serve_cfg = cfg.app.server.clone();
-    let open = crate::serve::Open::default();
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };

@@ -4,6 +4,7 @@
 //! node is routable on what Ollama's own API shows (loaded models, models on
 //! disk); hardware signals stay unknown and count as neutral.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,9 +53,9 @@ pub async fn poll(fleet: Fleet, url: String, every: Duration) {
     let id = node_id_for(&url);
     let base = url.trim_end_matches('/').to_string();
     fleet.update(|v| {
-        v.nodes
-            .entry(id.clone())
-            .or_insert_with(|| NodeState::new(id.clone(), Source::Agentless, base.clone()));
+        v.nodes.entry(id.clone()).or_insert_with(|| {
+            Arc::new(NodeState::new(id.clone(), Source::Agentless, base.clone()))
+        });
     });
     let client: Client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -64,6 +65,9 @@ pub async fn poll(fleet: Fleet, url: String, every: Duration) {
         tick.tick().await;
         let result = async {
             let version: Version = get(&client, &format!("{base}/api/version")).await?;
+            if let Some(why) = version.not_an_engine() {
+                return Err(why);
+            }
             let ps: Models<PsModel> = get(&client, &format!("{base}/api/ps")).await?;
             let tags: Models<TagModel> = get(&client, &format!("{base}/api/tags")).await?;
             Ok::<_, String>((version, ps, tags))
@@ -72,7 +76,7 @@ pub async fn poll(fleet: Fleet, url: String, every: Duration) {
         let now = tokio::time::Instant::now();
         let now_ms = crate::fleet::now_ms();
         fleet.update(|v| {
-            let Some(n) = v.nodes.get_mut(&id) else {
+            let Some(n) = v.node_mut(&id) else {
                 return;
             };
             match result {

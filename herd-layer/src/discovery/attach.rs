@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
@@ -362,10 +362,9 @@ impl FleetService {
                     let now_ms = crate::fleet::now_ms();
                     let url = herd_proto::node::engine_url(&r.ollama_url).unwrap_or_default();
                     fleet.update(|v| {
-                        let n = v
-                            .nodes
-                            .entry(node.clone())
-                            .or_insert_with(|| NodeState::new(node.clone(), Source::Attached, url));
+                        let n = Arc::make_mut(v.nodes.entry(node.clone()).or_insert_with(|| {
+                            Arc::new(NodeState::new(node.clone(), Source::Attached, url))
+                        }));
                         n.source = Source::Attached;
                         n.apply_report(&r, now, now_ms);
                     });
@@ -383,7 +382,7 @@ impl FleetService {
         if self.attachments.remove(&node, conn) {
             tracing::warn!(node = %node, %reason, "node detached; marking offline");
             fleet.update(|v| {
-                if let Some(n) = v.nodes.get_mut(&node) {
+                if let Some(n) = v.node_mut(&node) {
                     n.mark_offline(reason);
                 }
             });

@@ -11,6 +11,9 @@ pub use herd_proto::mdns::*;
 
 use crate::discovery::Attachments;
 
+/// Most herd-node adverts remembered.
+pub const MAX_SEEN: usize = 1024;
+
 /// herd-nodes the router has seen advertised, by DNS-SD name.
 #[derive(Debug, Default, Clone)]
 pub struct SeenNodes {
@@ -32,9 +35,13 @@ impl SeenNodes {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a node (tests and the browser).
+    /// Records a node (tests and the browser). Bounded: adverts come from
+    /// the network, so past [`MAX_SEEN`] names new ones are not kept.
     pub fn insert(&self, fullname: String, n: SeenNode) {
-        self.lock().insert(fullname, n);
+        let mut m = self.lock();
+        if m.len() < MAX_SEEN || m.contains_key(&fullname) {
+            m.insert(fullname, n);
+        }
     }
 
     /// Forgets a node.

@@ -59,7 +59,7 @@ where
         }
         fleet.update(|v| {
             for id in &stale {
-                if let Some(n) = v.nodes.get_mut(id) {
+                if let Some(n) = v.node_mut(id) {
                     tracing::warn!(node = %id, "no report for {timeout:?}; marking offline");
                     n.mark_offline(format!("no report for {}s", timeout.as_secs()));
                 }
@@ -131,4 +131,45 @@ pub struct Registry {
     pub fleet: Fleet,
     /// The live attachments (commands go through them).
     pub attachments: Arc<Attachments>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{NodeState, Source};
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_nodes_go_offline_then_are_forgotten() {
+        let fleet = Fleet::new();
+        fleet.update(|v| {
+            for (id, source) in [("att", Source::Attached), ("cfg", Source::Agentless)] {
+                let mut n = NodeState::new(id.into(), source, "http://127.0.0.1:1".into());
+                n.seen(tokio::time::Instant::now());
+                v.insert(n);
+            }
+        });
+        let forgotten = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let f = forgotten.clone();
+        let task = tokio::spawn(sweep(
+            fleet.clone(),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            move |gone: &[crate::fleet::NodeId]| f.lock().unwrap().extend(gone.to_vec()),
+        ));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let v = fleet.snapshot();
+        assert!(!v.node("att").unwrap().online, "silent past the timeout");
+        assert!(
+            v.node("cfg").unwrap().online,
+            "agentless nodes are polled, not swept"
+        );
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(fleet.snapshot().node("att").is_none(), "forgotten");
+        assert!(
+            fleet.snapshot().node("cfg").is_some(),
+            "configured nodes stay"
+        );
+        assert_eq!(forgotten.lock().unwrap().len(), 1);
+        task.abort();
+    }
 }

@@ -449,23 +449,32 @@ pub fn now_ms() -> i64 {
 }
 
 /// One consistent picture of the fleet.
+///
+/// Nodes are shared between views (`Arc`): a change copies the one node it
+/// touches, not the fleet — with hundreds of nodes reporting every two
+/// seconds, each holding a thousand models, copying everything on every
+/// report would be most of the router's work.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FleetView {
     /// Every node known, by id.
-    pub nodes: BTreeMap<NodeId, NodeState>,
+    pub nodes: BTreeMap<NodeId, Arc<NodeState>>,
     /// Bumped on every change.
     pub generation: u64,
+    /// Every model and the nodes that have it, built once per view when
+    /// first asked (see [`FleetView::models`]).
+    #[serde(skip)]
+    merged: std::sync::OnceLock<Arc<BTreeMap<String, Vec<NodeId>>>>,
 }
 
 impl FleetView {
     /// The node with `id`.
     pub fn node(&self, id: &str) -> Option<&NodeState> {
-        self.nodes.get(id)
+        self.nodes.get(id).map(|n| &**n)
     }
 
     /// The nodes that may be routed to.
     pub fn online(&self) -> impl Iterator<Item = &NodeState> {
-        self.nodes.values().filter(|n| n.online)
+        self.nodes.values().map(|n| &**n).filter(|n| n.online)
     }
 
     /// The largest size any node reports for a model (loaded size first, then disk size).
@@ -485,23 +494,39 @@ impl FleetView {
         })
     }
 
-    /// Every model name in the fleet with the nodes that have it.
-    pub fn models(&self) -> BTreeMap<String, Vec<NodeId>> {
-        let mut out: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
-        for n in self.nodes.values() {
-            let names = n
-                .loaded
-                .iter()
-                .map(|m| &m.name)
-                .chain(n.available.iter().map(|m| &m.name));
-            for name in names {
-                let e = out.entry(name.clone()).or_default();
-                if !e.contains(&n.id) {
-                    e.push(n.id.clone());
+    /// Every model name in the fleet with the nodes that have it, built
+    /// once per view (a view is immutable; the next change makes a new one).
+    pub fn models(&self) -> Arc<BTreeMap<String, Vec<NodeId>>> {
+        self.merged
+            .get_or_init(|| {
+                let mut out: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
+                for n in self.nodes.values() {
+                    let names = n
+                        .loaded
+                        .iter()
+                        .map(|m| &m.name)
+                        .chain(n.available.iter().map(|m| &m.name));
+                    for name in names {
+                        let e = out.entry(name.clone()).or_default();
+                        // A node's names come together: only the last can repeat it.
+                        if e.last() != Some(&n.id) {
+                            e.push(n.id.clone());
+                        }
+                    }
                 }
-            }
-        }
-        out
+                Arc::new(out)
+            })
+            .clone()
+    }
+
+    /// A node to change (copied out of the views that share it).
+    pub fn node_mut(&mut self, id: &str) -> Option<&mut NodeState> {
+        self.nodes.get_mut(id).map(Arc::make_mut)
+    }
+
+    /// Add or replace a node.
+    pub fn insert(&mut self, n: NodeState) {
+        self.nodes.insert(n.id.clone(), Arc::new(n));
     }
 }
 
@@ -536,6 +561,7 @@ impl Fleet {
             let v = Arc::make_mut(view);
             out = Some(f(v));
             v.generation += 1;
+            v.merged = std::sync::OnceLock::new();
         });
         out.expect("send_modify runs the closure")
     }
@@ -572,10 +598,11 @@ mod tests {
         let fleet = Fleet::new();
         let before = fleet.snapshot();
         fleet.update(|v| {
-            v.nodes.insert(
+            v.insert(NodeState::new(
                 "n".into(),
-                NodeState::new("n".into(), Source::Agentless, "http://127.0.0.1:1".into()),
-            );
+                Source::Agentless,
+                "http://127.0.0.1:1".into(),
+            ));
         });
         assert!(before.nodes.is_empty());
         assert_eq!(fleet.snapshot().nodes.len(), 1);

@@ -314,9 +314,18 @@ impl Service<Routed> for Forward {
                     history.node_hung(&up.node, pause);
                     admission.evict_waiters(&up.node);
                 }
+                if up.status() == Some(508) {
+                    // Its engine URL leads back to a herd that already saw
+                    // this request: the same pause as a hung node.
+                    tracing::warn!(node = %up.node, "the node's engine URL leads back to this router (508); taking it out of routing");
+                    history.node_hung(&up.node, pause);
+                }
             }
+            // A failed attempt is one another node may take over; a refusal
+            // of the request itself (a 4xx) is the client's, not the node's.
             if let (Err(e), Some(t)) = (&r, &trail)
                 && let Some(up) = e.downcast_ref::<UpstreamError>()
+                && up.retryable()
             {
                 t.attempt_failed(
                     &up.node,

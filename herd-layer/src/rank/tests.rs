@@ -49,7 +49,7 @@ fn on_disk(n: &mut NodeState, model: &str, gib: u64) {
 fn view(nodes: Vec<NodeState>) -> FleetView {
     let mut v = FleetView::default();
     for n in nodes {
-        v.nodes.insert(n.id.clone(), n);
+        v.insert(n);
     }
     v
 }

@@ -60,9 +60,19 @@ pub struct PullStatus {
     pub done: bool,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// When it last changed, milliseconds since the Unix epoch.
+    pub updated_ms: i64,
 }
 
 type Outcome = Result<NodeId, String>;
+
+/// Distinct models pulled at once; more wait for one to finish.
+pub const MAX_PULLS: usize = 4;
+/// Pulls `/fleet/pulls` remembers (finished ones are dropped oldest first).
+pub const MAX_REMEMBERED: usize = 64;
+/// A model whose pull failed is not pulled again for this long (a typo must
+/// not send every request to the registry).
+pub const FAILED_PULL_MEMORY: Duration = Duration::from_secs(600);
 
 /// Pulls in flight and recently finished. Cheap to clone.
 #[derive(Clone)]
@@ -126,7 +136,7 @@ impl AutoPull {
                 && !n.draining
         });
         for n in view.nodes.values_mut() {
-            n.available.push(assumed_on_disk(model));
+            Arc::make_mut(n).available.push(assumed_on_disk(model));
         }
         let input = ScoreInput {
             model,
@@ -144,11 +154,30 @@ impl AutoPull {
     }
 
     /// Pull `model` (once, however many requests ask) and wait for the end.
+    /// At most [`MAX_PULLS`] models are pulled at once, and a model whose
+    /// pull failed lately fails again at once, with the same reason.
     pub fn pull(&self, model: &str, kind: Kind) -> Shared<BoxFuture<'static, Outcome>> {
         let key = normalize_model(model);
+        let now_ms = crate::fleet::now_ms();
+        if let Some(s) = self.lock_status().get(&key)
+            && s.done
+            && let Some(e) = &s.error
+            && now_ms.saturating_sub(s.updated_ms) < FAILED_PULL_MEMORY.as_millis() as i64
+        {
+            let e = format!(
+                "{e} (tried {} s ago; not tried again yet)",
+                (now_ms - s.updated_ms) / 1000
+            );
+            return futures::future::ready(Err(e)).boxed().shared();
+        }
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = in_flight.get(&key) {
             return f.clone();
+        }
+        if in_flight.len() >= MAX_PULLS {
+            let e =
+                format!("herd is pulling {MAX_PULLS} models already; try again when one is done");
+            return futures::future::ready(Err(e)).boxed().shared();
         }
         let this = self.clone();
         let model = model.to_string();
@@ -188,18 +217,22 @@ impl AutoPull {
             .ok_or("the node went away")?;
         let set = |f: &dyn Fn(&mut PullStatus)| {
             let mut st = self.lock_status();
-            let s = st
-                .entry(normalize_model(model))
-                .or_insert_with(|| PullStatus {
-                    model: model.to_string(),
-                    node: node.clone(),
-                    status: "starting".into(),
-                    completed: 0,
-                    total: 0,
-                    done: false,
-                    error: None,
-                });
+            let key = normalize_model(model);
+            if !st.contains_key(&key) {
+                forget_oldest(&mut st);
+            }
+            let s = st.entry(key).or_insert_with(|| PullStatus {
+                model: model.to_string(),
+                node: node.clone(),
+                status: "starting".into(),
+                completed: 0,
+                total: 0,
+                done: false,
+                error: None,
+                updated_ms: 0,
+            });
             f(s);
+            s.updated_ms = crate::fleet::now_ms();
         };
         set(&|s| {
             s.node = node.clone();
@@ -276,7 +309,7 @@ impl AutoPull {
                 });
                 // Routable now, without waiting for the node's next report.
                 self.fleet.update(|v| {
-                    if let Some(n) = v.nodes.get_mut(node)
+                    if let Some(n) = v.node_mut(node)
                         && !n.has_model(model)
                     {
                         n.available.push(assumed_on_disk(model));
@@ -289,6 +322,23 @@ impl AutoPull {
             }),
         }
         result
+    }
+}
+
+/// Make room for one more remembered pull: finished ones go, oldest first.
+fn forget_oldest(st: &mut HashMap<String, PullStatus>) {
+    while st.len() >= MAX_REMEMBERED {
+        let oldest = st
+            .iter()
+            .filter(|(_, s)| s.done)
+            .min_by_key(|(_, s)| s.updated_ms)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => {
+                st.remove(&k);
+            }
+            None => break,
+        }
     }
 }
 
@@ -310,5 +360,55 @@ fn assumed_on_disk(model: &str) -> DiskModel {
         family: String::new(),
         parameter_size: String::new(),
         quantization: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(model: &str, done: bool, at: i64) -> PullStatus {
+        PullStatus {
+            model: model.into(),
+            node: "n".into(),
+            status: String::new(),
+            completed: 0,
+            total: 0,
+            done,
+            error: None,
+            updated_ms: at,
+        }
+    }
+
+    #[test]
+    fn remembered_pulls_are_bounded_oldest_finished_first() {
+        let mut st = HashMap::new();
+        for i in 0..MAX_REMEMBERED {
+            st.insert(format!("m{i}"), status(&format!("m{i}"), i != 3, i as i64));
+        }
+        forget_oldest(&mut st);
+        assert_eq!(st.len(), MAX_REMEMBERED - 1);
+        assert!(
+            !st.contains_key("m0"),
+            "the oldest finished pull goes first"
+        );
+        assert!(st.contains_key("m3"), "a pull in progress stays");
+    }
+
+    #[tokio::test]
+    async fn failed_pulls_are_not_tried_again_at_once_and_pulls_are_capped() {
+        let ap = AutoPull::new(Fleet::new(), AutoPullConfig::default(), Arc::default());
+        ap.lock_status().insert(
+            "typo:latest".into(),
+            PullStatus {
+                error: Some("pull model manifest: file does not exist".into()),
+                ..status("typo", true, crate::fleet::now_ms())
+            },
+        );
+        let e = ap.pull("typo", Kind::Chat).await.unwrap_err();
+        assert!(e.contains("not tried again yet"), "{e}");
+        // With no node at all, a pull fails at once (nothing to pull to).
+        let e = ap.pull("other:1b", Kind::Chat).await.unwrap_err();
+        assert!(e.contains("no online node"), "{e}");
     }
 }

@@ -155,8 +155,21 @@ async fn run(a: RunArgs) -> Result<(), String> {
             }
         }
     };
-    let client = OllamaClient::new(a.ollama.clone());
-    let public = a.public_url.clone().unwrap_or_else(|| a.ollama.clone());
+    // Engines are reached at http://host:port; a path or query would be
+    // sent to the router as is and followed by it.
+    let ollama = herd_proto::node::engine_url(&a.ollama).map_err(|e| format!("--ollama: {e}"))?;
+    let public = match &a.public_url {
+        Some(u) => herd_proto::node::engine_url(u).map_err(|e| format!("--public-url: {e}"))?,
+        None => ollama.clone(),
+    };
+    let client = OllamaClient::new(ollama.clone());
+    // A herd router is not an Ollama: reporting it as this node's engine
+    // would send the router's requests back to itself.
+    if let Ok(v) = client.version().await
+        && let Some(why) = v.not_an_engine()
+    {
+        return Err(format!("--ollama {ollama}: {why}"));
+    }
     let source = Arc::new(RealSource::with_options(
         client,
         public,

@@ -62,6 +62,8 @@ pub struct AppState {
     pub budget: crate::budget::BodyBudget,
     /// This router's id (its mDNS advert, `x-herd-hop`).
     pub router_id: String,
+    /// HTTP connections open (see [`crate::serve`]).
+    pub connections: crate::serve::Open,
     /// Warms issued to runners-up (see [`crate::prewarm`]).
     pub prewarms: crate::prewarm::Prewarms,
 }
@@ -202,35 +204,60 @@ async fn version(State(st): State<AppState>) -> Response {
     axum::Json(json!({"version": v, "herd_version": env!("CARGO_PKG_VERSION")})).into_response()
 }
 
+/// `GET /api/tags`: every model on any node's disk, once, with the online
+/// nodes that have it. One pass over the nodes (a fleet of hundreds of
+/// nodes with a thousand models each is a few hundred thousand entries; a
+/// lookup per model per node was minutes of one core).
 async fn tags(State(st): State<AppState>) -> Response {
     let view = st.fleet.snapshot();
-    let mut out: Vec<Value> = Vec::new();
-    for (name, nodes) in view.models() {
-        let mut size = 0;
-        let mut details = json!({});
-        for id in &nodes {
-            if let Some(n) = view.node(id)
-                && let Some(m) = n.disk_model(&name)
-            {
-                size = m.size_bytes;
-                details = json!({
-                    "format": "gguf",
-                    "family": m.family,
-                    "families": [m.family],
-                    "parameter_size": m.parameter_size,
-                    "quantization_level": m.quantization,
-                });
+    struct Entry<'a> {
+        disk: Option<&'a crate::fleet::DiskModel>,
+        size: u64,
+        online: Vec<&'a str>,
+    }
+    let mut merged: std::collections::BTreeMap<&str, Entry<'_>> = Default::default();
+    for n in view.nodes.values() {
+        for m in &n.available {
+            let e = merged.entry(&m.name).or_insert(Entry {
+                disk: None,
+                size: 0,
+                online: Vec::new(),
+            });
+            e.disk = e.disk.or(Some(m));
+            e.size = e.size.max(m.size_bytes);
+            if n.online && e.online.last() != Some(&&*n.id) {
+                e.online.push(&n.id);
             }
         }
-        let online: Vec<&str> = nodes
-            .iter()
-            .filter(|id| view.node(id).is_some_and(|n| n.online))
-            .map(|id| &**id)
-            .collect();
-        out.push(
-            json!({"name": name, "model": name, "size": size, "details": details, "nodes": online}),
-        );
+        for m in &n.loaded {
+            let e = merged.entry(&m.name).or_insert(Entry {
+                disk: None,
+                size: m.size_bytes,
+                online: Vec::new(),
+            });
+            if n.online && e.online.last() != Some(&&*n.id) {
+                e.online.push(&n.id);
+            }
+        }
     }
+    let out: Vec<Value> = merged
+        .into_iter()
+        .map(|(name, e)| {
+            let details = e.disk.map_or_else(
+                || json!({}),
+                |m| {
+                    json!({
+                        "format": "gguf",
+                        "family": m.family,
+                        "families": [m.family],
+                        "parameter_size": m.parameter_size,
+                        "quantization_level": m.quantization,
+                    })
+                },
+            );
+            json!({"name": name, "model": name, "size": e.size, "details": details, "nodes": e.online})
+        })
+        .collect();
     axum::Json(json!({ "models": out })).into_response()
 }
 
@@ -252,7 +279,7 @@ async fn models(State(st): State<AppState>) -> Response {
     let view = st.fleet.snapshot();
     let data: Vec<Value> = view
         .models()
-        .into_keys()
+        .keys()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "herd"}))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
@@ -410,7 +437,7 @@ async fn status(State(st): State<AppState>) -> Response {
             json!({"node": &*node, "model": model, "in_flight": load.in_flight, "waiting": load.waiting, "slots": slots})
         })
         .collect();
-    let nodes: Vec<&crate::fleet::NodeState> = view.nodes.values().collect();
+    let nodes: Vec<&crate::fleet::NodeState> = view.nodes.values().map(|n| &**n).collect();
     axum::Json(json!({
         "nodes_total": view.nodes.len(),
         "nodes_online": view.online().count(),

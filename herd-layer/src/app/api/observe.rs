@@ -39,6 +39,10 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
             .set(s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) as i64);
     }
     m.health_score.set(i64::from(health_report(&st).score));
+    m.body_memory
+        .set(i64::try_from(st.budget.in_use()).unwrap_or(i64::MAX));
+    m.connections
+        .set(i64::try_from(st.connections.get()).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

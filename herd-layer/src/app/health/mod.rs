@@ -406,7 +406,7 @@ mod tests {
             let mut n = NodeState::new(id.into(), source, "http://127.0.0.1:1".into());
             n.seen(tokio::time::Instant::now() - std::time::Duration::from_secs(1));
             n.engine_reachable = true;
-            view.nodes.insert(id.into(), n);
+            view.insert(n);
         }
         let (adm, r, cfg) = (
             Admission::default(),

@@ -111,6 +111,10 @@ pub struct Metrics {
     pub store_dropped: Gauge,
     /// The fleet's health score, 0 to 100; set when scraped.
     pub health_score: Gauge,
+    /// Bytes request bodies hold of the body budget; set when scraped.
+    pub body_memory: Gauge,
+    /// HTTP connections open; set when scraped.
+    pub connections: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -145,6 +149,8 @@ impl Metrics {
             node_up: Family::default(),
             store_dropped: Gauge::default(),
             health_score: Gauge::default(),
+            body_memory: Gauge::default(),
+            connections: Gauge::default(),
         };
         r.register(
             "herd_requests",
@@ -211,6 +217,16 @@ impl Metrics {
             "herd_health_score",
             "Fleet health score, 0..100",
             m.health_score.clone(),
+        );
+        r.register(
+            "herd_body_memory_bytes",
+            "Bytes request bodies hold of the body budget",
+            m.body_memory.clone(),
+        );
+        r.register(
+            "herd_http_connections",
+            "HTTP connections open",
+            m.connections.clone(),
         );
         Metrics {
             registry: Arc::new(r),

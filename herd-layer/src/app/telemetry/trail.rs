@@ -235,6 +235,8 @@ impl Trail for RequestTrail {
                 .is_some()
         {
             TraceStatus::Shed
+        } else if crate::stack::failure::client_fault(error) {
+            TraceStatus::Rejected
         } else {
             TraceStatus::Failed
         };
@@ -502,7 +504,7 @@ mod tests {
         let mut a = NodeState::new("a".into(), Source::Attached, "http://127.0.0.1:1".into());
         a.seen(tokio::time::Instant::now());
         a.engine_reachable = true;
-        view.nodes.insert("a".into(), a);
+        view.insert(a);
         let cfg = HealthConfig {
             unreachable_after: 1,
             ..HealthConfig::default()
