@@ -12,7 +12,8 @@
 //!
 //! Modules:
 //! - [`processor`]: the `ExternalProcessor/Process` stream state machine
-//!   (every body mode, header/metadata answers, immediate errors);
+//!   (every body mode, header/metadata answers, immediate errors; strict
+//!   message order, body and message size limits, per-state timeouts);
 //! - [`leaf`]: the pick-returning leaf and [`leaf::Picker`], which drives the stack;
 //! - [`subset`]: the `envoy.lb.subset_hint` → node ids mapping;
 //! - [`usage`]: time to first token and token usage from response bodies;
@@ -31,6 +32,9 @@ pub mod tls;
 pub mod usage;
 
 pub use config::{EppConfig, TlsMode};
+/// Envoy's generated types herd-epp speaks (`envoy.service.ext_proc.v3`
+/// and its dependencies), for clients and tests that drive a raw stream.
+pub use envoy_types;
 pub use server::{Running, start};
 
 /// Protocol names, exactly as the Gateway API Inference Extension spells them.

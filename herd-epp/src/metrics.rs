@@ -55,9 +55,35 @@ pub struct Metrics {
     pub(crate) ttft: Histogram,
     pub(crate) input_tokens: Family<ModelLabels, Counter>,
     pub(crate) output_tokens: Family<ModelLabels, Counter>,
-    pub(crate) running: Gauge,
-    pub(crate) streams: Counter,
+    /// Only ever moved by a [`GaugeHold`] ([`Metrics::hold_running`]).
+    running: Gauge,
+    streams: Counter,
+    /// Only ever moved by a [`GaugeHold`] ([`Metrics::open_stream`]).
+    streams_open: Gauge,
     recent: Arc<Mutex<Recent>>,
+}
+
+/// One unit of an up/down gauge, raised when made and lowered when dropped.
+///
+/// Whoever owns it owns the unit: a stream task that ends normally, fails,
+/// times out, is reset or unwinds from a panic drops what it holds, so the
+/// gauge comes down exactly once on every path. Nothing else moves these
+/// gauges.
+#[must_use = "the gauge comes back down as soon as this is dropped"]
+#[derive(Debug)]
+pub(crate) struct GaugeHold(Gauge);
+
+impl GaugeHold {
+    fn new(g: &Gauge) -> Self {
+        g.inc();
+        GaugeHold(g.clone())
+    }
+}
+
+impl Drop for GaugeHold {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The last [`RECENT`] pick durations and how many picks there were in all,
@@ -139,6 +165,12 @@ impl Metrics {
         );
         let streams = Counter::default();
         r.register("streams", "ext_proc streams opened", streams.clone());
+        let streams_open = Gauge::default();
+        r.register(
+            "streams_open",
+            "ext_proc streams open now",
+            streams_open.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             requests,
@@ -148,6 +180,7 @@ impl Metrics {
             output_tokens,
             running,
             streams,
+            streams_open,
             recent: Arc::new(Mutex::new(Recent::default())),
         }
     }
@@ -159,6 +192,27 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// A stream opens: counted, and open until the hold is dropped.
+    pub(crate) fn open_stream(&self) -> GaugeHold {
+        self.streams.inc();
+        GaugeHold::new(&self.streams_open)
+    }
+
+    /// A request holds an admission slot until the hold is dropped.
+    pub(crate) fn hold_running(&self) -> GaugeHold {
+        GaugeHold::new(&self.running)
+    }
+
+    /// Requests holding an admission slot now (`herd_epp_request_running`).
+    pub fn running(&self) -> i64 {
+        self.running.get()
+    }
+
+    /// ext_proc streams open now (`herd_epp_streams_open`).
+    pub fn streams_open(&self) -> i64 {
+        self.streams_open.get()
     }
 
     /// Count a pick and keep its scheduling time, for the histogram and `/debug/picks`.
@@ -262,6 +316,28 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.recent_picks(), vec![Duration::from_micros(300)]);
+    }
+
+    #[test]
+    fn holds_lower_their_gauge_once_however_they_end() {
+        let m = Metrics::new();
+        let a = m.hold_running();
+        let b = m.hold_running();
+        let s = m.open_stream();
+        assert_eq!((m.running(), m.streams_open()), (2, 1));
+        drop(a);
+        assert_eq!(m.running(), 1);
+        // A panic unwinding through the owner drops it too.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _owned = (b, s);
+            panic!("the owner fails");
+        }));
+        assert!(r.is_err());
+        assert_eq!((m.running(), m.streams_open()), (0, 0));
+        let text = m.render();
+        assert!(text.contains("herd_epp_request_running 0"), "{text}");
+        assert!(text.contains("herd_epp_streams_open 0"), "{text}");
+        assert!(text.contains("herd_epp_streams_total 1"), "{text}");
     }
 
     #[test]

@@ -219,7 +219,8 @@ pub async fn serve<S, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let max = effective_max_connections(cfg.max_connections);
+    let slots = Arc::new(Semaphore::new(max));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -255,7 +256,7 @@ pub async fn serve<S, B>(
         };
         let _ = tcp.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(tcp, cfg.max_connections));
+            tokio::spawn(refuse(tcp, max));
             continue;
         };
         let activity = Arc::new(Activity {
@@ -319,6 +320,40 @@ pub async fn serve<S, B>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Descriptors kept free for what else herd opens: upstream connections,
+/// the store, logs, its listeners.
+const FD_RESERVE: u64 = 256;
+
+/// The connection cap in effect: the configured one, but never more than
+/// the process's file-descriptor limit allows (raised to its hard limit
+/// first) — past it `accept` fails and the router could not take even the
+/// one connection that matters.
+pub fn effective_max_connections(configured: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let raised = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            lim = raised;
+        }
+    }
+    let by_fds = lim.current.map_or(usize::MAX, |c| {
+        c.saturating_sub(FD_RESERVE).max(16) as usize
+    });
+    let max = configured.clamp(1, by_fds);
+    if max < configured {
+        tracing::warn!(
+            configured,
+            max,
+            "the file-descriptor limit allows fewer connections than configured; raise it (ulimit -n) to allow more"
+        );
+    }
+    max
 }
 
 /// Tell a client over the connection cap why it is refused, then close.

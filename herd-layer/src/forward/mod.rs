@@ -183,27 +183,14 @@ impl Forward {
         }
     }
 
-    /// How long the node may take to its first byte: `first_byte_factor`
-    /// times what scoring expected (wait, cold load, prefill — and for an
-    /// answer the node only sends whole, its generation too), at least
-    /// `first_byte_min`, at most the response timeout.
     fn first_byte_deadline(&self, pick: &Pick, whole: bool) -> Duration {
-        let expected_ms = pick
-            .ranking
-            .candidates
-            .iter()
-            .find(|c| c.node == pick.node)
-            .map_or(0.0, |c| {
-                if whole {
-                    c.expected_ttft_ms + c.expected_generation_ms
-                } else {
-                    c.expected_ttft_ms
-                }
-            });
-        let d =
-            Duration::from_secs_f64((expected_ms * self.cfg.first_byte_factor / 1000.0).max(0.0));
-        d.max(self.cfg.first_byte_min)
-            .min(self.cfg.response_timeout)
+        first_byte_deadline(
+            pick,
+            whole,
+            self.cfg.first_byte_factor,
+            self.cfg.first_byte_min,
+            self.cfg.response_timeout,
+        )
     }
 }
 
@@ -587,6 +574,33 @@ impl Forward {
         let ttft = ttft.unwrap_or_else(|| started.elapsed().as_secs_f64() * 1000.0);
         Ok((c.finish().map_err(broken)?, ttft))
     }
+}
+
+/// How long a node may take to its first byte before it is taken as hung:
+/// `factor` times what scoring expected (wait, cold load, prefill — and for
+/// an answer the node only sends whole, its generation too), at least
+/// `min`, at most `cap`. herd-epp holds Envoy's response to the same rule.
+pub fn first_byte_deadline(
+    pick: &Pick,
+    whole: bool,
+    factor: f64,
+    min: Duration,
+    cap: Duration,
+) -> Duration {
+    let expected_ms = pick
+        .ranking
+        .candidates
+        .iter()
+        .find(|c| c.node == pick.node)
+        .map_or(0.0, |c| {
+            if whole {
+                c.expected_ttft_ms + c.expected_generation_ms
+            } else {
+                c.expected_ttft_ms
+            }
+        });
+    let d = Duration::from_secs_f64((expected_ms * factor / 1000.0).clamp(0.0, 1e9));
+    d.max(min).min(cap)
 }
 
 fn header_value(s: &str) -> HeaderValue {
