@@ -40,6 +40,12 @@ pub struct Details {
     pub parameter_size: String,
     /// e.g. `Q4_K_M`.
     pub quantization_level: String,
+    /// e.g. `gguf`.
+    pub format: String,
+    /// e.g. `["qwen3"]`.
+    pub families: Option<Vec<String>>,
+    /// The model it was made from, when created from one.
+    pub parent_model: String,
 }
 
 /// One model of `/api/tags`.
@@ -52,6 +58,12 @@ pub struct TagModel {
     pub size: u64,
     /// Family, size and quantization.
     pub details: Details,
+    /// The manifest's digest.
+    pub digest: String,
+    /// RFC 3339.
+    pub modified_at: String,
+    /// What it can do (Ollama 0.30 and later list it here).
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// One model of `/api/ps`.
@@ -68,6 +80,8 @@ pub struct PsModel {
     pub context_length: u32,
     /// RFC 3339.
     pub expires_at: String,
+    /// The manifest's digest.
+    pub digest: String,
 }
 
 /// The `{"models": […]}` envelope of `/api/ps` and `/api/tags`.
@@ -87,6 +101,7 @@ pub fn loaded_models(ps: Vec<PsModel>) -> Vec<proto::LoadedModel> {
             size_bytes: m.size,
             vram_bytes: m.size_vram,
             context_length: m.context_length,
+            digest: m.digest,
         })
         .collect()
 }
@@ -97,9 +112,21 @@ pub fn disk_models(tags: Vec<TagModel>) -> Vec<proto::DiskModel> {
         .map(|m| proto::DiskModel {
             name: m.name,
             size_bytes: m.size,
+            families: m
+                .details
+                .families
+                .unwrap_or_else(|| vec![m.details.family.clone()])
+                .into_iter()
+                .filter(|f| !f.is_empty())
+                .collect(),
             family: m.details.family,
             parameter_size: m.details.parameter_size,
             quantization: m.details.quantization_level,
+            digest: m.digest,
+            modified_at_ms: rfc3339_ms(&m.modified_at).unwrap_or(0),
+            format: m.details.format,
+            parent_model: m.details.parent_model,
+            capabilities: m.capabilities.unwrap_or_default(),
         })
         .collect()
 }

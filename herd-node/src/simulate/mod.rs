@@ -580,6 +580,7 @@ pub(crate) fn build_report(engine: &Engine, url: &str) -> NodeReport {
                     vram_bytes: l.spec.size_bytes,
                     context_length: l.spec.context_length,
                     expires_at_ms: l.expires_in.map_or(0, |d| unix_ms(now + d)),
+                    ..LoadedModel::default()
                 })
                 .collect(),
             available: disk
@@ -590,11 +591,13 @@ pub(crate) fn build_report(engine: &Engine, url: &str) -> NodeReport {
                     family: m.family.clone(),
                     parameter_size: m.parameter_size.clone(),
                     quantization: m.quantization.clone(),
+                    ..DiskModel::default()
                 })
                 .collect(),
             parallel_slots: cfg.num_parallel,
             max_loaded_models: cfg.max_loaded_models,
             max_queue: cfg.max_queue,
+            ..EngineState::default()
         }),
         availability: Some(Availability {
             score: 0.0,
