@@ -199,6 +199,9 @@ impl Picker {
         let started = Instant::now();
         let mut routed = Routed::new(Arc::new(req));
         routed.only = only;
+        // Envoy carries the body unchanged: only nodes that serve the
+        // request's API themselves may get it.
+        routed.native_only = true;
         let rsp = self
             .stack
             .clone()

@@ -827,7 +827,13 @@ impl Exchange {
                         ep,
                         &self.headers,
                         body.clone(),
-                        picker.cfg.parse_config(),
+                        // Aliases are not applied here: the body goes to the
+                        // engine as the client wrote it (AI Gateway's
+                        // `modelNameOverride` renames models in the gateway).
+                        dialect::ParseConfig {
+                            aliases: None,
+                            ..picker.cfg.parse_config()
+                        },
                         charge,
                     )
                 }),

@@ -156,6 +156,11 @@ async fn signal(mut stop: watch::Receiver<bool>) {
 /// Bind every port and start serving.
 pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
     cfg.routing.validate()?;
+    if !cfg.routing.aliases.is_empty() || cfg.routing.alias_tiers != Default::default() {
+        tracing::warn!(
+            "[aliases] and [alias_tiers] are not applied by herd-epp (it does not rewrite bodies); rename models with AI Gateway's modelNameOverride"
+        );
+    }
     let grpc = bind(cfg.grpc_listen).await?;
     let health = bind(cfg.health_listen).await?;
     let metrics_l = bind(cfg.metrics_listen).await?;

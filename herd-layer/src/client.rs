@@ -17,6 +17,15 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A pooled HTTP client for talking to nodes.
 pub fn client(connect_timeout: Duration) -> HttpClient {
+    client_for(connect_timeout)
+}
+
+/// [`client`] for another request body type (a streamed upload, say).
+pub fn client_for<B>(connect_timeout: Duration) -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send,
+    B::Data: Send,
+{
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);

@@ -61,6 +61,10 @@ pub struct RoutingConfig {
     pub idle_timeout: Duration,
     /// Fallback models per model, tried in order when it cannot be served.
     pub fallback_models: std::collections::BTreeMap<String, Vec<String>>,
+    /// `[aliases]`: names clients use → models the fleet has (see [`crate::alias`]).
+    pub aliases: crate::alias::Aliases,
+    /// `[alias_tiers]`: the model for cloud ids (`claude-*`, `gpt-*`) by size class.
+    pub alias_tiers: crate::alias::AliasTiers,
     /// A token nodes must present to attach.
     pub fleet_token: Option<String>,
     /// `[scoring]`: the scorer's tunables.
@@ -135,6 +139,8 @@ impl Default for RoutingConfig {
             unresponsive_pause: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             fallback_models: Default::default(),
+            aliases: Default::default(),
+            alias_tiers: Default::default(),
             fleet_token: None,
             scoring: ScoringConfig::default(),
             queue: QueueConfig::default(),
@@ -234,11 +240,27 @@ impl RoutingConfig {
     pub fn parse_config(&self) -> crate::dialect::ParseConfig<'_> {
         crate::dialect::ParseConfig {
             fallback_models: &self.fallback_models,
+            aliases: Some((&self.aliases, &self.alias_tiers)),
         }
+    }
+
+    /// The model `name` stands for under `[aliases]` and `[alias_tiers]`
+    /// (itself when none maps it).
+    pub fn resolve(&self, name: &str) -> String {
+        self.aliases
+            .resolve(&self.alias_tiers, name)
+            .unwrap_or(name)
+            .to_string()
     }
 
     /// Reject values that would make the router misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.alias_tiers
+            .validate()
+            .map_err(|e| ConfigError::Invalid {
+                name: "alias_tiers",
+                reason: e.to_string(),
+            })?;
         if self
             .fleet_token
             .as_deref()

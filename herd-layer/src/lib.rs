@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 // Data the request path carries.
+pub mod alias;
 pub mod body;
 pub mod budget;
 pub mod error;

@@ -122,6 +122,8 @@ pub fn runner_up(
         max_output_tokens: None,
         exclude: &exclude,
         only: None,
+        endpoint: crate::request::Endpoint::OllamaChat,
+        native_only: false,
         now_ms: crate::fleet::now_ms(),
     };
     let ranking = rank::score(&view, live, &input, scoring_cfg);

@@ -22,6 +22,12 @@ pub enum Dialect {
     /// OpenAI's API (`/v1/*`): server-sent events, `{"error": {…}}`.
     #[serde(rename = "openai")]
     OpenAi,
+    /// Anthropic's Messages API (`/v1/messages`): named server-sent events,
+    /// `{"type":"error","error":{…}}`.
+    Anthropic,
+    /// OpenAI's Responses API (`/v1/responses`): named server-sent events,
+    /// OpenAI's errors.
+    Responses,
 }
 
 impl Dialect {
@@ -30,6 +36,8 @@ impl Dialect {
         match self {
             Dialect::Ollama => "ollama",
             Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+            Dialect::Responses => "responses",
         }
     }
 }
@@ -65,6 +73,10 @@ pub enum Endpoint {
     OpenAiCompletions,
     /// `POST /v1/embeddings`.
     OpenAiEmbeddings,
+    /// `POST /v1/messages` (Anthropic).
+    AnthropicMessages,
+    /// `POST /v1/responses` (OpenAI Responses).
+    Responses,
 }
 
 /// One row of [`ENDPOINTS`].
@@ -103,63 +115,18 @@ const fn row(
 }
 
 /// Every inference endpoint, once. Order matches [`Endpoint`]'s variants.
+/// Columns: endpoint, path, dialect, kind, streams by default, can stream.
+#[rustfmt::skip]
 pub const ENDPOINTS: &[EndpointSpec] = &[
-    row(
-        Endpoint::OllamaChat,
-        "/api/chat",
-        Dialect::Ollama,
-        Kind::Chat,
-        true,
-        true,
-    ),
-    row(
-        Endpoint::OllamaGenerate,
-        "/api/generate",
-        Dialect::Ollama,
-        Kind::Generate,
-        true,
-        true,
-    ),
-    row(
-        Endpoint::OllamaEmbed,
-        "/api/embed",
-        Dialect::Ollama,
-        Kind::Embed,
-        false,
-        false,
-    ),
-    row(
-        Endpoint::OllamaEmbeddings,
-        "/api/embeddings",
-        Dialect::Ollama,
-        Kind::Embed,
-        false,
-        false,
-    ),
-    row(
-        Endpoint::OpenAiChat,
-        "/v1/chat/completions",
-        Dialect::OpenAi,
-        Kind::Chat,
-        false,
-        true,
-    ),
-    row(
-        Endpoint::OpenAiCompletions,
-        "/v1/completions",
-        Dialect::OpenAi,
-        Kind::Generate,
-        false,
-        true,
-    ),
-    row(
-        Endpoint::OpenAiEmbeddings,
-        "/v1/embeddings",
-        Dialect::OpenAi,
-        Kind::Embed,
-        false,
-        false,
-    ),
+    row(Endpoint::OllamaChat, "/api/chat", Dialect::Ollama, Kind::Chat, true, true),
+    row(Endpoint::OllamaGenerate, "/api/generate", Dialect::Ollama, Kind::Generate, true, true),
+    row(Endpoint::OllamaEmbed, "/api/embed", Dialect::Ollama, Kind::Embed, false, false),
+    row(Endpoint::OllamaEmbeddings, "/api/embeddings", Dialect::Ollama, Kind::Embed, false, false),
+    row(Endpoint::OpenAiChat, "/v1/chat/completions", Dialect::OpenAi, Kind::Chat, false, true),
+    row(Endpoint::OpenAiCompletions, "/v1/completions", Dialect::OpenAi, Kind::Generate, false, true),
+    row(Endpoint::OpenAiEmbeddings, "/v1/embeddings", Dialect::OpenAi, Kind::Embed, false, false),
+    row(Endpoint::AnthropicMessages, "/v1/messages", Dialect::Anthropic, Kind::Chat, false, true),
+    row(Endpoint::Responses, "/v1/responses", Dialect::Responses, Kind::Chat, false, true),
 ];
 
 impl Endpoint {
@@ -200,8 +167,11 @@ pub struct RouteRequest {
     pub id: String,
     /// The endpoint called (its dialect and kind follow).
     pub endpoint: Endpoint,
-    /// The model the client asked for, as written.
+    /// The model to route: the client's, or what its alias stands for.
     pub model: String,
+    /// The model as the client named it (an alias, say); response bodies
+    /// carry this name, `x-herd-model` the one served.
+    pub client_model: String,
     /// Models to try, in order, when `model` cannot be served.
     pub fallback_models: Vec<String>,
     /// Whether the answer streams.
@@ -245,27 +215,58 @@ impl RouteRequest {
     }
 }
 
-/// Ollama's model naming: a name without a tag means `:latest`.
-pub fn normalize_model(name: &str) -> String {
-    let name = name.trim();
-    // A tag follows the last ':' that comes after the last '/' (registry hosts may carry ports).
-    let last_segment = name.rsplit('/').next().unwrap_or(name);
-    if last_segment.contains(':') {
-        name.to_string()
+/// The longest model name herd accepts (Ollama's own names are far shorter).
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// A model name as a client may send it: `[host[:port]/][namespace/]name[:tag]`
+/// or a digest, in letters, digits and `._-:/@+`, at most
+/// [`MAX_MODEL_NAME`] bytes. Anything else cannot name a model on any node,
+/// and must not grow herd's maps either.
+pub fn check_model_name(m: &str) -> Result<(), crate::error::ClientError> {
+    let ok = !m.is_empty()
+        && m.len() <= MAX_MODEL_NAME
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b));
+    if ok {
+        Ok(())
     } else {
-        format!("{name}:latest")
+        let shown: String = m.chars().take(64).collect();
+        Err(crate::error::ClientError::bad_request(format!(
+            "{shown:?}{} is not a model name: use letters, digits and ._-:/@+, at most {MAX_MODEL_NAME} characters (e.g. qwen3:8b)",
+            if m.chars().count() > 64 { "…" } else { "" }
+        ))
+        .code("invalid_model"))
     }
 }
 
-/// [`normalize_model`] without allocating when the name already has a tag
-/// (the common case on the request path).
+/// Ollama's model naming, as one canonical key: a name without a tag means
+/// `:latest`, the default registry and namespace may be written or not
+/// (`registry.ollama.ai/library/qwen3` is `qwen3`), and letter case does not
+/// matter (Ollama matches names case-insensitively).
+pub fn normalize_model(name: &str) -> String {
+    normalized(name).into_owned()
+}
+
+/// The default registry and namespace, which Ollama leaves out of names.
+const DEFAULT_PREFIXES: [&str; 2] = ["registry.ollama.ai/", "library/"];
+
+/// [`normalize_model`] without allocating when the name already is in its
+/// canonical form (the common case on the request path).
 pub fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
-    let trimmed = name.trim();
-    let last_segment = trimmed.rsplit('/').next().unwrap_or(trimmed);
-    if last_segment.contains(':') {
-        std::borrow::Cow::Borrowed(trimmed)
-    } else {
-        std::borrow::Cow::Owned(format!("{trimmed}:latest"))
+    let mut short = name.trim();
+    for p in DEFAULT_PREFIXES {
+        if short.len() > p.len() && short[..p.len()].eq_ignore_ascii_case(p) {
+            short = &short[p.len()..];
+        }
+    }
+    // A tag follows the last ':' that comes after the last '/' (registry hosts may carry ports).
+    let last_segment = short.rsplit('/').next().unwrap_or(short);
+    let tagged = last_segment.contains(':');
+    let lower = !short.bytes().any(|b| b.is_ascii_uppercase());
+    match (tagged, lower) {
+        (true, true) => std::borrow::Cow::Borrowed(short),
+        (true, false) => std::borrow::Cow::Owned(short.to_ascii_lowercase()),
+        (false, _) => std::borrow::Cow::Owned(format!("{}:latest", short.to_ascii_lowercase())),
     }
 }
 
@@ -291,6 +292,15 @@ mod tests {
         assert_eq!(normalize_model("qwen3:8b"), "qwen3:8b");
         assert_eq!(normalize_model("host:5000/lib/m"), "host:5000/lib/m:latest");
         assert!(same_model("llama3.2", "llama3.2:latest"));
+        assert!(same_model("library/llama3.2", "llama3.2:latest"));
+        assert!(same_model(
+            "registry.ollama.ai/library/Llama3.2",
+            "llama3.2"
+        ));
+        assert!(same_model("QWEN3:8B", "qwen3:8b"));
+        assert!(!same_model("qwen3:8b", "qwen3:4b"));
+        assert!(!same_model("me/qwen3", "qwen3"));
+        assert_eq!(normalize_model("library/qwen3"), "qwen3:latest");
         assert!(!same_model("llama3.2:1b", "llama3.2:latest"));
         assert!(matches!(
             normalized("a:1b"),

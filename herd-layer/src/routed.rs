@@ -77,6 +77,9 @@ pub struct Routed {
     pub exclude: Vec<NodeId>,
     /// When set (the EPP's subset hint), only these nodes may serve.
     pub only: Option<Arc<[NodeId]>>,
+    /// Only nodes that serve the request's API themselves may serve (herd-epp:
+    /// Envoy forwards the body unchanged, herd cannot translate it).
+    pub native_only: bool,
     /// Set by the discovery layer: the fleet as this attempt sees it.
     pub view: Option<Arc<FleetView>>,
     /// Set by the scoring layer.
@@ -95,6 +98,7 @@ impl Routed {
             attempt: 0,
             exclude: Vec::new(),
             only: None,
+            native_only: false,
             view: None,
             pick: None,
             trail: None,
@@ -118,6 +122,8 @@ pub struct Pick {
     pub addr: Option<std::net::SocketAddr>,
     /// What kind of engine it runs.
     pub engine: Engine,
+    /// Its engine's version (which APIs it serves itself).
+    pub version: String,
     /// Parallel slots for the model there (admission's limit).
     pub slots: u32,
     /// How warm the model is there.

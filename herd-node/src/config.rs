@@ -47,7 +47,10 @@ pub struct DeviceConfig {
     pub bind: IpAddr,
     /// Port to bind; 0 picks an ephemeral port.
     pub port: u16,
-    /// What `/api/version` answers.
+    /// What `/api/version` answers; it also decides what the device's API
+    /// has, as that Ollama release had it (`/v1/responses` from 0.13.3,
+    /// `/v1/messages` from 0.14.0, `capabilities` in `/api/tags` from
+    /// 0.30.0, thinking by default from 0.12.4).
     pub ollama_version: String,
     /// Chip name reported in hardware.
     pub chip: String,
@@ -145,6 +148,16 @@ pub struct ModelSpec {
     pub embedding_dims: Option<u32>,
     /// Tokens per second for this model, overriding the device's speed.
     pub speed: Option<f64>,
+    /// Tool calling (Ollama reads it from the template); ignored for
+    /// embedding models.
+    pub tools: bool,
+    /// Image input (a vision tower or projector).
+    pub vision: bool,
+    /// A reasoning model: it streams `thinking` before its answer, and since
+    /// Ollama 0.12.4 does so unless the request says `think: false`.
+    pub thinking: bool,
+    /// Audio input (an audio tower or projector).
+    pub audio: bool,
 }
 
 impl Default for ModelSpec {
@@ -158,6 +171,10 @@ impl Default for ModelSpec {
             context_length: 4096,
             embedding_dims: None,
             speed: None,
+            tools: true,
+            vision: false,
+            thinking: false,
+            audio: false,
         }
     }
 }
@@ -220,6 +237,38 @@ impl ModelSpec {
     pub fn is_embedding(&self) -> bool {
         self.embedding_dims.is_some()
     }
+
+    /// Ollama's capability list for this model (`/api/show`, `/api/tags`
+    /// since 0.30.0, and the herd.v1 report): `embedding` alone for an
+    /// embedding model, else `completion` and what the flags add.
+    pub fn capabilities(&self) -> Vec<String> {
+        if self.is_embedding() {
+            return vec!["embedding".to_owned()];
+        }
+        let flags = [
+            (self.tools, "tools"),
+            (self.vision, "vision"),
+            (self.thinking, "thinking"),
+            (self.audio, "audio"),
+        ];
+        std::iter::once("completion")
+            .chain(flags.into_iter().filter(|(on, _)| *on).map(|(_, c)| c))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// An Ollama version as `(major, minor, patch)`; a pre-release suffix
+/// (`0.14.0-rc1`) counts as its release. `None` when it does not parse (a
+/// development build): callers treat that as the newest.
+pub(crate) fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let v = v.trim().trim_start_matches('v');
+    let core = v.split(['-', '+']).next().unwrap_or(v);
+    let mut it = core.split('.').map(str::parse::<u64>);
+    let major = it.next()?.ok()?;
+    let minor = it.next().unwrap_or(Ok(0)).ok()?;
+    let patch = it.next().unwrap_or(Ok(0)).ok()?;
+    Some((major, minor, patch))
 }
 
 /// Ollama's name rule: a name without a tag means `:latest`.
@@ -387,6 +436,12 @@ impl Faults {
 }
 
 impl DeviceConfig {
+    /// Whether the simulated Ollama is at least `want`; an unparseable
+    /// version counts as the newest.
+    pub fn ollama_at_least(&self, want: (u64, u64, u64)) -> bool {
+        parse_version(&self.ollama_version).is_none_or(|v| v >= want)
+    }
+
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(format!("device {:?}: {m}", self.name)));
@@ -552,6 +607,43 @@ mod tests {
             normalize_model_name("host:5000/ns/m"),
             "host:5000/ns/m:latest"
         );
+    }
+
+    #[test]
+    fn capabilities_follow_the_flags() {
+        let mut m = ModelSpec::default();
+        assert_eq!(m.capabilities(), ["completion", "tools"]);
+        m.tools = false;
+        m.vision = true;
+        m.thinking = true;
+        m.audio = true;
+        assert_eq!(
+            m.capabilities(),
+            ["completion", "vision", "thinking", "audio"]
+        );
+        assert_eq!(ModelSpec::nomic_embed_text().capabilities(), ["embedding"]);
+        let cfg = FleetConfig::from_toml(
+            "[[devices]]\nname = \"a\"\n[[devices.models]]\nname = \"r:1\"\nthinking = true\n",
+        )
+        .expect("parse");
+        let r = &cfg.devices[0].models[0];
+        assert!(r.thinking && r.tools && !r.vision);
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(parse_version("0.12.6"), Some((0, 12, 6)));
+        assert_eq!(parse_version("v0.33.0-rc2"), Some((0, 33, 0)));
+        assert_eq!(parse_version("0.9"), Some((0, 9, 0)));
+        assert_eq!(parse_version("dev"), None);
+        let at = |v: &str| DeviceConfig {
+            ollama_version: v.into(),
+            ..DeviceConfig::default()
+        };
+        assert!(at("0.14.0").ollama_at_least((0, 14, 0)));
+        assert!(!at("0.13.5").ollama_at_least((0, 14, 0)));
+        assert!(at("0.100.0").ollama_at_least((0, 14, 0)));
+        assert!(at("dev").ollama_at_least((9, 0, 0)));
     }
 
     #[test]

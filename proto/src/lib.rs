@@ -19,6 +19,7 @@
 pub mod mdns;
 pub mod node;
 pub mod ollama;
+pub mod time;
 pub mod token;
 
 /// herd's own protocol between nodes and routers (`herd/v1/fleet.proto`).

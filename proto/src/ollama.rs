@@ -131,102 +131,11 @@ pub fn disk_models(tags: Vec<TagModel>) -> Vec<proto::DiskModel> {
         .collect()
 }
 
-/// An RFC 3339 time (as Ollama writes `expires_at`) in Unix milliseconds;
-/// `None` for anything malformed or out of range — a node's data never
-/// overflows the arithmetic.
-pub fn rfc3339_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.split('-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let mo: i64 = d.next()?.parse().ok()?;
-    let da: i64 = d.next()?.parse().ok()?;
-    let (clock, offset_s) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
-        (c, 0)
-    } else {
-        let i = time.rfind(['+', '-'])?;
-        let (c, off) = time.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':')?;
-        let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
-        if !(0..24).contains(&oh) || !(0..60).contains(&om) {
-            return None;
-        }
-        (c, sign * (oh * 3600 + om * 60))
-    };
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut t = hms.split(':');
-    let h: i64 = t.next()?.parse().ok()?;
-    let mi: i64 = t.next()?.parse().ok()?;
-    let se: i64 = t.next().unwrap_or("0").parse().ok()?;
-    let ms: i64 = if frac.is_empty() {
-        0
-    } else if frac.bytes().all(|b| b.is_ascii_digit()) {
-        frac.chars()
-            .chain("000".chars())
-            .take(3)
-            .collect::<String>()
-            .parse()
-            .ok()?
-    } else {
-        return None;
-    };
-    let in_range = (1970..=9999).contains(&y)
-        && (1..=12).contains(&mo)
-        && (1..=31).contains(&da)
-        && (0..24).contains(&h)
-        && (0..60).contains(&mi)
-        && (0..61).contains(&se);
-    if !in_range {
-        return None;
-    }
-    // Days from the civil date (proleptic Gregorian).
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy.rem_euclid(400);
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3600 + mi * 60 + se - offset_s) * 1000 + ms)
-}
+pub use crate::time::rfc3339_ms;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_times_parse() {
-        assert_eq!(rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
-        assert_eq!(rfc3339_ms("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(
-            rfc3339_ms("2023-11-14T22:13:20.5Z"),
-            Some(1_700_000_000_500)
-        );
-        assert_eq!(
-            rfc3339_ms("2023-11-14T23:13:20.123456789+01:00"),
-            Some(1_700_000_000_123)
-        );
-        assert_eq!(
-            rfc3339_ms("2024-06-04T14:38:31.5-07:00"),
-            Some(1_717_537_111_500)
-        );
-    }
-
-    #[test]
-    fn malformed_or_huge_times_are_refused() {
-        for bad in [
-            "yesterday",
-            "",
-            "2024-13-01T00:00:00Z",
-            "99999999999999-01-01T00:00:00Z",
-            "2024-01-01T99999999999999:00:00Z",
-            "2024-01-01T00:00:00+99999999999:00",
-            "2024-01-01T00:00:00.5x",
-        ] {
-            assert_eq!(rfc3339_ms(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn ps_and_tags_convert_tolerantly() {

@@ -301,6 +301,25 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// Runs `tests/py/<script>` with `args` under the test peers' Python and
+/// returns its output; a non-zero exit fails the test with both streams.
+pub async fn run_python(script: &str, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(python())
+        .arg(tests_dir().join("py").join(script))
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    stdout
+}
+
 /// Path of a file under tests/.
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

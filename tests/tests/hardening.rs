@@ -237,7 +237,8 @@ async fn a_connection_flood_is_refused_clearly() {
     loop {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = s.write_all(b"GET /api/version HTTP/1.1\r\nHost: herd\r\nConnection: close\r\n\r\n");
+        let _ =
+            s.write_all(b"GET /api/version HTTP/1.1\r\nHost: herd\r\nConnection: close\r\n\r\n");
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
         if buf.starts_with(b"HTTP/1.1 200") {

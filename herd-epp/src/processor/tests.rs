@@ -37,6 +37,7 @@ fn node(slots: u32) -> NodeState {
         vram_bytes: 2 * G,
         context_length: 8192,
         expires_at_ms: 0,
+        ..Default::default()
     }];
     n
 }
@@ -49,8 +50,12 @@ struct Epp {
 }
 
 fn epp(cfg: RoutingConfig, slots: u32) -> Epp {
+    epp_over(cfg, node(slots))
+}
+
+fn epp_over(cfg: RoutingConfig, n: NodeState) -> Epp {
     let fleet = Fleet::new();
-    fleet.update(|v| v.insert(node(slots)));
+    fleet.update(|v| v.insert(n));
     let live = Live::default();
     let metrics = Metrics::new();
     let p = Processor::new(
@@ -807,4 +812,42 @@ async fn while_waiting_for_a_slot_the_stream_is_read_and_checked() {
     clean(a.end().await, "clean end");
     clean(b.end().await, "clean end");
     e.quiet("queue").await;
+}
+
+/// Anthropic Messages and OpenAI Responses bodies are picked for like any
+/// other, but only to nodes whose Ollama serves the API itself (herd-epp
+/// passes bodies through; it cannot translate them for an older node).
+#[tokio::test]
+async fn messages_and_responses_bodies_go_to_nodes_that_serve_them() {
+    let cases: [(&str, &[u8]); 2] = [
+        (
+            "/v1/messages",
+            br#"{"model":"m:8b","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+        ("/v1/responses", br#"{"model":"m:8b","input":"hi"}"#),
+    ];
+    for (version, served) in [("0.14.0", true), ("0.12.6", false)] {
+        for (path, b) in cases {
+            let mut n = node(4);
+            n.engine_version = version.into();
+            let e = epp_over(RoutingConfig::default(), n);
+            let mut c = e.open();
+            c.send(start(
+                BodySendMode::FullDuplexStreamed,
+                false,
+                &[(":method", "POST"), (":path", path)],
+                false,
+            ));
+            c.send(body(b, true));
+            let r = c.reply().await;
+            if served {
+                assert!(is_pick(&r), "{path} on {version}: {r:?}");
+            } else {
+                let (status, v) = immediate_status(&r);
+                assert_eq!(status, 503, "{path} on {version}: {v}");
+                let m = v["error"]["message"].as_str().unwrap();
+                assert!(m.contains(path) && m.contains("and later do"), "{m}");
+            }
+        }
+    }
 }

@@ -154,6 +154,8 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         budget: cfg.routing.body_budget(),
         router_id: router_id.clone(),
         connections: open.clone(),
+        uploads: crate::client::client_for(cfg.routing.connect_timeout),
+        blobs: Default::default(),
     };
     let grpc = FleetService::new(
         fleet.clone(),

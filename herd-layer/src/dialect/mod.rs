@@ -12,9 +12,11 @@
 //! a dialect: a module here, its variant of [`Dialect`] and its rows in that
 //! table, then the `match` arms the compiler asks for in this file.
 
+pub mod anthropic;
 pub mod json;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -44,6 +46,8 @@ const HERD_FIELDS: &[&str] = &["fallback_models", "tags"];
 pub struct ParseConfig<'a> {
     /// Fallback models per model, when the request names none.
     pub fallback_models: &'a BTreeMap<String, Vec<String>>,
+    /// Aliases and cloud-id tiers (None: names are taken as they come).
+    pub aliases: Option<(&'a crate::alias::Aliases, &'a crate::alias::AliasTiers)>,
 }
 
 /// The size of a prompt, for context fit and expected time.
@@ -202,29 +206,7 @@ pub fn looped(headers: &HeaderMap, router_id: &str) -> bool {
         .any(|h| h.trim() == router_id)
 }
 
-/// The longest model name herd accepts (Ollama's own names are far shorter).
-pub const MAX_MODEL_NAME: usize = 256;
-
-/// A model name as a client may send it: `[host[:port]/][namespace/]name[:tag]`
-/// or a digest, in letters, digits and `._-:/@+`, at most
-/// [`MAX_MODEL_NAME`] bytes. Anything else cannot name a model on any node,
-/// and must not grow herd's maps either.
-pub fn check_model_name(m: &str) -> Result<(), ClientError> {
-    let ok = !m.is_empty()
-        && m.len() <= MAX_MODEL_NAME
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        let shown: String = m.chars().take(64).collect();
-        Err(ClientError::bad_request(format!(
-            "{shown:?}{} is not a model name: use letters, digits and ._-:/@+, at most {MAX_MODEL_NAME} characters (e.g. qwen3:8b)",
-            if m.chars().count() > 64 { "…" } else { "" }
-        ))
-        .code("invalid_model"))
-    }
-}
+pub use crate::request::{MAX_MODEL_NAME, check_model_name};
 
 /// Content types are not checked: like Ollama, herd reads a JSON body as
 /// JSON whatever the header says (LiteLLM's async client sends
@@ -279,6 +261,12 @@ pub fn parse(
         Some(_) => return Err(ClientError::bad_request("model must be a string")),
     };
     check_model_name(&model)?;
+    let resolve = |m: String| match cfg.aliases.and_then(|(a, t)| a.resolve(t, &m)) {
+        Some(to) => to.to_string(),
+        None => m,
+    };
+    let client_model = model.clone();
+    let model = resolve(model);
     let spec = endpoint.spec();
     let stream = match obj.value("stream") {
         None => spec.streams_by_default,
@@ -334,6 +322,8 @@ pub fn parse(
     for m in &fallback_models {
         check_model_name(m)?;
     }
+    let mut fallback_models: Vec<String> = fallback_models.into_iter().map(resolve).collect();
+    fallback_models.retain(|m| !crate::request::same_model(m, &model));
 
     for f in HERD_FIELDS {
         obj.remove(f);
@@ -358,11 +348,18 @@ pub fn parse(
         ),
         Dialect::OpenAi => {
             let (native, size) = openai::to_ollama(endpoint, &obj, &model)?;
-            (
-                size,
-                openai::max_output_tokens(&obj),
-                Some(Arc::new(native)),
-            )
+            let max = openai::max_output_tokens(&obj);
+            (size, max, Some(Arc::new(native)))
+        }
+        Dialect::Anthropic => {
+            let (native, size) = anthropic::to_ollama(&obj, &model)?;
+            let max = anthropic::max_output_tokens(&obj);
+            (size, max, Some(Arc::new(native)))
+        }
+        Dialect::Responses => {
+            let (native, size) = responses::to_ollama(&obj, &model)?;
+            let max = responses::max_output_tokens(&obj);
+            (size, max, Some(Arc::new(native)))
         }
     };
 
@@ -374,6 +371,7 @@ pub fn parse(
         id: request_id(headers),
         endpoint,
         model,
+        client_model,
         fallback_models,
         stream,
         include_usage,
@@ -396,6 +394,7 @@ pub fn model_only(endpoint: Endpoint, model: String, headers: &HeaderMap) -> Rou
     RouteRequest {
         id: request_id(headers),
         endpoint,
+        client_model: model.clone(),
         model,
         fallback_models: Vec::new(),
         stream: false,
@@ -438,7 +437,12 @@ pub enum Mode {
     ChatToSse,
     /// Ollama /api/generate stream → OpenAI text_completion SSE.
     CompletionToSse,
-    /// OpenAI SSE from an OpenAI engine, passed through.
+    /// Ollama /api/chat stream → Anthropic Messages SSE.
+    MessagesToSse,
+    /// Ollama /api/chat stream → Responses SSE.
+    ResponsesToSse,
+    /// SSE from a node that speaks the client's API itself (an OpenAI
+    /// engine; Ollama's own /v1/messages and /v1/responses), passed through.
     Sse,
     /// Ollama chat/generate streamed from the node, collected into the one
     /// JSON object Ollama answers without streaming. herd always streams
@@ -450,12 +454,17 @@ pub enum Mode {
     CollectChat,
     /// As [`Mode::CollectOllama`], then → text_completion.
     CollectCompletion,
+    /// As [`Mode::CollectOllama`], then → an Anthropic message.
+    CollectMessages,
+    /// As [`Mode::CollectOllama`], then → a Responses `response`.
+    CollectResponses,
     /// One Ollama JSON object (embeddings), passed through.
     OllamaJson,
     /// Ollama /api/embed → OpenAI embeddings list.
     EmbedToOpenAi,
-    /// One OpenAI JSON object from an OpenAI engine, passed through.
-    OpenAiJson,
+    /// One JSON object from a node that speaks the client's API itself,
+    /// passed through.
+    NativeJson,
 }
 
 impl Mode {
@@ -465,7 +474,9 @@ impl Mode {
             Mode::Ndjson => Mode::CollectOllama,
             Mode::ChatToSse => Mode::CollectChat,
             Mode::CompletionToSse => Mode::CollectCompletion,
-            Mode::Sse => Mode::OpenAiJson,
+            Mode::MessagesToSse => Mode::CollectMessages,
+            Mode::ResponsesToSse => Mode::CollectResponses,
+            Mode::Sse => Mode::NativeJson,
             other => other,
         }
     }
@@ -474,7 +485,12 @@ impl Mode {
     pub fn streams_to_client(self) -> bool {
         matches!(
             self,
-            Mode::Ndjson | Mode::ChatToSse | Mode::CompletionToSse | Mode::Sse
+            Mode::Ndjson
+                | Mode::ChatToSse
+                | Mode::CompletionToSse
+                | Mode::MessagesToSse
+                | Mode::ResponsesToSse
+                | Mode::Sse
         )
     }
 
@@ -482,11 +498,15 @@ impl Mode {
     pub fn collects(self) -> bool {
         matches!(
             self,
-            Mode::CollectOllama | Mode::CollectChat | Mode::CollectCompletion
+            Mode::CollectOllama
+                | Mode::CollectChat
+                | Mode::CollectCompletion
+                | Mode::CollectMessages
+                | Mode::CollectResponses
         )
     }
 
-    /// Whether the node is asked to stream (Ollama's `stream` field).
+    /// Whether the node is asked to stream (its `stream` field).
     pub fn upstream_streams(self) -> bool {
         self.streams_to_client() || self.collects()
     }
@@ -496,12 +516,13 @@ impl Mode {
         matches!(self, Mode::Ndjson | Mode::Sse)
     }
 
-    /// The dialect of what the client receives.
-    pub fn dialect(self) -> Dialect {
-        match self {
-            Mode::Ndjson | Mode::OllamaJson | Mode::CollectOllama => Dialect::Ollama,
-            _ => Dialect::OpenAi,
-        }
+    /// Whether the node gets the request translated to Ollama's API (else
+    /// the client's own body).
+    pub fn translates(self) -> bool {
+        !matches!(
+            self,
+            Mode::Ndjson | Mode::CollectOllama | Mode::OllamaJson | Mode::Sse | Mode::NativeJson
+        )
     }
 }
 
@@ -512,24 +533,67 @@ pub struct Plan {
     pub path: &'static str,
     /// How its answer becomes the client's.
     pub mode: Mode,
+    /// The dialect the client receives.
+    pub dialect: Dialect,
 }
 
-/// The plan for `endpoint` on an `engine`.
-pub fn plan(endpoint: Endpoint, engine: Engine, stream: bool) -> Plan {
+/// A version string (`0.14.1`, `0.13.3-rc2`) at least `min`.
+pub fn version_at_least(version: &str, min: (u64, u64, u64)) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u64>().ok());
+    let mut next = || parts.next().flatten();
+    match (next(), next(), next()) {
+        (Some(a), Some(b), c) => (a, b, c.unwrap_or(0)) >= min,
+        _ => false,
+    }
+}
+
+/// The Ollama version that first served an endpoint itself, for the
+/// endpoints it did not always have (as a number and as written).
+pub fn native_since(endpoint: Endpoint) -> Option<((u64, u64, u64), &'static str)> {
+    match endpoint {
+        Endpoint::AnthropicMessages => Some(((0, 14, 0), "Ollama 0.14.0")),
+        Endpoint::Responses => Some(((0, 13, 3), "Ollama 0.13.3")),
+        _ => None,
+    }
+}
+
+/// Whether an engine serves `endpoint` as the client sent it (herd-epp can
+/// only route to such nodes: Envoy carries the body unchanged).
+pub fn serves_natively(endpoint: Endpoint, engine: Engine, version: &str) -> bool {
+    match engine {
+        Engine::OpenAi => endpoint.dialect() == Dialect::OpenAi,
+        Engine::Ollama => native_since(endpoint).is_none_or(|(v, _)| version_at_least(version, v)),
+    }
+}
+
+/// The plan for `endpoint` on an `engine` of `version`.
+pub fn plan(endpoint: Endpoint, engine: Engine, version: &str, stream: bool) -> Plan {
     use Endpoint::*;
+    let native = serves_natively(endpoint, engine, version);
     let (path, mode) = match (engine, endpoint) {
         (Engine::Ollama, OllamaChat | OllamaGenerate) => (endpoint.path(), Mode::Ndjson),
         (Engine::Ollama, OllamaEmbed | OllamaEmbeddings) => (endpoint.path(), Mode::OllamaJson),
         (Engine::Ollama, OpenAiChat) => ("/api/chat", Mode::ChatToSse),
         (Engine::Ollama, OpenAiCompletions) => ("/api/generate", Mode::CompletionToSse),
         (Engine::Ollama, OpenAiEmbeddings) => ("/api/embed", Mode::EmbedToOpenAi),
+        (Engine::Ollama, AnthropicMessages | Responses) if native => (endpoint.path(), Mode::Sse),
+        (Engine::Ollama, AnthropicMessages) => ("/api/chat", Mode::MessagesToSse),
+        (Engine::Ollama, Responses) => ("/api/chat", Mode::ResponsesToSse),
         (Engine::OpenAi, _) => (endpoint.path(), Mode::Sse),
     };
     let mode = if stream { mode } else { mode.buffered() };
-    Plan { path, mode }
+    Plan {
+        path,
+        mode,
+        dialect: endpoint.dialect(),
+    }
 }
 
-/// Whether an engine can serve a dialect's requests.
+/// Whether an engine can serve a dialect's requests (natively or
+/// translated by herd).
 pub fn engine_speaks(engine: Engine, dialect: Dialect) -> bool {
     match engine {
         Engine::Ollama => true,
@@ -541,7 +605,8 @@ pub fn engine_speaks(engine: Engine, dialect: Dialect) -> bool {
 pub fn error_body(dialect: Dialect, e: &ClientError) -> Value {
     match dialect {
         Dialect::Ollama => ollama::ollama_error(&e.message),
-        Dialect::OpenAi => {
+        Dialect::Anthropic => anthropic::anthropic_error(e.status.as_u16(), &e.message),
+        Dialect::OpenAi | Dialect::Responses => {
             let kind = match e.status.as_u16() {
                 429 => "rate_limit_error",
                 s if s >= 500 => "server_error",
@@ -562,13 +627,20 @@ pub fn stream_error(dialect: Dialect, message: &str) -> Bytes {
             Bytes::from(line)
         }
         Dialect::OpenAi => sse(&openai::openai_error(message, "server_error", None)),
+        Dialect::Anthropic => {
+            anthropic::stream_event("error", &anthropic::anthropic_error(500, message))
+        }
+        Dialect::Responses => anthropic::stream_event(
+            "error",
+            &serde_json::json!({"type": "error", "code": "server_error", "message": message}),
+        ),
     }
 }
 
 /// The content type of a streamed answer in `dialect`.
 pub fn stream_content_type(dialect: Dialect) -> &'static str {
     match dialect {
-        Dialect::OpenAi => "text/event-stream",
+        Dialect::OpenAi | Dialect::Anthropic | Dialect::Responses => "text/event-stream",
         Dialect::Ollama => "application/x-ndjson",
     }
 }

@@ -8,7 +8,53 @@ fn cfg() -> ParseConfig<'static> {
     static NONE: BTreeMap<String, Vec<String>> = BTreeMap::new();
     ParseConfig {
         fallback_models: &NONE,
+        aliases: None,
     }
+}
+
+#[test]
+fn aliases_resolve_the_model_and_its_fallbacks_and_keep_the_clients_name() {
+    let aliases: crate::alias::Aliases = [
+        (
+            "claude-sonnet-4-5".to_string(),
+            "qwen3-coder:30b".to_string(),
+        ),
+        ("backup".to_string(), "qwen3:8b".to_string()),
+    ]
+    .into_iter()
+    .collect::<BTreeMap<_, _>>()
+    .try_into()
+    .unwrap();
+    let tiers = crate::alias::AliasTiers {
+        small: Some("qwen3:1.7b".into()),
+        ..Default::default()
+    };
+    let none = BTreeMap::new();
+    let cfg = ParseConfig {
+        fallback_models: &none,
+        aliases: Some((&aliases, &tiers)),
+    };
+    let run = |body: &str| {
+        parse(
+            Endpoint::AnthropicMessages,
+            &HeaderMap::new(),
+            Bytes::from(body.to_string()),
+            cfg,
+            Charge::none(),
+        )
+    };
+    let r = run(r#"{"model":"claude-sonnet-4-5","max_tokens":9,"messages":[{"role":"user","content":"hi"}],"fallback_models":["backup","claude-haiku-4-5"]}"#).unwrap();
+    assert_eq!(r.model, "qwen3-coder:30b");
+    assert_eq!(r.client_model, "claude-sonnet-4-5");
+    assert_eq!(r.fallback_models, ["qwen3:8b", "qwen3:1.7b"]);
+    // A name no alias maps is routed as written.
+    let r =
+        run(r#"{"model":"llama3.2","max_tokens":9,"messages":[{"role":"user","content":"x"}]}"#)
+            .unwrap();
+    assert_eq!(
+        (r.model.as_str(), r.client_model.as_str()),
+        ("llama3.2", "llama3.2")
+    );
 }
 
 fn p(endpoint: Endpoint, body: &str) -> Result<RouteRequest, ClientError> {

@@ -89,7 +89,7 @@ pub enum Engine {
 }
 
 /// A model in the node's memory.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct LoadedModel {
     /// e.g. `qwen3:8b`.
     pub name: String,
@@ -101,10 +101,12 @@ pub struct LoadedModel {
     pub context_length: u32,
     /// When it unloads, milliseconds since the Unix epoch (0 when unknown).
     pub expires_at_ms: i64,
+    /// Its digest, as Ollama lists it (empty when unknown).
+    pub digest: String,
 }
 
 /// A model on the node's disk.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct DiskModel {
     /// e.g. `qwen3:8b`.
     pub name: String,
@@ -116,6 +118,18 @@ pub struct DiskModel {
     pub parameter_size: String,
     /// e.g. `Q4_K_M`.
     pub quantization: String,
+    /// Its digest (empty when unknown).
+    pub digest: String,
+    /// When it was last changed on the node, ms since the Unix epoch (0: unknown).
+    pub modified_at_ms: i64,
+    /// e.g. `gguf`.
+    pub format: String,
+    /// e.g. `["qwen3"]`.
+    pub families: Vec<String>,
+    /// The model it was made from.
+    pub parent_model: String,
+    /// What it can do (`completion`, `tools`, `vision`, …; empty: unknown).
+    pub capabilities: Vec<String>,
 }
 
 /// Everything known about one node.
@@ -340,6 +354,7 @@ impl NodeState {
                 vram_bytes: m.vram_bytes.min(MAX_BYTES),
                 context_length: m.context_length.min(MAX_CONTEXT),
                 expires_at_ms: m.expires_at_ms,
+                digest: bounded(&m.digest),
             })
             .collect();
         self.set_loaded(loaded, now_ms);
@@ -354,6 +369,22 @@ impl NodeState {
                 family: bounded(&m.family),
                 parameter_size: bounded(&m.parameter_size),
                 quantization: bounded(&m.quantization),
+                digest: bounded(&m.digest),
+                modified_at_ms: m.modified_at_ms,
+                format: bounded(&m.format),
+                families: m
+                    .families
+                    .iter()
+                    .take(MAX_LIST)
+                    .map(|f| bounded(f))
+                    .collect(),
+                parent_model: bounded(&m.parent_model),
+                capabilities: m
+                    .capabilities
+                    .iter()
+                    .take(MAX_LIST)
+                    .map(|c| bounded(c))
+                    .collect(),
             })
             .collect();
         self.parallel_slots = e.parallel_slots.min(MAX_SLOTS);
@@ -413,6 +444,8 @@ const MAX_BYTES: u64 = 1 << 50;
 const MAX_CONTEXT: u32 = 16 * 1024 * 1024;
 /// Free-text fields (chip, versions, model details).
 const MAX_TEXT: usize = 128;
+/// Longest list in a model entry (families, capabilities).
+const MAX_LIST: usize = 16;
 
 fn bounded(s: &str) -> String {
     if s.len() <= MAX_TEXT {
@@ -585,6 +618,7 @@ mod tests {
             vram_bytes: 1,
             context_length: 4096,
             expires_at_ms: 0,
+            ..Default::default()
         };
         n.set_loaded(vec![m("a:1b")], 1_000);
         n.set_loaded(vec![], 2_000);

@@ -194,6 +194,23 @@ impl Forward {
     }
 }
 
+/// The model's name as `node` lists it (`qwen3` asked, `qwen3:latest`
+/// served; `Library/Qwen3` asked, `qwen3:latest` served): what the node is
+/// sent and what `x-herd-model` says. The name asked for when the node
+/// does not list it (an auto-pull, say).
+fn served_name(req: &Routed, node: &str) -> String {
+    req.view
+        .as_ref()
+        .and_then(|v| v.node(node))
+        .and_then(|n| {
+            n.loaded_model(&req.model)
+                .map(|m| &m.name)
+                .or_else(|| n.disk_model(&req.model).map(|m| &m.name))
+        })
+        .unwrap_or(&req.model)
+        .clone()
+}
+
 /// Context protection: what to do with the client's `num_ctx` on `node`
 /// (`Some(strip)` says whether to remove it), and what was done, for the
 /// trail.
@@ -229,22 +246,31 @@ fn protect_context(
 /// Ollama, and `options` without `num_ctx` when context protection strips it.
 fn upstream_body(
     req: &Routed,
+    served: &str,
     engine: Engine,
     mode: dialect::Mode,
     strip_num_ctx: bool,
 ) -> Result<Vec<u8>, BoxError> {
-    let translated = match (engine, &req.request.native) {
-        (Engine::Ollama, Some(b)) => Some(b),
-        _ => None,
+    // The node gets the request translated to Ollama's API when the plan
+    // translates; else the client's own body (Ollama's dialect, or a node
+    // that speaks the client's API itself).
+    let translated = if mode.translates() {
+        match &req.request.native {
+            Some(b) => Some(b),
+            None => {
+                return Err(
+                    InvalidRequest("the request was not translated for Ollama".into()).into(),
+                );
+            }
+        }
+    } else {
+        None
     };
-    if req.request.dialect() != Dialect::Ollama && engine == Engine::Ollama && translated.is_none()
-    {
-        return Err(InvalidRequest("the request was not translated for Ollama".into()).into());
-    }
     let src = translated.unwrap_or(&req.request.body);
-    let model = serde_json::to_string(&req.model)?;
+    let model = serde_json::to_string(served)?;
     let mut edits: Vec<(&str, Option<&str>)> = vec![("model", Some(&model))];
     let ollama_generation = engine == Engine::Ollama
+        && (mode.translates() || req.request.dialect() == Dialect::Ollama)
         && matches!(
             req.request.endpoint.kind(),
             crate::request::Kind::Chat | crate::request::Kind::Generate
@@ -335,7 +361,12 @@ impl Forward {
     async fn forward(self, req: Routed) -> Result<http::Response<Body>, BoxError> {
         let pick = req.pick.clone().ok_or(MissingPick("forward"))?;
         let started = Instant::now();
-        let plan = dialect::plan(req.request.endpoint, pick.engine, req.request.stream);
+        let plan = dialect::plan(
+            req.request.endpoint,
+            pick.engine,
+            &pick.version,
+            req.request.stream,
+        );
         let context = (pick.engine == Engine::Ollama)
             .then(|| protect_context(&req, &pick.node, self.cfg.context_protection))
             .flatten();
@@ -343,7 +374,8 @@ impl Forward {
             t.context_action(action);
         }
         let strip = context.is_some_and(|(strip, _)| strip);
-        let bytes = upstream_body(&req, pick.engine, plan.mode, strip)?;
+        let served = served_name(&req, &pick.node);
+        let bytes = upstream_body(&req, &served, pick.engine, plan.mode, strip)?;
         let url = format!("{}{}", pick.url.trim_end_matches('/'), plan.path);
         let hops = match &req.request.via {
             Some(via) => format!("{via}, {}", self.cfg.router_id),
@@ -397,7 +429,7 @@ impl Forward {
         let meta = relay::Meta {
             request_id: req.request.id.clone(),
             model: req.model.clone(),
-            client_model: req.request.model.clone(),
+            client_model: req.request.client_model.clone(),
             include_usage: req.request.include_usage,
             embed_base64: req
                 .request
@@ -409,11 +441,13 @@ impl Forward {
                 == Some("base64"),
             node: pick.node.clone(),
             started,
+            dialect: plan.dialect,
+            input_estimate: req.request.est_prompt_tokens,
             trail: req.trail.clone(),
         };
         let mut headers = http::HeaderMap::new();
         headers.insert("x-herd-node", header_value(&pick.node));
-        headers.insert("x-herd-model", header_value(&req.model));
+        headers.insert("x-herd-model", header_value(&served));
         headers.insert(
             "x-herd-attempts",
             header_value(&(req.attempt + 1).to_string()),
@@ -498,7 +532,7 @@ impl Forward {
                 .into());
             }
         }
-        let content_type = dialect::stream_content_type(plan.mode.dialect());
+        let content_type = dialect::stream_content_type(plan.dialect);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let body = relay::spawn(

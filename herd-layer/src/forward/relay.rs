@@ -11,9 +11,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::dialect::{self, Mode, openai};
+use crate::dialect::{self, Mode, anthropic, openai, responses};
 use crate::fleet::NodeId;
 use crate::history::{History, Outcome};
+use crate::request::Dialect;
 use crate::routed::Body;
 
 /// The longest line (or SSE event) herd holds while waiting for its end.
@@ -32,6 +33,10 @@ pub struct Meta {
     pub embed_base64: bool,
     pub node: NodeId,
     pub started: Instant,
+    /// The dialect the client receives.
+    pub dialect: Dialect,
+    /// herd's estimate of the prompt, tokens (until the node counts them).
+    pub input_estimate: u32,
     /// The request's trail, told how the stream ended.
     pub trail: Option<std::sync::Arc<dyn crate::routed::Trail>>,
 }
@@ -58,10 +63,23 @@ fn ollama_stats(v: &Value, o: &mut Outcome) {
     o.load_ms = ns("load_duration");
 }
 
-fn openai_usage(v: &Value, o: &mut Outcome) {
-    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-        o.prompt_tokens = u.get("prompt_tokens").and_then(Value::as_u64);
-        o.output_tokens = u.get("completion_tokens").and_then(Value::as_u64);
+/// Token counts from a native answer's `usage`: OpenAI's (`prompt_tokens`,
+/// `completion_tokens`) or Anthropic's and Responses' (`input_tokens`,
+/// `output_tokens`), at the top or inside `response`.
+fn native_usage(v: &Value, o: &mut Outcome) {
+    let u = v
+        .get("usage")
+        .or_else(|| v.get("response").and_then(|r| r.get("usage")))
+        .or_else(|| v.get("message").and_then(|m| m.get("usage")))
+        .filter(|u| u.is_object());
+    if let Some(u) = u {
+        let n = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
+        if let Some(p) = n("prompt_tokens", "input_tokens") {
+            o.prompt_tokens = Some(p);
+        }
+        if let Some(c) = n("completion_tokens", "output_tokens") {
+            o.output_tokens = Some(c);
+        }
     }
 }
 
@@ -109,12 +127,25 @@ pub fn finish_whole(
             ollama_stats(&v, &mut o);
             openai::completion_response(&v, &meta.openai_id("cmpl"), &meta.client_model, unix_now())
         }
+        Mode::CollectMessages => {
+            ollama_stats(&v, &mut o);
+            anthropic::message_response(&v, &format!("msg_{}", meta.request_id), &meta.client_model)
+        }
+        Mode::CollectResponses => {
+            ollama_stats(&v, &mut o);
+            responses::response_object(
+                &v,
+                &format!("resp_{}", meta.request_id),
+                &meta.client_model,
+                unix_now(),
+            )
+        }
         Mode::EmbedToOpenAi => {
             o.prompt_tokens = v.get("prompt_eval_count").and_then(Value::as_u64);
             openai::embeddings_response(&v, &meta.client_model, meta.embed_base64)
         }
-        Mode::OpenAiJson => {
-            openai_usage(&v, &mut o);
+        Mode::NativeJson => {
+            native_usage(&v, &mut o);
             return Ok((Bytes::copy_from_slice(body), o));
         }
         _ => unreachable!("streaming modes are relayed, not finished whole"),
@@ -129,6 +160,8 @@ enum Converter {
     Pass,
     Chat(openai::ChatStream),
     Completion(openai::CompletionStream),
+    Messages(anthropic::MessagesStream),
+    Responses(responses::ResponsesStream),
 }
 
 struct Relay {
@@ -156,6 +189,16 @@ impl Relay {
                 &meta.client_model,
                 created,
                 meta.include_usage,
+            )),
+            Mode::MessagesToSse => Converter::Messages(anthropic::MessagesStream::new(
+                &format!("msg_{}", meta.request_id),
+                &meta.client_model,
+                meta.input_estimate,
+            )),
+            Mode::ResponsesToSse => Converter::Responses(responses::ResponsesStream::new(
+                &format!("resp_{}", meta.request_id),
+                &meta.client_model,
+                created,
             )),
             _ => Converter::Pass,
         };
@@ -244,12 +287,24 @@ impl Relay {
             Mode::Sse => {
                 if let Some(data) = line.strip_prefix(b"data:") {
                     let data = trim(data);
-                    if data == b"[DONE]" {
+                    // OpenAI ends with [DONE]; Anthropic with message_stop;
+                    // Responses with response.completed (or .incomplete).
+                    if data == b"[DONE]"
+                        || contains(data, b"\"message_stop\"")
+                        || contains(data, b"\"response.completed\"")
+                        || contains(data, b"\"response.incomplete\"")
+                    {
                         self.finished = true;
-                    } else if contains(data, b"\"usage\"")
+                    }
+                    if contains(data, b"\"usage\"")
                         && let Ok(v) = serde_json::from_slice::<Value>(data)
                     {
-                        openai_usage(&v, &mut self.outcome);
+                        native_usage(&v, &mut self.outcome);
+                    } else if (contains(data, b"\"type\":\"error\"")
+                        || contains(data, b"\"response.failed\""))
+                        && !self.finished
+                    {
+                        self.errored = true;
                     }
                 }
             }
@@ -278,19 +333,31 @@ impl Relay {
         let payloads = match &mut self.conv {
             Converter::Chat(c) => c.chunk(&v),
             Converter::Completion(c) => c.chunk(&v),
+            Converter::Messages(c) => {
+                out.extend(c.chunk(&v));
+                Vec::new()
+            }
+            Converter::Responses(c) => {
+                out.extend(c.chunk(&v));
+                Vec::new()
+            }
             Converter::Pass => Vec::new(),
         };
         for p in payloads {
             out.push(dialect::sse(&p));
         }
-        let finished = match &self.conv {
-            Converter::Chat(c) => c.finished(),
-            Converter::Completion(c) => c.finished(),
-            Converter::Pass => false,
+        let (finished, done_line) = match &self.conv {
+            Converter::Chat(c) => (c.finished(), true),
+            Converter::Completion(c) => (c.finished(), true),
+            Converter::Messages(c) => (c.finished(), false),
+            Converter::Responses(c) => (c.finished(), false),
+            Converter::Pass => (false, false),
         };
         if finished && !self.finished {
             self.finished = true;
-            out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            if done_line {
+                out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            }
         }
     }
 
@@ -301,7 +368,7 @@ impl Relay {
         }
         self.errored = true;
         let message = format!("{message} (node {})", self.meta.node);
-        out.push(dialect::stream_error(self.mode.dialect(), &message));
+        out.push(dialect::stream_error(self.meta.dialect, &message));
     }
 }
 
@@ -457,7 +524,7 @@ where
 mod tests {
     use super::*;
 
-    fn meta() -> Meta {
+    fn meta(dialect: Dialect) -> Meta {
         Meta {
             request_id: "r1".into(),
             model: "m".into(),
@@ -466,13 +533,15 @@ mod tests {
             embed_base64: false,
             node: "n".into(),
             started: Instant::now(),
+            dialect,
+            input_estimate: 1,
             trail: None,
         }
     }
 
     #[test]
     fn ndjson_passes_whole_lines_only() {
-        let mut r = Relay::new(Mode::Ndjson, meta());
+        let mut r = Relay::new(Mode::Ndjson, meta(Dialect::Ollama));
         let mut out = Vec::new();
         r.feed(b"{\"a\":1}\n{\"b\":", &mut out);
         assert_eq!(out, vec![Bytes::from_static(b"{\"a\":1}\n")]);
@@ -488,7 +557,7 @@ mod tests {
 
     #[test]
     fn a_cut_ends_ndjson_with_an_error_line() {
-        let mut r = Relay::new(Mode::Ndjson, meta());
+        let mut r = Relay::new(Mode::Ndjson, meta(Dialect::Ollama));
         let mut out = Vec::new();
         r.feed(b"{\"a\":1}\n{\"trunc", &mut out);
         r.fail("cut", &mut out);
@@ -501,7 +570,7 @@ mod tests {
 
     #[test]
     fn sse_passes_whole_events_only() {
-        let mut r = Relay::new(Mode::Sse, meta());
+        let mut r = Relay::new(Mode::Sse, meta(Dialect::OpenAi));
         let mut out = Vec::new();
         r.feed(b"data: {\"a\":1}\n\ndata: {\"b\":2}\n", &mut out);
         assert_eq!(out.concat(), b"data: {\"a\":1}\n\n");
@@ -524,7 +593,7 @@ mod tests {
 
     #[test]
     fn an_endless_line_is_cut_with_an_error() {
-        let mut r = Relay::new(Mode::Ndjson, meta());
+        let mut r = Relay::new(Mode::Ndjson, meta(Dialect::Ollama));
         let mut out = Vec::new();
         let chunk = vec![b'x'; 1024 * 1024];
         for _ in 0..17 {
@@ -538,7 +607,7 @@ mod tests {
 
     #[test]
     fn sse_passthrough_sees_done_and_usage() {
-        let mut r = Relay::new(Mode::Sse, meta());
+        let mut r = Relay::new(Mode::Sse, meta(Dialect::OpenAi));
         let mut out = Vec::new();
         r.feed(
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n",

@@ -34,7 +34,7 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::{Engine, FleetView, Mode, NodeId, NodeState, Pressure, Thermal};
-use crate::request::{Dialect, Kind};
+use crate::request::{Dialect, Endpoint, Kind};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -148,6 +148,10 @@ pub struct ScoreInput<'a> {
     pub exclude: &'a [NodeId],
     /// When set (EPP subset hint), only these nodes may serve.
     pub only: Option<&'a [NodeId]>,
+    /// The endpoint called.
+    pub endpoint: Endpoint,
+    /// Only engines that serve `endpoint` themselves qualify (herd-epp).
+    pub native_only: bool,
     /// Wall-clock now, milliseconds since the Unix epoch (injected: scoring reads no clock).
     pub now_ms: i64,
 }
@@ -268,6 +272,11 @@ pub enum Elimination {
     EngineMismatch {
         /// The node's engine.
         engine: Engine,
+        /// The API's path.
+        api: &'static str,
+        /// The Ollama release that first served the API itself, when the
+        /// request must be served natively (herd-epp) and the node is older.
+        since: Option<&'static str>,
     },
     /// The model is not on it.
     ModelAbsent,
@@ -298,9 +307,19 @@ impl std::fmt::Display for Elimination {
                 f,
                 "sent nothing within its first-byte deadline lately (tried again in {retry_in_s} s)"
             ),
-            Elimination::EngineMismatch { engine } => {
-                write!(f, "engine {engine:?} cannot serve this API")
-            }
+            Elimination::EngineMismatch {
+                engine,
+                api,
+                since: Some(since),
+            } => write!(
+                f,
+                "its {engine:?} does not serve {api} itself ({since} and later do)"
+            ),
+            Elimination::EngineMismatch {
+                engine,
+                api,
+                since: None,
+            } => write!(f, "engine {engine:?} cannot serve {api}"),
             Elimination::ModelAbsent => f.write_str("model not on this node"),
             Elimination::DoesNotFit {
                 need_gib,
@@ -459,9 +478,20 @@ fn eliminate(
     if !node.engine_reachable {
         return Some(Elimination::EngineUnreachable);
     }
-    if node.engine == Engine::OpenAi && input.format != Dialect::OpenAi {
+    let speaks = if input.native_only {
+        crate::dialect::serves_natively(input.endpoint, node.engine, &node.engine_version)
+    } else {
+        crate::dialect::engine_speaks(node.engine, input.format)
+    };
+    if !speaks {
         return Some(Elimination::EngineMismatch {
             engine: node.engine,
+            api: input.endpoint.path(),
+            since: input
+                .native_only
+                .then(|| crate::dialect::native_since(input.endpoint))
+                .flatten()
+                .map(|(_, text)| text),
         });
     }
     if node.memory_pressure == Pressure::Critical {

@@ -32,6 +32,7 @@ fn loaded(n: &mut NodeState, model: &str, gib: u64) {
         vram_bytes: gib * G,
         context_length: 8192,
         expires_at_ms: 0,
+        ..Default::default()
     });
     on_disk(n, model, gib);
 }
@@ -40,9 +41,7 @@ fn on_disk(n: &mut NodeState, model: &str, gib: u64) {
     n.available.push(DiskModel {
         name: model.into(),
         size_bytes: gib * G,
-        family: String::new(),
-        parameter_size: String::new(),
-        quantization: String::new(),
+        ..Default::default()
     });
 }
 
@@ -63,6 +62,8 @@ fn input<'a>(model: &'a str, exclude: &'a [NodeId]) -> ScoreInput<'a> {
         max_output_tokens: None,
         exclude,
         only: None,
+        endpoint: crate::request::Endpoint::OllamaChat,
+        native_only: false,
         now_ms: NOW,
     }
 }

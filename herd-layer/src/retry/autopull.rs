@@ -146,6 +146,8 @@ impl AutoPull {
             max_output_tokens: None,
             exclude: &[],
             only: None,
+            endpoint: crate::request::Endpoint::OllamaChat,
+            native_only: false,
             now_ms: crate::fleet::now_ms(),
         };
         rank::score(&view, &NoObservations, &input, &self.scoring)
@@ -357,9 +359,7 @@ fn assumed_on_disk(model: &str) -> DiskModel {
     DiskModel {
         name: model.to_string(),
         size_bytes: (rank::name_size_gib(model) * 1024.0 * 1024.0 * 1024.0) as u64,
-        family: String::new(),
-        parameter_size: String::new(),
-        quantization: String::new(),
+        ..Default::default()
     }
 }
 

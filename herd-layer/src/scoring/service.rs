@@ -55,6 +55,8 @@ pub fn pick(
         max_output_tokens: req.request.max_output_tokens,
         exclude: &req.exclude,
         only: req.only.as_deref(),
+        endpoint: req.request.endpoint,
+        native_only: req.native_only,
         now_ms: crate::fleet::now_ms(),
     };
     let ranking = Arc::new(score(view, obs, &input, cfg));
@@ -74,6 +76,7 @@ pub fn pick(
         url: best.url.clone(),
         addr: node.addr,
         engine: node.engine,
+        version: node.engine_version.clone(),
         slots: slots_of(node, cfg),
         temperature: best.temperature,
         score: best.score,

@@ -5,7 +5,7 @@
 //! request to two devices, or streamed and not, and compare the answers, and
 //! what makes a retried request indistinguishable from the first attempt.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 
@@ -82,6 +82,20 @@ pub fn reply_tokens(model: &str, prompt: &str, limit: Option<usize>) -> (Vec<Str
     }
     out.truncate(n);
     (out, n < want)
+}
+
+/// What a reasoning model thinks before it answers: a short monologue that,
+/// like the reply, depends only on the model and the prompt.
+pub fn thinking_tokens(model: &str, prompt: &str) -> Vec<String> {
+    let mut rng = SplitMix::new(fnv1a(&[b"think", model.as_bytes(), prompt.as_bytes()]));
+    let mut text = String::from("Okay, the user wants an answer. Let me think about");
+    for _ in 0..4 {
+        let w = WORDS[(rng.next_u64() % WORDS.len() as u64) as usize];
+        text.push(' ');
+        text.push_str(w);
+    }
+    text.push_str(" first.");
+    split_tokens(&text)
 }
 
 /// Splits fixed text into word tokens whose concatenation is the text.
@@ -201,27 +215,7 @@ pub fn approx_tokens(text: &str) -> u32 {
 
 /// RFC 3339 in UTC with nanoseconds, as Ollama prints times.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    herd_proto::time::rfc3339_at(t)
 }
 
 /// How long a model stays loaded after a request.
@@ -303,6 +297,15 @@ mod tests {
     }
 
     #[test]
+    fn thinking_is_short_and_deterministic() {
+        let a = thinking_tokens("r:1", "why?");
+        assert_eq!(a, thinking_tokens("r:1", "why?"));
+        assert_ne!(a, thinking_tokens("r:1", "how?"));
+        assert!(a.concat().starts_with("Okay, the user wants an answer."));
+        assert!(a.len() < DEFAULT_REPLY_TOKENS);
+    }
+
+    #[test]
     fn tool_arguments_fill_required_properties_only() {
         let params = json!({
             "type": "object",
@@ -360,7 +363,7 @@ mod tests {
 
     #[test]
     fn rfc3339_known_instant() {
-        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        let t = std::time::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
         assert_eq!(rfc3339(t), "2023-11-14T22:13:20.000000005Z");
     }
 }

@@ -10,10 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -81,12 +82,81 @@ pub struct DeviceStats {
     /// The last W3C `traceparent` header a request carried.
     #[serde(default)]
     pub last_traceparent: Option<String>,
+    /// Requests per API path (`POST /v1/messages`…), so a test can tell a
+    /// request served natively from one translated to `/api/chat`. Only the
+    /// paths the device serves are counted, so the map stays small.
+    #[serde(default)]
+    pub per_path: BTreeMap<String, u64>,
+}
+
+/// `modified_at` of the models a device starts with: one fixed date
+/// (2025-10-01T12:00:00Z), so every device lists them alike.
+pub const BUILTIN_MODIFIED_UNIX: u64 = 1_759_320_000;
+
+/// Bytes of uploaded blobs (`POST /api/blobs/:digest`) a device keeps in
+/// memory; an upload past this answers 413.
+pub const BLOB_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// A model on disk: its spec and what Ollama's manifest adds (what
+/// `/api/tags`, `/api/show` and the report list, what `/api/create` and
+/// `/api/copy` write).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModel {
+    /// The model (name normalized).
+    pub spec: ModelSpec,
+    /// When it was written (pulled, created, copied).
+    pub modified_at: SystemTime,
+    /// The manifest's digest, 64 hex digits: derived from the name for a
+    /// pulled or built-in model (so every device agrees), from the content
+    /// for a created one, and kept by a copy, as Ollama's is.
+    pub digest: String,
+    /// What it was created `from`, as Ollama shows it; empty otherwise.
+    pub parent_model: String,
+    /// System prompt set by `/api/create`.
+    pub system: Option<String>,
+    /// Template set by `/api/create`.
+    pub template: Option<String>,
+    /// Parameters set by `/api/create`.
+    pub parameters: Map<String, Value>,
+    /// Licenses set by `/api/create`.
+    pub license: Vec<String>,
+}
+
+impl StoredModel {
+    /// A model as a pull (or the device's initial disk) leaves it.
+    pub fn pulled(mut spec: ModelSpec, at: SystemTime) -> Self {
+        spec.name = normalize_model_name(&spec.name);
+        Self {
+            digest: digest_of(&spec.name),
+            spec,
+            modified_at: at,
+            parent_model: String::new(),
+            system: None,
+            template: None,
+            parameters: Map::new(),
+            license: Vec::new(),
+        }
+    }
+}
+
+/// Why an uploaded blob was not kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// The in-memory blob store would exceed [`BLOB_BUDGET_BYTES`].
+    #[error("simulated blob store is full: {need} bytes do not fit in the {left} left")]
+    Full {
+        /// Size of the upload.
+        need: usize,
+        /// Bytes still free.
+        left: usize,
+    },
 }
 
 /// A model in memory.
 #[derive(Debug)]
 struct Loaded {
     spec: ModelSpec,
+    digest: String,
     ready: bool,
     slots: Arc<Semaphore>,
     /// Requests that hold or wait for a slot of this model.
@@ -99,8 +169,10 @@ struct Loaded {
 
 #[derive(Debug)]
 struct State {
-    disk: BTreeMap<String, ModelSpec>,
-    pulled_at: HashMap<String, SystemTime>,
+    disk: BTreeMap<String, StoredModel>,
+    /// Uploaded blobs by digest (`sha256:<hex>`), and their total size.
+    blobs: HashMap<String, Bytes>,
+    blob_bytes: usize,
     loaded: HashMap<String, Loaded>,
     lru_clock: u64,
     /// Requests that do not hold a slot yet.
@@ -115,6 +187,8 @@ struct State {
 pub struct LoadedView {
     /// The model.
     pub spec: ModelSpec,
+    /// Its manifest digest (as `/api/ps` shows it).
+    pub digest: String,
     /// When it unloads; `None` = never (or busy).
     pub expires_in: Option<Duration>,
 }
@@ -160,13 +234,13 @@ struct LoadGuard<'a> {
 impl Engine {
     /// Builds the engine with the configured models on disk and loaded.
     pub fn new(cfg: DeviceConfig) -> Arc<Self> {
-        let disk: BTreeMap<String, ModelSpec> = cfg
+        let builtin = UNIX_EPOCH + Duration::from_secs(BUILTIN_MODIFIED_UNIX);
+        let disk: BTreeMap<String, StoredModel> = cfg
             .models
             .iter()
             .map(|m| {
-                let mut m = m.clone();
-                m.name = normalize_model_name(&m.name);
-                (m.name.clone(), m)
+                let m = StoredModel::pulled(m.clone(), builtin);
+                (m.spec.name.clone(), m)
             })
             .collect();
         let keep_alive = default_keep_alive(&cfg);
@@ -174,11 +248,12 @@ impl Engine {
         let mut loaded = HashMap::new();
         for (i, name) in cfg.loaded.iter().enumerate() {
             let name = normalize_model_name(name);
-            if let Some(spec) = disk.get(&name) {
+            if let Some(m) = disk.get(&name) {
                 loaded.insert(
                     name,
                     Loaded {
-                        spec: spec.clone(),
+                        spec: m.spec.clone(),
+                        digest: m.digest.clone(),
                         ready: true,
                         slots: Arc::new(Semaphore::new(cfg.num_parallel as usize)),
                         users: 0,
@@ -191,7 +266,8 @@ impl Engine {
         }
         let state = State {
             disk,
-            pulled_at: HashMap::new(),
+            blobs: HashMap::new(),
+            blob_bytes: 0,
             lru_clock: loaded.len() as u64,
             loaded,
             pending: 0,
@@ -227,16 +303,84 @@ impl Engine {
 
     /// The model on disk, if any.
     pub fn find(&self, model: &str) -> Option<ModelSpec> {
+        self.stored(model).map(|m| m.spec)
+    }
+
+    /// The model on disk with its manifest, if any.
+    pub fn stored(&self, model: &str) -> Option<StoredModel> {
         self.lock().disk.get(&normalize_model_name(model)).cloned()
     }
 
-    /// Models on disk, with the time they were pulled if they were.
-    pub fn disk(&self) -> Vec<(ModelSpec, Option<SystemTime>)> {
-        let st = self.lock();
-        st.disk
-            .values()
-            .map(|m| (m.clone(), st.pulled_at.get(&m.name).copied()))
-            .collect()
+    /// Models on disk, newest first (as Ollama's `/api/tags` sorts them),
+    /// then by name.
+    pub fn disk(&self) -> Vec<StoredModel> {
+        let mut v: Vec<StoredModel> = self.lock().disk.values().cloned().collect();
+        v.sort_by(|a, b| {
+            b.modified_at
+                .cmp(&a.modified_at)
+                .then_with(|| a.spec.name.cmp(&b.spec.name))
+        });
+        v
+    }
+
+    /// Writes a model to disk (a create, a copy or a pull), replacing one
+    /// of the same name.
+    pub fn put_model(&self, mut m: StoredModel) {
+        m.spec.name = normalize_model_name(&m.spec.name);
+        self.lock().disk.insert(m.spec.name.clone(), m);
+    }
+
+    /// Deletes a model from disk; false when there was none. Like Ollama's
+    /// `/api/delete`, it leaves a loaded copy running until it expires.
+    pub fn remove_model(&self, model: &str) -> bool {
+        self.lock()
+            .disk
+            .remove(&normalize_model_name(model))
+            .is_some()
+    }
+
+    /// Copies a model's manifest to another name (same digest, modified
+    /// now).
+    pub fn copy_model(&self, source: &str, destination: &str) -> Result<(), EngineError> {
+        let mut st = self.lock();
+        let mut m = st
+            .disk
+            .get(&normalize_model_name(source))
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(source.to_owned()))?;
+        m.spec.name = normalize_model_name(destination);
+        m.modified_at = SystemTime::now();
+        st.disk.insert(m.spec.name.clone(), m);
+        Ok(())
+    }
+
+    /// An uploaded blob, by digest (`sha256:<hex>`).
+    pub fn blob(&self, digest: &str) -> Option<Bytes> {
+        self.lock().blobs.get(digest).cloned()
+    }
+
+    /// Keeps an uploaded blob; `Ok(true)` when it was new, `Ok(false)` when
+    /// it was already there. The caller vouches for the digest.
+    pub fn put_blob(&self, digest: &str, data: Bytes) -> Result<bool, BlobError> {
+        let mut st = self.lock();
+        if st.blobs.contains_key(digest) {
+            return Ok(false);
+        }
+        let left = BLOB_BUDGET_BYTES.saturating_sub(st.blob_bytes);
+        if data.len() > left {
+            return Err(BlobError::Full {
+                need: data.len(),
+                left,
+            });
+        }
+        st.blob_bytes += data.len();
+        st.blobs.insert(digest.to_owned(), data);
+        Ok(true)
+    }
+
+    /// Bytes the blob store can still take.
+    pub fn blob_room(&self) -> usize {
+        BLOB_BUDGET_BYTES.saturating_sub(self.lock().blob_bytes)
     }
 
     /// Loaded (and ready) models, most recently used first.
@@ -258,6 +402,7 @@ impl Engine {
                     l,
                     LoadedView {
                         spec: l.spec.clone(),
+                        digest: l.digest.clone(),
                         expires_in,
                     },
                 )
@@ -286,6 +431,16 @@ impl Engine {
     pub fn set_faults(&self, p: &crate::config::FaultsPatch) {
         self.lock().faults.apply(p);
         self.changed.notify_waiters();
+    }
+
+    /// Counts a request to a route the device has (see [`DeviceStats::per_path`]).
+    pub fn note_path(&self, method: &str, route: &str) {
+        *self
+            .lock()
+            .stats
+            .per_path
+            .entry(format!("{method} {route}"))
+            .or_default() += 1;
     }
 
     /// Records the trace context of a request (see [`DeviceStats::last_traceparent`]).
@@ -458,10 +613,15 @@ impl Engine {
                     }
                     false
                 } else if make_room(&mut st, spec.size_bytes, &self.cfg, self.model_budget()) {
+                    let digest = st
+                        .disk
+                        .get(name)
+                        .map_or_else(|| digest_of(name), |m| m.digest.clone());
                     st.loaded.insert(
                         name.to_owned(),
                         Loaded {
                             spec: spec.clone(),
+                            digest,
                             ready: false,
                             slots: Arc::new(Semaphore::new(self.cfg.num_parallel as usize)),
                             users: 0,
@@ -607,9 +767,7 @@ impl Engine {
 
     /// Puts a pulled model on disk.
     pub fn finish_pull(&self, spec: ModelSpec) {
-        let mut st = self.lock();
-        st.pulled_at.insert(spec.name.clone(), SystemTime::now());
-        st.disk.insert(spec.name.clone(), spec);
+        self.put_model(StoredModel::pulled(spec, SystemTime::now()));
     }
 
     /// Requests holding a slot now.
@@ -908,6 +1066,55 @@ mod tests {
             (slow, iv2),
             (Duration::from_millis(120), Duration::from_millis(50))
         );
+    }
+
+    #[test]
+    fn blobs_are_bounded_and_kept_once() {
+        let e = Engine::new(cfg());
+        assert_eq!(
+            e.put_blob("sha256:a", Bytes::from_static(b"GGUF")),
+            Ok(true)
+        );
+        assert_eq!(
+            e.put_blob("sha256:a", Bytes::from_static(b"GGUF")),
+            Ok(false)
+        );
+        assert_eq!(e.blob("sha256:a").as_deref(), Some(&b"GGUF"[..]));
+        assert_eq!(e.blob_room(), BLOB_BUDGET_BYTES - 4);
+        let big = Bytes::from(vec![0u8; BLOB_BUDGET_BYTES - 3]);
+        assert_eq!(
+            e.put_blob("sha256:b", big),
+            Err(BlobError::Full {
+                need: BLOB_BUDGET_BYTES - 3,
+                left: BLOB_BUDGET_BYTES - 4
+            })
+        );
+        assert!(e.blob("sha256:b").is_none());
+    }
+
+    #[test]
+    fn copy_keeps_the_digest_and_delete_leaves_a_loaded_model_running() {
+        let e = Engine::new(DeviceConfig {
+            loaded: vec!["a:1".into()],
+            ..cfg()
+        });
+        let a = e.stored("a:1").expect("a");
+        assert_eq!(a.digest, digest_of("a:1"));
+        e.copy_model("a:1", "copy").expect("copy");
+        let c = e.stored("copy:latest").expect("copied");
+        assert_eq!(c.digest, a.digest);
+        assert!(c.modified_at > a.modified_at);
+        assert_eq!(e.disk()[0].spec.name, "copy:latest", "newest first");
+        assert_eq!(
+            e.copy_model("nope", "x"),
+            Err(EngineError::NotFound("nope".into()))
+        );
+        assert!(e.remove_model("a:1"));
+        assert!(!e.remove_model("a:1"));
+        assert!(e.find("a:1").is_none());
+        let loaded = e.loaded();
+        assert_eq!(loaded[0].spec.name, "a:1");
+        assert_eq!(loaded[0].digest, a.digest);
     }
 
     #[test]

@@ -393,7 +393,7 @@ async fn serve(
 }
 
 fn router_for(handle: DeviceHandle) -> Router {
-    let surface = api::router(handle.inner.engine.clone()).layer(
+    let surface = api::router(handle.inner.engine.clone(), handle.inner.controls.clone()).layer(
         axum::middleware::from_fn_with_state(handle.clone(), hang_layer),
     );
     let admin = Router::new()
@@ -416,6 +416,11 @@ async fn hang_layer(State(h): State<DeviceHandle>, req: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
     {
         h.inner.engine.note_traceparent(tp);
+    }
+    if let Some(route) = req.extensions().get::<axum::extract::MatchedPath>() {
+        h.inner
+            .engine
+            .note_path(req.method().as_str(), route.as_str());
     }
     if h.inner.engine.faults().hang {
         std::future::pending::<()>().await;
@@ -522,7 +527,7 @@ pub(crate) fn build_report(engine: &Engine, url: &str) -> NodeReport {
     let available = sensors
         .memory_available_bytes
         .unwrap_or(cfg.memory_total_bytes.saturating_sub(used));
-    let disk_used: u64 = disk.iter().map(|(m, _)| m.size_bytes).sum();
+    let disk_used: u64 = disk.iter().map(|m| m.spec.size_bytes).sum();
     let now = SystemTime::now();
     let pressure = match sensors.memory_pressure {
         Pressure::Normal => MemoryPressure::Normal,
@@ -580,18 +585,25 @@ pub(crate) fn build_report(engine: &Engine, url: &str) -> NodeReport {
                     vram_bytes: l.spec.size_bytes,
                     context_length: l.spec.context_length,
                     expires_at_ms: l.expires_in.map_or(0, |d| unix_ms(now + d)),
-                    ..LoadedModel::default()
+                    digest: l.digest.clone(),
                 })
                 .collect(),
             available: disk
                 .iter()
-                .map(|(m, _)| DiskModel {
-                    name: m.name.clone(),
-                    size_bytes: m.size_bytes,
-                    family: m.family.clone(),
-                    parameter_size: m.parameter_size.clone(),
-                    quantization: m.quantization.clone(),
-                    ..DiskModel::default()
+                .map(|m| DiskModel {
+                    name: m.spec.name.clone(),
+                    size_bytes: m.spec.size_bytes,
+                    family: m.spec.family.clone(),
+                    parameter_size: m.spec.parameter_size.clone(),
+                    quantization: m.spec.quantization.clone(),
+                    digest: m.digest.clone(),
+                    modified_at_ms: unix_ms(m.modified_at),
+                    format: "gguf".to_owned(),
+                    families: vec![m.spec.family.clone()],
+                    parent_model: m.parent_model.clone(),
+                    // A real agent learns these from /api/show (or /api/tags
+                    // since Ollama 0.30); the simulator knows them.
+                    capabilities: m.spec.capabilities(),
                 })
                 .collect(),
             parallel_slots: cfg.num_parallel,

@@ -7,6 +7,8 @@
 //! error is in the caller's own format.
 
 pub mod error;
+pub mod manage;
+mod models;
 pub mod observe;
 
 use std::sync::Arc;
@@ -15,9 +17,9 @@ use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -30,7 +32,7 @@ use crate::fleet::{Engine, Fleet};
 use crate::live::Live;
 use crate::proto;
 use crate::rank::{self, ScoreInput};
-use crate::request::{Dialect, ENDPOINTS, Endpoint, Kind, same_model};
+use crate::request::{Dialect, ENDPOINTS, Endpoint, Kind};
 use crate::routed::Routed;
 use crate::stack::RoutingService;
 use error::Render;
@@ -66,6 +68,13 @@ pub struct AppState {
     pub connections: crate::serve::Open,
     /// Warms issued to runners-up (see [`crate::prewarm`]).
     pub prewarms: crate::prewarm::Prewarms,
+    /// Client for calls whose body streams through (blob uploads).
+    pub uploads: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        AxumBody,
+    >,
+    /// Which node took each uploaded blob.
+    pub blobs: Arc<manage::Blobs>,
 }
 
 /// The HTTP routes (the gRPC service is merged in by the server).
@@ -79,12 +88,21 @@ pub fn router(state: AppState) -> Router {
     routes
         .route("/", get(root).head(root))
         .route("/api/version", get(version))
-        .route("/api/tags", get(tags))
-        .route("/api/ps", get(ps))
-        .route("/api/show", post(show))
-        .route("/api/pull", post(pull))
-        .route("/v1/models", get(models))
-        .route("/v1/models/{*id}", get(model))
+        .route("/api/tags", get(models::tags))
+        .route("/api/ps", get(models::ps))
+        .route("/api/show", post(models::show))
+        .route("/api/pull", post(manage::pull))
+        .route("/api/push", post(manage::push))
+        .route("/api/delete", delete(manage::delete))
+        .route("/api/copy", post(manage::copy))
+        .route("/api/create", post(manage::create))
+        .route(
+            "/api/blobs/{digest}",
+            post(manage::blob_post).head(manage::blob_head),
+        )
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/models", get(models::models))
+        .route("/v1/models/{*id}", get(models::model))
         .route("/metrics", get(observe::metrics))
         .route("/fleet/health", get(observe::health))
         .route("/fleet/traces", get(observe::traces))
@@ -162,6 +180,9 @@ async fn infer(
         Ok(r) => Arc::new(r),
         Err(e) => return e.render(format),
     };
+    if format == Dialect::Ollama && crate::dialect::ollama::is_unload(endpoint, &req.body) {
+        return manage::unload(&st, &req).await;
+    }
     let started = tokio::time::Instant::now();
     let id = req.id.clone();
     match st.stack.clone().oneshot(Routed::new(req.clone())).await {
@@ -179,6 +200,31 @@ async fn infer(
             }
             rsp
         }
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: herd's own estimate, as Anthropic
+/// shapes it; the model must be one the fleet (or an alias) can serve.
+async fn count_tokens(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) -> Response {
+    let run = async {
+        let (bytes, mut charge) = read_body(&st, body, st.cfg.routing.max_body_bytes).await?;
+        st.budget.for_parse(&mut charge, &bytes)?;
+        let obj = crate::dialect::object(&headers, bytes)?;
+        let model = match obj.value("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
+            _ => return Err(ClientError::bad_request("model is required").code("model_required")),
+        };
+        crate::request::check_model_name(&model)?;
+        let served = st.cfg.routing.resolve(&model);
+        let view = st.fleet.snapshot();
+        if !view.online().any(|n| n.has_model(&served)) {
+            return Err(manage::not_found(&view, &served));
+        }
+        crate::dialect::anthropic::count_tokens(&obj)
+    };
+    match run.await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.render(Dialect::Anthropic),
     }
 }
 
@@ -202,228 +248,6 @@ async fn version(State(st): State<AppState>) -> Response {
     });
     let v = versions.first().copied().unwrap_or("0.0.0");
     axum::Json(json!({"version": v, "herd_version": env!("CARGO_PKG_VERSION")})).into_response()
-}
-
-/// `GET /api/tags`: every model on any node's disk, once, with the online
-/// nodes that have it. One pass over the nodes (a fleet of hundreds of
-/// nodes with a thousand models each is a few hundred thousand entries; a
-/// lookup per model per node was minutes of one core).
-async fn tags(State(st): State<AppState>) -> Response {
-    let view = st.fleet.snapshot();
-    struct Entry<'a> {
-        disk: Option<&'a crate::fleet::DiskModel>,
-        size: u64,
-        online: Vec<&'a str>,
-    }
-    let mut merged: std::collections::BTreeMap<&str, Entry<'_>> = Default::default();
-    for n in view.nodes.values() {
-        for m in &n.available {
-            let e = merged.entry(&m.name).or_insert(Entry {
-                disk: None,
-                size: 0,
-                online: Vec::new(),
-            });
-            e.disk = e.disk.or(Some(m));
-            e.size = e.size.max(m.size_bytes);
-            if n.online && e.online.last() != Some(&&*n.id) {
-                e.online.push(&n.id);
-            }
-        }
-        for m in &n.loaded {
-            let e = merged.entry(&m.name).or_insert(Entry {
-                disk: None,
-                size: m.size_bytes,
-                online: Vec::new(),
-            });
-            if n.online && e.online.last() != Some(&&*n.id) {
-                e.online.push(&n.id);
-            }
-        }
-    }
-    let out: Vec<Value> = merged
-        .into_iter()
-        .map(|(name, e)| {
-            let details = e.disk.map_or_else(
-                || json!({}),
-                |m| {
-                    json!({
-                        "format": "gguf",
-                        "family": m.family,
-                        "families": [m.family],
-                        "parameter_size": m.parameter_size,
-                        "quantization_level": m.quantization,
-                    })
-                },
-            );
-            json!({"name": name, "model": name, "size": e.size, "details": details, "nodes": e.online})
-        })
-        .collect();
-    axum::Json(json!({ "models": out })).into_response()
-}
-
-async fn ps(State(st): State<AppState>) -> Response {
-    let view = st.fleet.snapshot();
-    let mut out = Vec::new();
-    for n in view.online() {
-        for m in &n.loaded {
-            out.push(json!({
-                "name": m.name, "model": m.name, "size": m.size_bytes, "size_vram": m.vram_bytes,
-                "context_length": m.context_length, "node": &*n.id,
-            }));
-        }
-    }
-    axum::Json(json!({ "models": out })).into_response()
-}
-
-async fn models(State(st): State<AppState>) -> Response {
-    let view = st.fleet.snapshot();
-    let data: Vec<Value> = view
-        .models()
-        .keys()
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "herd"}))
-        .collect();
-    axum::Json(json!({"object": "list", "data": data})).into_response()
-}
-
-async fn model(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    let view = st.fleet.snapshot();
-    if view.models().keys().any(|m| same_model(m, &id)) {
-        axum::Json(json!({"id": id, "object": "model", "created": 0, "owned_by": "herd"}))
-            .into_response()
-    } else {
-        ClientError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "model {id:?} not found; {}",
-                crate::stack::failure::where_models_are(&view)
-            ),
-        )
-        .code("model_not_found")
-        .render(Dialect::OpenAi)
-    }
-}
-
-/// Proxy a small JSON call to one node and relay its answer.
-async fn relay_to(
-    st: &AppState,
-    node: &crate::fleet::NodeState,
-    path: &str,
-    body: Vec<u8>,
-) -> Response {
-    let uri = format!("{}{}", node.url.trim_end_matches('/'), path);
-    let req = match http::Request::post(&uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                .render(Dialect::Ollama);
-        }
-    };
-    match st.client.request(req).await {
-        Ok(rsp) => {
-            let (mut parts, body) = rsp.into_parts();
-            if let Ok(v) = HeaderValue::from_str(&node.id) {
-                parts.headers.insert("x-herd-node", v);
-            }
-            Response::from_parts(parts, AxumBody::new(body))
-        }
-        Err(e) => ClientError::new(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "node {} did not answer: {}",
-                node.id,
-                crate::client::error_chain(&e)
-            ),
-        )
-        .render(Dialect::Ollama),
-    }
-}
-
-fn model_field(o: &serde_json::Map<String, Value>) -> Result<String, ClientError> {
-    o.get("model")
-        .or_else(|| o.get("name"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().to_string())
-        .ok_or_else(|| ClientError::bad_request("model is required"))
-}
-
-async fn show(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) -> Response {
-    let run = async {
-        let (bytes, _charge) = read_body(&st, body, 1024 * 1024).await?;
-        let obj = crate::dialect::object_map(&headers, bytes)?;
-        let model = model_field(&obj)?;
-        let view = st.fleet.snapshot();
-        let node = view
-            .online()
-            .filter(|n| n.has_model(&model))
-            .max_by_key(|n| n.loaded_model(&model).is_some())
-            .cloned()
-            .ok_or_else(|| {
-                ClientError::new(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "model {model:?} not found on any online node; {}",
-                        crate::stack::failure::where_models_are(&view)
-                    ),
-                )
-            })?;
-        Ok::<_, ClientError>((node, serde_json::to_vec(&obj).unwrap_or_default()))
-    };
-    match run.await {
-        Ok((node, body)) => relay_to(&st, &node, "/api/show", body).await,
-        Err(e) => e.render(Dialect::Ollama),
-    }
-}
-
-/// Pull a model to a chosen node (`node` in the body or `x-herd-node`), or to
-/// the online node with the most usable memory; progress streams back.
-async fn pull(State(st): State<AppState>, headers: HeaderMap, body: AxumBody) -> Response {
-    let run = async {
-        let (bytes, _charge) = read_body(&st, body, 1024 * 1024).await?;
-        let mut obj = crate::dialect::object_map(&headers, bytes)?;
-        let model = model_field(&obj)?;
-        let wanted = obj
-            .remove("node")
-            .and_then(|v| v.as_str().map(str::to_string))
-            .or_else(|| {
-                headers
-                    .get("x-herd-node")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            });
-        let view = st.fleet.snapshot();
-        let node = match wanted {
-            Some(id) => view
-                .node(&id)
-                .filter(|n| n.online)
-                .cloned()
-                .ok_or_else(|| {
-                    ClientError::new(StatusCode::NOT_FOUND, format!("node {id:?} is not online"))
-                })?,
-            None => {
-                let need = (rank::name_size_gib(&model) * 1024.0 * 1024.0 * 1024.0) as u64;
-                view.online()
-                    .filter(|n| n.engine == Engine::Ollama && n.engine_reachable && !n.draining)
-                    .filter(|n| n.memory_total_bytes == 0 || n.memory_total_bytes >= need)
-                    .max_by_key(|n| n.usable_memory_bytes())
-                    .cloned()
-                    .ok_or_else(|| {
-                        ClientError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("no online node has room for {model:?}"),
-                        )
-                    })?
-            }
-        };
-        Ok::<_, ClientError>((node, serde_json::to_vec(&obj).unwrap_or_default()))
-    };
-    match run.await {
-        Ok((node, body)) => relay_to(&st, &node, "/api/pull", body).await,
-        Err(e) => e.render(Dialect::Ollama),
-    }
 }
 
 async fn status(State(st): State<AppState>) -> Response {
@@ -492,6 +316,8 @@ async fn explain(
         max_output_tokens: q.max_tokens,
         exclude: &[],
         only: None,
+        endpoint: crate::request::Endpoint::OllamaChat,
+        native_only: false,
         now_ms: crate::fleet::now_ms(),
     };
     let ranking = rank::score(&view, &st.live, &input, &st.cfg.routing.scoring);

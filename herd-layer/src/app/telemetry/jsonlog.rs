@@ -8,25 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// Civil date (UTC) of a Unix day number.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// `YYYY-MM-DD` (UTC) of a Unix time in seconds.
-fn date_of(unix_secs: i64) -> String {
-    let (y, m, d) = civil(unix_secs.div_euclid(86_400));
-    format!("{y:04}-{m:02}-{d:02}")
-}
+use herd_proto::time::utc_date as date_of;
 
 fn system_secs() -> i64 {
     std::time::SystemTime::now()
@@ -356,8 +338,8 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        assert_eq!(super::civil(0), (1970, 1, 1));
-        assert_eq!(super::civil(19_723), (2024, 1, 1));
-        assert_eq!(super::civil(20_513), (2026, 3, 1));
+        assert_eq!(super::date_of(0), "1970-01-01");
+        assert_eq!(super::date_of(19_723 * 86_400), "2024-01-01");
+        assert_eq!(super::date_of(20_513 * 86_400 + 86_399), "2026-03-01");
     }
 }

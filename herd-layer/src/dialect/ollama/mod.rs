@@ -74,7 +74,91 @@ pub fn max_output_tokens(options: Option<&Value>) -> Option<u32> {
     super::positive_u32(options.and_then(|o| o.get("num_predict")))
 }
 
+/// Whether a chat or generate body asks only to unload its model: nothing
+/// to answer (no prompt, no messages) and `keep_alive` zero. Ollama unloads
+/// the model where it runs; herd unloads it on every node that holds it.
+pub fn is_unload(endpoint: Endpoint, obj: &RawObject) -> bool {
+    let empty = |key: &str| matches!(obj.raw(key), None | Some("null" | "\"\"" | "[]"));
+    let nothing_asked = match endpoint {
+        Endpoint::OllamaChat => empty("messages"),
+        Endpoint::OllamaGenerate => empty("prompt") && empty("images"),
+        _ => false,
+    };
+    nothing_asked && obj.value("keep_alive").is_some_and(|k| zero_duration(&k))
+}
+
+/// `keep_alive` as Ollama reads it: a number of seconds, or a Go duration
+/// string (`"0"`, `"0s"`, `"0m0s"`); true when it is zero.
+fn zero_duration(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => {
+            let s = s.trim();
+            let units_ok = s
+                .trim_start_matches(['+', '-'])
+                .split(|c: char| c.is_ascii_alphabetic() || c == 'µ')
+                .all(|num| num.bytes().all(|b| b == b'0' || b == b'.'));
+            !s.is_empty() && units_ok && s.bytes().any(|b| b == b'0')
+        }
+        _ => false,
+    }
+}
+
+/// The answer Ollama gives to an unload (`done_reason: "unload"`).
+pub fn unload_response(endpoint: Endpoint, model: &str, created_at: &str) -> Value {
+    if endpoint == Endpoint::OllamaChat {
+        json!({"model": model, "created_at": created_at, "message": {"role": "assistant", "content": ""}, "done_reason": "unload", "done": true})
+    } else {
+        json!({"model": model, "created_at": created_at, "response": "", "done": true, "done_reason": "unload"})
+    }
+}
+
 /// An Ollama error body: `{"error": "..."}`.
 pub fn ollama_error(message: &str) -> Value {
     json!({"error": message})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unload(endpoint: Endpoint, body: &str) -> bool {
+        is_unload(
+            endpoint,
+            &RawObject::parse(body.to_string().into()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_unload_is_an_empty_request_with_keep_alive_zero() {
+        let chat = Endpoint::OllamaChat;
+        let gen_ = Endpoint::OllamaGenerate;
+        assert!(unload(
+            chat,
+            r#"{"model":"m","messages":[],"keep_alive":0}"#
+        ));
+        assert!(unload(chat, r#"{"model":"m","keep_alive":"0s"}"#));
+        assert!(unload(gen_, r#"{"model":"m","keep_alive":"0m0s"}"#));
+        assert!(unload(
+            gen_,
+            r#"{"model":"m","prompt":"","keep_alive":0.0}"#
+        ));
+        // Something to answer, or a non-zero keep_alive: not an unload.
+        assert!(!unload(
+            gen_,
+            r#"{"model":"m","prompt":"hi","keep_alive":0}"#
+        ));
+        assert!(!unload(
+            chat,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"keep_alive":0}"#
+        ));
+        assert!(!unload(gen_, r#"{"model":"m","keep_alive":"5m"}"#));
+        assert!(!unload(gen_, r#"{"model":"m","keep_alive":-1}"#));
+        assert!(!unload(gen_, r#"{"model":"m"}"#));
+        assert!(!unload(gen_, r#"{"model":"m","keep_alive":""}"#));
+        assert!(!unload(
+            Endpoint::OllamaEmbed,
+            r#"{"model":"m","keep_alive":0}"#
+        ));
+    }
 }

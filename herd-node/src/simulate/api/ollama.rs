@@ -4,31 +4,29 @@
 //! Handlers here only read Ollama's request shapes and write Ollama's
 //! envelopes (NDJSON streams, `{"error": ...}`); what is answered and when
 //! comes from [`super::plan`], [`super::stream`] and [`super::embed`], which
-//! the OpenAI side shares.
+//! the OpenAI side shares. Model management lives in [`super::manage`].
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::time::Instant;
 
 use super::embed::{EmbedRequest, embed_core, inputs};
 use super::plan::{
-    GenInput, Reply, chat_prompt, chat_reply, check_model, limit, start, text_reply,
+    GenInput, Reply, apply_stop, chat_prompt, chat_reply, check_model, check_tools, decide_think,
+    limit, parse_think, start, text_reply, thinking_for,
 };
 use super::stream::{Wire, streaming_response};
-use super::wire::{Message, nanos, ndjson, now_str, ollama_tool_calls, parse};
-use super::{ApiError, AppState};
-use crate::config::ModelSpec;
-use crate::simulate::content::{KeepAlive, approx_tokens, digest_of, parse_keep_alive, rfc3339};
-use crate::simulate::engine::Engine;
+use super::wire::{Message, nanos, now_str, ollama_tool_calls, parse};
+use super::{ApiError, AppState, PS_CONTEXT_LENGTH_SINCE, TAGS_CAPABILITIES_SINCE};
+use crate::simulate::content::{KeepAlive, approx_tokens, parse_keep_alive, rfc3339};
+use crate::simulate::engine::{Engine, EngineError, StoredModel};
 
 // ---------------------------------------------------------------- requests
 
@@ -39,6 +37,22 @@ struct Options {
     num_predict: Option<i64>,
     num_ctx: Option<u32>,
     temperature: Option<f64>,
+    stop: Option<Value>,
+}
+
+impl Options {
+    /// `stop`: one string or a list.
+    fn stops(&self) -> Vec<String> {
+        match &self.stop {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// `POST /api/chat`'s body.
@@ -52,6 +66,7 @@ struct ChatRequest {
     options: Options,
     stream: Option<bool>,
     keep_alive: Option<Value>,
+    think: Option<Value>,
 }
 
 /// `POST /api/generate`'s body.
@@ -65,6 +80,7 @@ struct GenerateRequest {
     options: Options,
     stream: Option<bool>,
     keep_alive: Option<Value>,
+    think: Option<Value>,
 }
 
 /// `keep_alive` as Ollama reads it (seconds, a duration string, or
@@ -91,44 +107,48 @@ pub(super) async fn version(State(s): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// The `details` object of a model in `/api/tags`, `/api/ps` and `/api/show`.
-fn details(m: &ModelSpec) -> Value {
+pub(super) fn details(m: &StoredModel) -> Value {
     json!({
-        "parent_model": "",
+        "parent_model": m.parent_model,
         "format": "gguf",
-        "family": m.family,
-        "families": [m.family],
-        "parameter_size": m.parameter_size,
-        "quantization_level": m.quantization,
+        "family": m.spec.family,
+        "families": [m.spec.family],
+        "parameter_size": m.spec.parameter_size,
+        "quantization_level": m.spec.quantization,
     })
 }
 
-/// `modified_at` of a model that came with the device (not pulled).
-const BUILTIN_MODIFIED: &str = "2025-10-01T12:00:00.000000000Z";
-
-/// `GET /api/tags`
+/// `GET /api/tags`: newest first; `capabilities` from Ollama 0.30.0.
 pub(super) async fn tags(State(s): State<Arc<AppState>>) -> Json<Value> {
+    let caps = s.engine.config().ollama_at_least(TAGS_CAPABILITIES_SINCE);
     let models: Vec<Value> = s
         .engine
         .disk()
         .into_iter()
-        .map(|(m, pulled)| {
-            json!({
-                "name": m.name, "model": m.name,
-                "modified_at": pulled.map_or_else(|| BUILTIN_MODIFIED.to_owned(), rfc3339),
-                "size": m.size_bytes,
-                "digest": digest_of(&m.name),
+        .map(|m| {
+            let mut v = json!({
+                "name": m.spec.name, "model": m.spec.name,
+                "modified_at": rfc3339(m.modified_at),
+                "size": m.spec.size_bytes,
+                "digest": m.digest,
                 "details": details(&m),
-            })
+            });
+            if caps {
+                v["capabilities"] = json!(m.spec.capabilities());
+            }
+            v
         })
         .collect();
     Json(json!({"models": models}))
 }
 
-/// `GET /api/ps`
+/// `GET /api/ps`: latest expiry first, as Ollama sorts it.
 pub(super) async fn ps(State(s): State<Arc<AppState>>) -> Json<Value> {
-    let models: Vec<Value> = s
-        .engine
-        .loaded()
+    let context = s.engine.config().ollama_at_least(PS_CONTEXT_LENGTH_SINCE);
+    let mut loaded = s.engine.loaded();
+    // A model kept forever (None) sorts as the latest expiry.
+    loaded.sort_by_key(|l| std::cmp::Reverse(l.expires_in.unwrap_or(Duration::MAX)));
+    let models: Vec<Value> = loaded
         .into_iter()
         .map(|l| {
             let expires = match l.expires_in {
@@ -136,15 +156,26 @@ pub(super) async fn ps(State(s): State<Arc<AppState>>) -> Json<Value> {
                 // Ollama shows "forever" as a date far in the future.
                 None => "2318-01-01T00:00:00.000000000Z".to_owned(),
             };
-            json!({
+            // A model deleted while loaded keeps running; its manifest is gone.
+            let stored = s
+                .engine
+                .stored(&l.spec.name)
+                .unwrap_or_else(|| StoredModel {
+                    digest: l.digest.clone(),
+                    ..StoredModel::pulled(l.spec.clone(), SystemTime::now())
+                });
+            let mut v = json!({
                 "name": l.spec.name, "model": l.spec.name,
                 "size": l.spec.size_bytes,
-                "digest": digest_of(&l.spec.name),
-                "details": details(&l.spec),
+                "digest": l.digest,
+                "details": details(&stored),
                 "expires_at": expires,
                 "size_vram": l.spec.size_bytes,
-                "context_length": l.spec.context_length,
-            })
+            });
+            if context {
+                v["context_length"] = json!(l.spec.context_length);
+            }
+            v
         })
         .collect();
     Json(json!({"models": models}))
@@ -156,6 +187,27 @@ pub(super) async fn ps(State(s): State<Arc<AppState>>) -> Json<Value> {
 struct ShowRequest {
     model: String,
     name: String,
+}
+
+/// Default `parameters` text of a model nobody configured.
+const DEFAULT_PARAMETERS: &str = "stop                           \"<|eot_id|>\"";
+/// Default template of a model nobody configured.
+const DEFAULT_TEMPLATE: &str = "{{ .System }}{{ .Prompt }}";
+
+/// `parameters` as `/api/show` prints them: one `key value` line per
+/// value, the key padded to 30 columns.
+fn parameters_text(params: &Map<String, Value>) -> String {
+    let mut lines = Vec::new();
+    for (k, v) in params {
+        let values = match v {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        };
+        for v in values {
+            lines.push(format!("{k:<30} {v}"));
+        }
+    }
+    lines.join("\n")
 }
 
 /// `POST /api/show`
@@ -171,32 +223,48 @@ pub(super) async fn show(
     };
     let m = s
         .engine
-        .find(&name)
+        .stored(&name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("model '{name}' not found")))?;
-    let arch = m.family.clone();
-    let params = parse_param_count(&m.parameter_size);
+    let spec = &m.spec;
+    let arch = spec.family.clone();
+    let params = parse_param_count(&spec.parameter_size);
     let mut info = Map::new();
     info.insert("general.architecture".into(), json!(arch));
     info.insert("general.parameter_count".into(), json!(params));
-    info.insert(format!("{arch}.context_length"), json!(m.context_length));
-    if let Some(d) = m.embedding_dims {
+    info.insert(format!("{arch}.context_length"), json!(spec.context_length));
+    if let Some(d) = spec.embedding_dims {
         info.insert(format!("{arch}.embedding_length"), json!(d));
     }
-    let caps = if m.is_embedding() {
-        json!(["embedding"])
+    let parameters = if m.parameters.is_empty() {
+        DEFAULT_PARAMETERS.to_owned()
     } else {
-        json!(["completion", "tools"])
+        parameters_text(&m.parameters)
     };
-    Ok(Json(json!({
-        "license": "",
-        "modelfile": format!("FROM {}\n", m.name),
-        "parameters": "stop                           \"<|eot_id|>\"",
-        "template": "{{ .System }}{{ .Prompt }}",
+    let template = m
+        .template
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
+    let mut modelfile = format!("FROM {}\nTEMPLATE \"\"\"{template}\"\"\"\n", spec.name);
+    if let Some(sys) = &m.system {
+        modelfile.push_str(&format!("SYSTEM \"\"\"{sys}\"\"\"\n"));
+    }
+    for line in parameters.lines() {
+        modelfile.push_str(&format!("PARAMETER {line}\n"));
+    }
+    let mut v = json!({
+        "license": m.license.join("\n"),
+        "modelfile": modelfile,
+        "parameters": parameters,
+        "template": template,
         "details": details(&m),
         "model_info": info,
-        "capabilities": caps,
-        "modified_at": BUILTIN_MODIFIED,
-    })))
+        "capabilities": spec.capabilities(),
+        "modified_at": rfc3339(m.modified_at),
+    });
+    if let Some(sys) = &m.system {
+        v["system"] = json!(sys);
+    }
+    Ok(Json(v))
 }
 
 /// `8.2B` / `137M` / `1K` as a count, for `general.parameter_count`.
@@ -244,9 +312,38 @@ pub(super) async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Respons
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The model a generation names, checked in the order Ollama's handlers
+/// check it: it exists, `think` fits it, it can do `what`, it takes the
+/// tools. Returns the spec and whether it thinks.
+fn admit_checks(
+    engine: &Engine,
+    model: &str,
+    think: Option<&Value>,
+    what: &'static str,
+    tools: &[Value],
+) -> Result<(crate::config::ModelSpec, bool), ApiError> {
+    let asked = parse_think(think)?;
+    if model.trim().is_empty() {
+        return Err(ApiError::bad_request("model is required"));
+    }
+    let spec = engine
+        .find(model)
+        .ok_or_else(|| EngineError::NotFound(model.to_owned()))?;
+    let thinks = decide_think(engine, &spec, asked, model, false)?;
+    let spec = check_model(engine, model, what)?;
+    check_tools(&spec, tools)?;
+    Ok((spec, thinks))
+}
+
 async fn chat_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(body)?;
-    let spec = check_model(&s.engine, &req.model, "chat")?;
+    let (spec, thinks) = admit_checks(
+        &s.engine,
+        &req.model,
+        req.think.as_ref(),
+        "chat",
+        &req.tools,
+    )?;
     let model = spec.name.clone();
     let keep_alive = keep_alive_of(req.keep_alive.as_ref())?;
     let _ = (req.options.num_ctx, req.options.temperature);
@@ -257,10 +354,12 @@ async fn chat_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     }
     let n = limit(req.options.num_predict);
     let reply = chat_reply(&model, &req.messages, &req.tools, req.format.as_ref(), n);
-    let (_, prompt_tokens) = chat_prompt(&req.messages);
+    let reply = apply_stop(reply, &req.options.stops());
+    let (prompt, prompt_tokens) = chat_prompt(&req.messages);
     let plan = start(
         &s.engine,
         GenInput {
+            thinking: thinking_for(&model, &prompt, thinks),
             model,
             prompt_tokens,
             reply,
@@ -273,6 +372,10 @@ async fn chat_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     }
     tokio::time::sleep_until(plan.done_at()).await;
     let mut msg = json!({"role": "assistant", "content": plan.content()});
+    let thinking = plan.thinking_text();
+    if !thinking.is_empty() {
+        msg["thinking"] = json!(thinking);
+    }
     if let Reply::ToolCall { name, arguments } = &plan.reply {
         msg["tool_calls"] = ollama_tool_calls(name, arguments);
     }
@@ -289,7 +392,7 @@ pub(super) async fn generate(State(s): State<Arc<AppState>>, body: Bytes) -> Res
 
 async fn generate_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let req: GenerateRequest = parse(body)?;
-    let spec = check_model(&s.engine, &req.model, "generate")?;
+    let (spec, thinks) = admit_checks(&s.engine, &req.model, req.think.as_ref(), "generate", &[])?;
     let model = spec.name.clone();
     let keep_alive = keep_alive_of(req.keep_alive.as_ref())?;
     let prompt = req.prompt.unwrap_or_default();
@@ -300,11 +403,13 @@ async fn generate_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError>
     }
     let n = limit(req.options.num_predict);
     let reply = text_reply(&model, &prompt, req.format.as_ref(), n);
+    let reply = apply_stop(reply, &req.options.stops());
     let system = req.system.unwrap_or_default();
     let prompt_tokens = approx_tokens(&system) + approx_tokens(&prompt) + 4;
     let plan = start(
         &s.engine,
         GenInput {
+            thinking: thinking_for(&model, &prompt, thinks),
             model,
             prompt_tokens,
             reply,
@@ -316,7 +421,11 @@ async fn generate_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError>
         return Ok(streaming_response(plan, Wire::Generate, &s.engine));
     }
     tokio::time::sleep_until(plan.done_at()).await;
-    let v = json!({"model": plan.model, "created_at": now_str(), "response": plan.content()});
+    let mut v = json!({"model": plan.model, "created_at": now_str(), "response": plan.content()});
+    let thinking = plan.thinking_text();
+    if !thinking.is_empty() {
+        v["thinking"] = json!(thinking);
+    }
     Ok(Json(plan.ollama_final(v)).into_response())
 }
 
@@ -360,64 +469,6 @@ pub(super) async fn embeddings(
     Ok(Json(
         json!({"embedding": e.vectors.pop().unwrap_or_default()}),
     ))
-}
-
-/// `POST /api/pull`'s body; `name` is the older spelling of `model`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct PullRequest {
-    model: String,
-    name: String,
-    insecure: bool,
-    stream: Option<bool>,
-}
-
-/// `POST /api/pull`
-pub(super) async fn pull(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: PullRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let _ = req.insecure;
-    let name = if req.model.is_empty() {
-        req.name
-    } else {
-        req.model
-    };
-    let (spec, steps) = match s.engine.pull_plan(&name) {
-        Ok(p) => p,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let start = Instant::now();
-    if !req.stream.unwrap_or(true) {
-        if let Some((last, _)) = steps.last() {
-            tokio::time::sleep_until(start + *last).await;
-        }
-        s.engine.finish_pull(spec);
-        return Json(json!({"status": "success"})).into_response();
-    }
-    let engine = s.engine.clone();
-    let total = steps.len();
-    let stream = futures::stream::unfold(
-        (steps.into_iter().enumerate(), Some(spec)),
-        move |(mut it, mut spec)| {
-            let engine = engine.clone();
-            async move {
-                let (i, (offset, event)) = it.next()?;
-                tokio::time::sleep_until(start + offset).await;
-                if i + 1 == total
-                    && let Some(spec) = spec.take()
-                {
-                    engine.finish_pull(spec);
-                }
-                Some((Ok::<_, Infallible>(ndjson(&event)), (it, spec)))
-            }
-        },
-    );
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 #[cfg(test)]

@@ -18,10 +18,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::embed::{EmbedRequest, embed_core, inputs};
-use super::plan::{GenInput, Reply, chat_prompt, chat_reply, check_model, limit, start};
+use super::plan::{
+    GenInput, Reply, apply_stop, chat_prompt, chat_reply, check_model, check_tools, decide_think,
+    limit, start, thinking_for,
+};
 use super::stream::{Wire, streaming_response};
 use super::wire::{Message, openai_tool_calls, parse};
 use super::{ApiError, AppState};
+use crate::simulate::engine::EngineError;
 
 // ---------------------------------------------------------------- requests
 
@@ -38,6 +42,30 @@ struct ChatCompletionRequest {
     temperature: Option<f64>,
     stream: bool,
     stream_options: Option<StreamOptions>,
+    stop: Option<Value>,
+    reasoning_effort: Option<String>,
+    reasoning: Option<ReasoningParam>,
+}
+
+/// `reasoning: {effort}`, the newer spelling of `reasoning_effort`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ReasoningParam {
+    effort: Option<String>,
+}
+
+/// OpenAI's reasoning effort as Ollama's `think` (`thinkFromReasoningEffort`):
+/// `none` is off, the other known levels are on; anything else is a 400.
+pub(super) fn think_from_effort(effort: Option<&str>) -> Result<Option<bool>, ApiError> {
+    match effort {
+        None | Some("") => Ok(None),
+        Some("none") => Ok(Some(false)),
+        Some("minimal" | "low" | "medium" | "high" | "max" | "xhigh" | "ultra") => Ok(Some(true)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid reasoning value: {} (must be \"minimal\", \"low\", \"medium\", \"high\", \"xhigh\", \"ultra\", \"max\", or \"none\")",
+            Value::String(other.to_owned())
+        ))),
+    }
 }
 
 /// `stream_options`: whether a streamed answer ends with a usage chunk.
@@ -62,7 +90,20 @@ pub(super) async fn models(State(s): State<Arc<AppState>>) -> Json<Value> {
         .engine
         .disk()
         .into_iter()
-        .map(|(m, _)| json!({"id": m.name, "object": "model", "created": 1_759_320_000u64, "owned_by": "library"}))
+        .map(|m| {
+            let created = m
+                .modified_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // Ollama's owner is the name's namespace.
+            let parts: Vec<&str> = m.spec.name.split('/').collect();
+            let owner = if parts.len() >= 2 {
+                parts[parts.len() - 2]
+            } else {
+                "library"
+            };
+            json!({"id": m.spec.name, "object": "model", "created": created, "owned_by": owner})
+        })
         .collect();
     Json(json!({"object": "list", "data": data}))
 }
@@ -77,7 +118,22 @@ pub(super) async fn chat_completions(State(s): State<Arc<AppState>>, body: Bytes
 async fn chat_completions_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = parse(body)?;
     let _ = req.temperature;
+    let effort = req
+        .reasoning
+        .as_ref()
+        .and_then(|r| r.effort.as_deref())
+        .or(req.reasoning_effort.as_deref());
+    let asked = think_from_effort(effort)?;
+    if req.model.trim().is_empty() {
+        return Err(ApiError::bad_request("model is required"));
+    }
+    let found = s
+        .engine
+        .find(&req.model)
+        .ok_or_else(|| EngineError::NotFound(req.model.clone()))?;
+    let thinks = decide_think(&s.engine, &found, asked, &req.model, false)?;
     let spec = check_model(&s.engine, &req.model, "chat")?;
+    check_tools(&spec, &req.tools)?;
     let model = spec.name.clone();
     if req.messages.is_empty() {
         return Err(ApiError::bad_request("[] is too short - 'messages'"));
@@ -96,10 +152,21 @@ async fn chat_completions_inner(s: &AppState, body: &[u8]) -> Result<Response, A
     };
     let n = limit(req.max_completion_tokens.or(req.max_tokens));
     let reply = chat_reply(&model, &req.messages, &req.tools, format.as_ref(), n);
-    let (_, prompt_tokens) = chat_prompt(&req.messages);
+    let stops: Vec<String> = match &req.stop {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let reply = apply_stop(reply, &stops);
+    let (prompt, prompt_tokens) = chat_prompt(&req.messages);
     let plan = start(
         &s.engine,
         GenInput {
+            thinking: thinking_for(&model, &prompt, thinks),
             model,
             prompt_tokens,
             reply,
@@ -129,6 +196,11 @@ async fn chat_completions_inner(s: &AppState, body: &[u8]) -> Result<Response, A
             plan.done_reason(),
         ),
     };
+    let mut msg = msg;
+    let thinking = plan.thinking_text();
+    if !thinking.is_empty() {
+        msg["reasoning"] = json!(thinking);
+    }
     Ok(Json(json!({
         "id": id, "object": "chat.completion", "created": created, "model": plan.model,
         "system_fingerprint": "fp_ollama",

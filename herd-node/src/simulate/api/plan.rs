@@ -13,11 +13,12 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::ApiError;
-use super::wire::{Message, nanos};
-use crate::config::ModelSpec;
+use super::wire::{Message, full_model_name, nanos};
+use super::{ApiError, THINK_BY_DEFAULT_SINCE};
+use crate::config::{ModelSpec, normalize_model_name};
 use crate::simulate::content::{
-    self, KeepAlive, approx_tokens, reply_tokens, split_json, split_tokens, tool_arguments,
+    self, KeepAlive, approx_tokens, reply_tokens, split_json, split_tokens, thinking_tokens,
+    tool_arguments,
 };
 use crate::simulate::engine::{Admission, Engine, EngineError};
 
@@ -38,8 +39,29 @@ pub(super) enum Reply {
 pub(super) struct GenInput {
     pub(super) model: String,
     pub(super) prompt_tokens: u32,
+    /// What a reasoning model thinks first (empty when it does not).
+    pub(super) thinking: Vec<String>,
     pub(super) reply: Reply,
     pub(super) keep_alive: Option<KeepAlive>,
+}
+
+/// One chunk of the chat stream Ollama's handler writes: a piece of
+/// thinking, a piece of text, the tool call, or the final chunk. Every
+/// dialect renders these; Ollama's Anthropic and Responses middlewares are
+/// converters over exactly this sequence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Chunk<'a> {
+    /// `message.thinking`.
+    Thinking(&'a str),
+    /// `message.content`.
+    Content(&'a str),
+    /// `message.tool_calls` with one call.
+    ToolCall {
+        name: &'a str,
+        arguments: &'a Map<String, Value>,
+    },
+    /// The last chunk: `done`, the reason and the counts.
+    Done,
 }
 
 /// An admitted generation with its schedule. It holds the admission, so
@@ -55,18 +77,63 @@ pub(super) struct Plan {
     pub(super) first_at: Instant,
     /// Time between tokens.
     pub(super) interval: Duration,
+    /// Thinking tokens, streamed before the reply.
+    pub(super) thinking: Vec<String>,
     pub(super) reply: Reply,
 }
 
 impl Plan {
-    /// Tokens generated: the text's, or an estimate of the tool call's.
-    fn eval_count(&self) -> u32 {
-        match &self.reply {
+    /// Tokens generated: the thinking's, then the text's or an estimate of
+    /// the tool call's.
+    pub(super) fn eval_count(&self) -> u32 {
+        let reply = match &self.reply {
             Reply::Text { tokens, .. } => tokens.len() as u32,
             Reply::ToolCall { arguments, .. } => {
                 approx_tokens(&Value::Object(arguments.clone()).to_string()) + 4
             }
+        };
+        self.thinking.len() as u32 + reply
+    }
+
+    /// Prompt tokens evaluated (`prompt_eval_count`).
+    pub(super) fn prompt_tokens(&self) -> u32 {
+        self.prompt_tokens
+    }
+
+    /// When the reply (after any thinking) starts.
+    fn reply_at(&self) -> Instant {
+        self.first_at + self.interval * self.thinking.len() as u32
+    }
+
+    /// The whole thinking text (empty when the model did not think).
+    pub(super) fn thinking_text(&self) -> String {
+        self.thinking.concat()
+    }
+
+    /// The chat chunks of this generation, each with the time it is due:
+    /// thinking tokens, then text tokens or the tool call, then the final
+    /// chunk at [`Plan::done_at`].
+    pub(super) fn chunks(&self) -> Vec<(Instant, Chunk<'_>)> {
+        let mut out: Vec<(Instant, Chunk<'_>)> = self
+            .thinking
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (self.first_at + self.interval * i as u32, Chunk::Thinking(t)))
+            .collect();
+        let start = self.reply_at();
+        match &self.reply {
+            Reply::Text { tokens, .. } => out.extend(
+                tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (start + self.interval * i as u32, Chunk::Content(t))),
+            ),
+            Reply::ToolCall { name, arguments } => {
+                out.push((start, Chunk::ToolCall { name, arguments }));
+            }
         }
+        out.push((self.done_at(), Chunk::Done));
+        out
     }
 
     /// When the last token is due.
@@ -121,6 +188,107 @@ impl Plan {
     pub(super) fn usage(&self) -> Value {
         let (p, c) = (self.prompt_tokens, self.eval_count());
         json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+    }
+}
+
+/// A request's `think` as Ollama reads it: absent or null, a boolean, or a
+/// level (`high`, `medium`, `low`, `max`, which all mean on).
+pub(super) fn parse_think(v: Option<&Value>) -> Result<Option<bool>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if matches!(s.as_str(), "high" | "medium" | "low" | "max") => {
+            Ok(Some(true))
+        }
+        Some(Value::String(s)) => Err(ApiError::bad_request(format!(
+            "invalid think value: {} (must be \"high\", \"medium\", \"low\", \"max\", true, or false)",
+            Value::String(s.clone())
+        ))),
+        Some(_) => Err(ApiError::bad_request(
+            "think must be a boolean or string (\"high\", \"medium\", \"low\", \"max\", true, or false)",
+        )),
+    }
+}
+
+/// Whether this generation thinks, as Ollama's chat and generate handlers
+/// decide: a reasoning model thinks unless told not to (since 0.12.4; it
+/// needed `think` before); asking a model that cannot is a 400
+/// (`"m" does not support thinking`), unless `relax` (the Anthropic
+/// route) drops the request instead.
+pub(super) fn decide_think(
+    engine: &Engine,
+    spec: &ModelSpec,
+    asked: Option<bool>,
+    model_as_given: &str,
+    relax: bool,
+) -> Result<bool, ApiError> {
+    if spec.thinking {
+        let default = engine.config().ollama_at_least(THINK_BY_DEFAULT_SINCE);
+        return Ok(asked.unwrap_or(default));
+    }
+    if asked == Some(true) && !relax {
+        return Err(ApiError::bad_request(format!(
+            "{} does not support thinking",
+            Value::String(model_as_given.to_owned())
+        )));
+    }
+    Ok(false)
+}
+
+/// The thinking a generation streams first, when it thinks.
+pub(super) fn thinking_for(model: &str, prompt: &str, thinks: bool) -> Vec<String> {
+    if thinks {
+        thinking_tokens(model, prompt)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Tools offered to a model without the `tools` capability: Ollama's
+/// scheduler refuses with a 400 naming the model in full.
+pub(super) fn check_tools(spec: &ModelSpec, tools: &[Value]) -> Result<(), ApiError> {
+    if tools.is_empty() || spec.tools {
+        return Ok(());
+    }
+    let full = full_model_name(&normalize_model_name(&spec.name));
+    Err(ApiError::bad_request(format!(
+        "{full} does not support tools"
+    )))
+}
+
+/// The reply cut before the first stop sequence it contains (`stop`,
+/// `stop_sequences`): the runner stops there and says `stop`.
+pub(super) fn apply_stop(reply: Reply, stops: &[String]) -> Reply {
+    let Reply::Text { tokens, cut } = reply else {
+        return reply;
+    };
+    let text = tokens.concat();
+    let Some(at) = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    else {
+        return Reply::Text { tokens, cut };
+    };
+    let mut kept = Vec::new();
+    let mut len = 0;
+    for t in tokens {
+        if len >= at {
+            break;
+        }
+        let room = at - len;
+        len += t.len();
+        if t.len() <= room {
+            kept.push(t);
+        } else {
+            kept.push(t[..room].to_owned());
+        }
+    }
+    kept.retain(|t| !t.is_empty());
+    Reply::Text {
+        tokens: kept,
+        cut: false,
     }
 }
 
@@ -247,6 +415,7 @@ pub(super) async fn start(engine: &Arc<Engine>, input: GenInput) -> Result<Plan,
         ttft,
         first_at,
         interval,
+        thinking: input.thinking,
         reply: input.reply,
     })
 }
@@ -254,6 +423,40 @@ pub(super) async fn start(engine: &Arc<Engine>, input: GenInput) -> Result<Plan,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_sequences_cut_the_reply() {
+        let tokens = split_tokens("Hello from m. the herd moves ");
+        let r = apply_stop(
+            Reply::Text {
+                tokens: tokens.clone(),
+                cut: true,
+            },
+            &["om m".into(), "herd".into()],
+        );
+        let Reply::Text { tokens: t, cut } = r else {
+            panic!("text")
+        };
+        assert_eq!(t.concat(), "Hello fr");
+        assert!(!cut);
+        let same = apply_stop(
+            Reply::Text {
+                tokens: tokens.clone(),
+                cut: false,
+            },
+            &["zzz".into(), String::new()],
+        );
+        assert_eq!(same, Reply::Text { tokens, cut: false });
+    }
+
+    #[test]
+    fn think_values() {
+        assert_eq!(parse_think(None).expect("none"), None);
+        assert_eq!(parse_think(Some(&json!(false))).expect("f"), Some(false));
+        assert_eq!(parse_think(Some(&json!("low"))).expect("low"), Some(true));
+        assert!(parse_think(Some(&json!("extreme"))).is_err());
+        assert!(parse_think(Some(&json!(1))).is_err());
+    }
 
     #[test]
     fn tool_call_from_schema_when_last_message_is_user() {

@@ -5,6 +5,10 @@
 //! between chunks) keeps the pace exact however late the writer runs, which
 //! is what a router measuring TTFT and tokens/s must see. The body owns the
 //! plan, so the slot is released when the stream ends or the client drops it.
+//!
+//! Ollama's and OpenAI's chat chunks are rendered here; the Anthropic and
+//! Responses converters render theirs in their own modules and hand the
+//! events to [`event_stream_response`].
 
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
@@ -13,7 +17,7 @@ use futures::Stream;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::plan::{Plan, Reply};
+use super::plan::{Chunk, Plan};
 use super::wire::{ndjson, ollama_tool_calls, openai_tool_calls, sse, wall};
 use crate::simulate::content::rfc3339;
 use crate::simulate::engine::Engine;
@@ -33,14 +37,28 @@ pub(super) enum Wire {
     },
 }
 
+/// Pre-rendered events, each with the time it is due.
+pub(super) type Events = Vec<(Instant, Bytes)>;
+
 /// A stream of chunks, each written when due, cut after `die_after` chunks
 /// when that fault is on. The admission (the slot) lives inside it.
+#[cfg(test)]
 pub(super) fn paced_stream(
     plan: Plan,
     wire: Wire,
     die_after: u32,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let events = render_events(&plan, &wire);
+    paced(plan, events, die_after)
+}
+
+/// `events` written when due, holding `plan` (its slot) until they are
+/// all out or the stream is dropped.
+fn paced<P: Send + 'static>(
+    plan: P,
+    events: Events,
+    die_after: u32,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let state = (events.into_iter(), plan, 0u32, false);
     futures::stream::unfold(state, move |(mut it, plan, sent, dead)| async move {
         if dead {
@@ -57,82 +75,99 @@ pub(super) fn paced_stream(
 }
 
 /// Every chunk of a streamed answer with its deadline.
-fn render_events(plan: &Plan, wire: &Wire) -> Vec<(Instant, Bytes)> {
-    let mut out = Vec::new();
-    let model = &plan.model;
-    let done_at = plan.done_at();
+fn render_events(plan: &Plan, wire: &Wire) -> Events {
     match wire {
-        Wire::Chat | Wire::Generate => {
-            let piece = |at: Instant, text: &str, tool: Option<Value>| {
-                let mut v = json!({"model": model, "created_at": rfc3339(wall(at))});
-                if matches!(wire, Wire::Chat) {
-                    let mut msg = json!({"role": "assistant", "content": text});
-                    if let Some(t) = tool {
-                        msg["tool_calls"] = t;
-                    }
-                    v["message"] = msg;
-                } else {
-                    v["response"] = json!(text);
-                }
-                v
-            };
-            match &plan.reply {
-                Reply::Text { tokens, .. } => {
-                    for (i, t) in tokens.iter().enumerate() {
-                        let at = plan.first_at + plan.interval * i as u32;
-                        let mut v = piece(at, t, None);
-                        v["done"] = json!(false);
-                        out.push((at, ndjson(&v)));
-                    }
-                }
-                Reply::ToolCall { name, arguments } => {
-                    let mut v = piece(plan.first_at, "", Some(ollama_tool_calls(name, arguments)));
-                    v["done"] = json!(false);
-                    out.push((plan.first_at, ndjson(&v)));
-                }
-            }
-            let last = plan.ollama_final(piece(done_at, "", None));
-            out.push((done_at, ndjson(&last)));
-        }
+        Wire::Chat | Wire::Generate => render_ollama(plan, matches!(wire, Wire::Chat)),
         Wire::OpenAi {
             id,
             created,
             include_usage,
-        } => {
-            let chunk = |delta: Value, finish: Value| {
-                json!({
-                    "id": id, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "system_fingerprint": "fp_ollama",
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
-                })
-            };
-            let finish = match &plan.reply {
-                Reply::Text { tokens, .. } => {
-                    for (i, t) in tokens.iter().enumerate() {
-                        let at = plan.first_at + plan.interval * i as u32;
-                        let v = chunk(json!({"role": "assistant", "content": t}), Value::Null);
-                        out.push((at, sse(&v)));
-                    }
-                    plan.done_reason()
-                }
-                Reply::ToolCall { name, arguments } => {
-                    let calls = openai_tool_calls(id, name, arguments, true);
-                    let delta = json!({"role": "assistant", "content": "", "tool_calls": calls});
-                    out.push((plan.first_at, sse(&chunk(delta, Value::Null))));
-                    "tool_calls"
-                }
-            };
-            let last = chunk(json!({"role": "assistant", "content": ""}), json!(finish));
-            out.push((done_at, sse(&last)));
-            if *include_usage {
-                let usage = json!({
-                    "id": id, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "system_fingerprint": "fp_ollama",
-                    "choices": [], "usage": plan.usage()
-                });
-                out.push((done_at, sse(&usage)));
+        } => render_openai(plan, id, *created, *include_usage),
+    }
+}
+
+/// Ollama's NDJSON: one object per chunk, the last with the counts.
+fn render_ollama(plan: &Plan, chat: bool) -> Events {
+    let model = &plan.model;
+    let piece = |at: Instant, text: &str, thinking: Option<&str>, tool: Option<Value>| {
+        let mut v = json!({"model": model, "created_at": rfc3339(wall(at))});
+        if chat {
+            let mut msg = json!({"role": "assistant", "content": text});
+            if let Some(t) = thinking {
+                msg["thinking"] = json!(t);
             }
-            out.push((done_at, Bytes::from_static(b"data: [DONE]\n\n")));
+            if let Some(t) = tool {
+                msg["tool_calls"] = t;
+            }
+            v["message"] = msg;
+        } else {
+            v["response"] = json!(text);
+            if let Some(t) = thinking {
+                v["thinking"] = json!(t);
+            }
+        }
+        v
+    };
+    plan.chunks()
+        .into_iter()
+        .map(|(at, chunk)| {
+            let v = match chunk {
+                Chunk::Thinking(t) => piece(at, "", Some(t), None),
+                Chunk::Content(t) => piece(at, t, None, None),
+                Chunk::ToolCall { name, arguments } => {
+                    piece(at, "", None, Some(ollama_tool_calls(name, arguments)))
+                }
+                Chunk::Done => return (at, ndjson(&plan.ollama_final(piece(at, "", None, None)))),
+            };
+            let mut v = v;
+            v["done"] = json!(false);
+            (at, ndjson(&v))
+        })
+        .collect()
+}
+
+/// OpenAI's SSE chunks (`reasoning` for thinking, as Ollama's compat layer
+/// writes it), the finish chunk, the usage chunk if asked, `[DONE]`.
+fn render_openai(plan: &Plan, id: &str, created: u64, include_usage: bool) -> Events {
+    let model = &plan.model;
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": created,
+            "model": model, "system_fingerprint": "fp_ollama",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+        })
+    };
+    let mut out = Vec::new();
+    let mut finish = plan.done_reason();
+    for (at, c) in plan.chunks() {
+        match c {
+            Chunk::Thinking(t) => {
+                let delta = json!({"role": "assistant", "content": "", "reasoning": t});
+                out.push((at, sse(&chunk(delta, Value::Null))));
+            }
+            Chunk::Content(t) => {
+                let delta = json!({"role": "assistant", "content": t});
+                out.push((at, sse(&chunk(delta, Value::Null))));
+            }
+            Chunk::ToolCall { name, arguments } => {
+                let calls = openai_tool_calls(id, name, arguments, true);
+                let delta = json!({"role": "assistant", "content": "", "tool_calls": calls});
+                out.push((at, sse(&chunk(delta, Value::Null))));
+                finish = "tool_calls";
+            }
+            Chunk::Done => {
+                let last = chunk(json!({"role": "assistant", "content": ""}), json!(finish));
+                out.push((at, sse(&last)));
+                if include_usage {
+                    let usage = json!({
+                        "id": id, "object": "chat.completion.chunk", "created": created,
+                        "model": model, "system_fingerprint": "fp_ollama",
+                        "choices": [], "usage": plan.usage()
+                    });
+                    out.push((at, sse(&usage)));
+                }
+                out.push((at, Bytes::from_static(b"data: [DONE]\n\n")));
+            }
         }
     }
     out
@@ -145,8 +180,31 @@ pub(super) fn streaming_response(plan: Plan, wire: Wire, engine: &Engine) -> Res
         Wire::OpenAi { .. } => "text/event-stream",
         _ => "application/x-ndjson",
     };
+    let events = render_events(&plan, &wire);
+    paced_response(plan, events, content_type, engine)
+}
+
+/// Events rendered by a dialect module (Anthropic, Responses) streamed as
+/// `text/event-stream`, paced and faulted like every other stream.
+pub(super) fn event_stream_response(plan: Plan, events: Events, engine: &Engine) -> Response {
+    paced_response(plan, events, "text/event-stream", engine)
+}
+
+/// Events that need no slot (an answer without a generation) as
+/// `text/event-stream`.
+pub(super) fn plain_event_stream(events: Events) -> Response {
+    let body = Body::from_stream(paced((), events, 0));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn paced_response(plan: Plan, events: Events, content_type: &str, engine: &Engine) -> Response {
     let die_after = engine.faults().die_mid_stream_after;
-    let body = Body::from_stream(paced_stream(plan, wire, die_after));
+    let body = Body::from_stream(paced(plan, events, die_after));
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
@@ -164,7 +222,7 @@ mod tests {
 
     use super::*;
     use crate::config::{DeviceConfig, GIB, ModelSpec};
-    use crate::simulate::api::plan::{GenInput, chat_prompt, start};
+    use crate::simulate::api::plan::{GenInput, Reply, chat_prompt, start};
     use crate::simulate::api::wire::Message;
     use crate::simulate::content::reply_tokens;
 
@@ -188,6 +246,7 @@ mod tests {
         GenInput {
             model: "m:1".into(),
             prompt_tokens: 40,
+            thinking: Vec::new(),
             reply: Reply::Text { tokens, cut: false },
             keep_alive: None,
         }
