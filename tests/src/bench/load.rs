@@ -102,6 +102,11 @@ pub struct Outcome {
     pub complete: bool,
     /// `x-herd-node` of the answer.
     pub node: Option<String>,
+    /// Which request of the run this was (`make(i)`'s `i`).
+    pub seq: u64,
+    /// The whole body as received, when the run asked to keep it
+    /// ([`send_with`]); the chaos scenario checks every answer's framing.
+    pub body: Option<Bytes>,
 }
 
 impl Outcome {
@@ -114,7 +119,20 @@ impl Outcome {
 /// Sends one request that was due at `due` and reads the answer chunk by
 /// chunk; times are measured from when it really left.
 pub async fn send(client: &HttpClient, req: &Req, due: Instant, timeout: Duration) -> Outcome {
+    send_with(client, req, due, timeout, false).await
+}
+
+/// [`send`], keeping the whole body in [`Outcome::body`] when `keep` is set
+/// (also when the body broke off: what arrived until then).
+pub async fn send_with(
+    client: &HttpClient,
+    req: &Req,
+    due: Instant,
+    timeout: Duration,
+    keep: bool,
+) -> Outcome {
     let t0 = Instant::now();
+    let mut kept: Vec<u8> = Vec::new();
     let mut out = Outcome {
         lag: t0.saturating_duration_since(due),
         ..Outcome::default()
@@ -149,6 +167,9 @@ pub async fn send(client: &HttpClient, req: &Req, due: Instant, timeout: Duratio
             let now = Instant::now();
             if out.ttft.is_none() {
                 out.ttft = Some(now - t0);
+            }
+            if keep {
+                kept.extend_from_slice(data);
             }
             if req.wire == Wire::Json {
                 whole.extend_from_slice(data);
@@ -194,6 +215,9 @@ pub async fn send(client: &HttpClient, req: &Req, due: Instant, timeout: Duratio
         Err(_) => out.error = Some(format!("timed out after {timeout:?}")),
     }
     out.e2e = t0.elapsed();
+    if keep {
+        out.body = Some(Bytes::from(kept));
+    }
     out
 }
 
@@ -255,9 +279,11 @@ pub async fn open_loop(
         let req = make(i);
         let client = client.clone();
         let sent_at = at;
+        let seq = i;
         tasks.push(tokio::spawn(async move {
             let mut o = send(&client, &req, due, bounds.timeout).await;
             o.sent_at = sent_at;
+            o.seq = seq;
             o
         }));
         i += 1;
@@ -273,8 +299,21 @@ pub async fn closed_loop(
     bounds: Bounds,
     make: impl Fn(u64) -> Req + Send + Sync + 'static,
 ) -> Vec<Outcome> {
+    closed_loop_with(client, workers, bounds, Instant::now(), false, make).await
+}
+
+/// [`closed_loop`] with times measured from `start` (so the caller can lay
+/// other events on the same clock) and, with `keep`, every answer's whole
+/// body kept ([`send_with`]).
+pub async fn closed_loop_with(
+    client: &HttpClient,
+    workers: usize,
+    bounds: Bounds,
+    start: Instant,
+    keep: bool,
+    make: impl Fn(u64) -> Req + Send + Sync + 'static,
+) -> Vec<Outcome> {
     let make = Arc::new(make);
-    let start = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..workers.max(1) {
@@ -288,8 +327,9 @@ pub async fn closed_loop(
                 }
                 let req = make(i);
                 let t0 = Instant::now();
-                let mut o = send(&client, &req, t0, bounds.timeout).await;
+                let mut o = send_with(&client, &req, t0, bounds.timeout, keep).await;
                 o.sent_at = t0 - start;
+                o.seq = i;
                 outs.push(o);
             }
             outs

@@ -8,11 +8,13 @@
 //! request bodies), then one file per scenario: [`overhead`] (1,
 //! non-streaming overhead), [`streaming`] (2, streaming overhead),
 //! [`routing`] (3, routing quality), [`adaptation`] (4, a device slows,
-//! dies, comes back) and [`epp`] (5, herd-epp behind Envoy); last
+//! dies, comes back), [`epp`] (5, herd-epp behind Envoy) and [`chaos`]
+//! (faults and attacks under load, not in the default list); last
 //! [`stats`] and [`report`] (medians of round medians, the markdown and
 //! JSON results).
 
 pub mod adaptation;
+pub mod chaos;
 pub mod echo;
 pub mod epp;
 pub mod load;

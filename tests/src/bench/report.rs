@@ -288,6 +288,9 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
     if let Some(s5) = b.extra.get("s5") {
         out += &epp_markdown(b, s5);
     }
+    if let Some(c) = b.extra.get("chaos") {
+        out += &chaos_markdown(c);
+    }
     if !b.notes.is_empty() {
         out += "### Notes from the run\n\n";
         for n in &b.notes {
@@ -471,10 +474,306 @@ fn epp_markdown(b: &Bench, s5: &serde_json::Value) -> String {
     out
 }
 
+/// The chaos scenario's tables (see [`super::chaos`]).
+fn chaos_markdown(c: &serde_json::Value) -> String {
+    let num = |v: &serde_json::Value, d: usize| f(v.as_f64().unwrap_or(f64::NAN), d);
+    let plan = &c["plan"];
+    let mut out = format!(
+        "### Scenario chaos: faults and attacks under load (herd; {} devices)\n\n\
+         {} requests from {} clients at once (closed loop; each gives up after {} s), a mix of Ollama \
+         `/api/chat` and OpenAI `/v1/chat/completions`, streamed and not, and a few embeddings, over \
+         {} s, while one fault per device runs on a schedule and herd is attacked. herd's config:\n\n\
+         ```toml\n{}```\n\n",
+        c["devices"].as_array().map_or(0, Vec::len),
+        c["requests"],
+        plan["workers"],
+        plan["client_timeout_s"],
+        num(&c["load_seconds"], 1),
+        c["herd_config"].as_str().unwrap_or(""),
+    );
+    let lost = c["lost"].as_u64().unwrap_or(0);
+    let mut t = Table::new(&["answer", "requests"]);
+    t.row(vec![
+        "success (200, well-formed to its end)".into(),
+        c["ok"].to_string(),
+    ]);
+    t.row(vec!["well-formed error".into(), c["errors"].to_string()]);
+    t.row(vec![
+        "**lost** (no answer, or malformed)".into(),
+        if lost == 0 {
+            "0".into()
+        } else {
+            format!("**{lost}**")
+        },
+    ]);
+    out += &t.render();
+    out += &format!(
+        "\nLatency of the successes: p50 {} ms, p99 {} ms (TTFT for streams, whole answer otherwise).\n\n",
+        num(&c["latency_all_p50_ms"], 1),
+        num(&c["latency_all_p99_ms"], 1)
+    );
+    let mut t = Table::new(&[
+        "request", "sent", "success", "errors", "lost", "latency", "p50 ms", "p99 ms",
+    ]);
+    for k in c["by_kind"].as_array().into_iter().flatten() {
+        t.row(vec![
+            format!("`{}`", k["kind"].as_str().unwrap_or("")),
+            k["sent"].to_string(),
+            k["ok"].to_string(),
+            k["errors"].to_string(),
+            k["lost"].to_string(),
+            k["latency"].as_str().unwrap_or("").into(),
+            num(&k["p50_ms"], 1),
+            num(&k["p99_ms"], 1),
+        ]);
+    }
+    out += &t.render();
+    out += "\nWell-formed errors by kind (*in stream*: a 200 stream that ended with a well-formed error line or event after its first byte):\n\n";
+    let mut t = Table::new(&[
+        "status",
+        "code",
+        "where",
+        "count",
+        "first at (s)",
+        "example",
+    ]);
+    for e in c["errors_by_kind"].as_array().into_iter().flatten() {
+        let ex: String = e["example"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(140)
+            .collect();
+        t.row(vec![
+            e["status"].to_string(),
+            format!("`{}`", e["code"].as_str().unwrap_or("")),
+            if e["in_stream"] == json!(true) {
+                "in stream".into()
+            } else {
+                "response".into()
+            },
+            e["count"].to_string(),
+            num(&e["first_at_s"], 1),
+            ex.replace('|', "\\|"),
+        ]);
+    }
+    out += &t.render();
+    out += "\nTimeline (s from the start of the load):\n\n";
+    let mut t = Table::new(&["at", "who", "what", "result"]);
+    for e in c["timeline"].as_array().into_iter().flatten() {
+        t.row(vec![
+            num(&e["at"], 1),
+            e["who"].as_str().unwrap_or("").into(),
+            e["what"].as_str().unwrap_or("").into(),
+            e["result"].as_str().unwrap_or("").replace('|', "\\|"),
+        ]);
+    }
+    out += &t.render();
+    out += "\nWhat each device served while its fault was on (successes of requests sent in the window):\n\n";
+    let mut t = Table::new(&[
+        "device",
+        "fault",
+        "from (s)",
+        "to (s)",
+        "successes it served",
+        "successes, whole fleet",
+    ]);
+    for d in c["during_faults"].as_array().into_iter().flatten() {
+        t.row(vec![
+            d["device"].as_str().unwrap_or("").into(),
+            d["fault"].as_str().unwrap_or("").into(),
+            num(&d["from_s"], 1),
+            if d["to_s"].is_null() {
+                "never cleared".into()
+            } else {
+                num(&d["to_s"], 1)
+            },
+            d["successes_from_it"].to_string(),
+            d["successes_all"].to_string(),
+        ]);
+    }
+    out += &t.render();
+    let sl = &c["slowloris"];
+    let fl = &c["flood"];
+    let answered = |v: &serde_json::Value| {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, n)| format!("{k}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "none".into())
+    };
+    out += "\nAttacks on herd:\n\n";
+    let mut t = Table::new(&["attack", "measure", "value"]);
+    for (what, v) in [
+        ("sockets", sl["sockets"].to_string()),
+        (
+            "connections opened (reconnecting when cut)",
+            sl["connections_opened"].to_string(),
+        ),
+        (
+            "cut by herd without an answer",
+            sl["cut_by_herd"].to_string(),
+        ),
+        (
+            "cut after (median / max, s)",
+            format!(
+                "{} / {}",
+                num(&sl["cut_after_p50_s"], 1),
+                num(&sl["cut_after_max_s"], 1)
+            ),
+        ),
+        ("answered", answered(&sl["answered"])),
+        (
+            "still open when the attack stopped",
+            sl["open_at_end"].to_string(),
+        ),
+        ("connects that failed", sl["connect_failed"].to_string()),
+    ] {
+        t.row(vec!["slowloris".into(), what.into(), v]);
+    }
+    for (what, v) in [
+        ("connections opened at once", fl["connections"].to_string()),
+        ("connected", fl["connected"].to_string()),
+        (
+            "refused with 503 (over the cap)",
+            fl["refused_503"].to_string(),
+        ),
+        (
+            "accepted, then closed by herd without an answer",
+            fl["closed_by_herd"].to_string(),
+        ),
+        ("  … after (median, s)", num(&fl["closed_after_p50_s"], 1)),
+        (
+            "connected, neither answered nor closed by the release (idle in herd's hands, or never reached it: see below)",
+            fl["held_open"].to_string(),
+        ),
+        ("answered otherwise", answered(&fl["answered_other"])),
+        (
+            "connects that failed",
+            format!(
+                "{}{}",
+                fl["connect_failed"],
+                fl["first_connect_error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+        ),
+        ("slowest connect (s)", num(&fl["connect_max_s"], 2)),
+    ] {
+        t.row(vec!["connection flood".into(), what.into(), v]);
+    }
+    out += &t.render();
+    out += &format!(
+        "\nherd's listen backlog (`ss -lnt`): {}. Kernel TCP counters over the flood (`/proc/net/netstat`, whole machine): {}. \
+         A connection the kernel completes with a SYN cookie while herd's accept queue is full is established \
+         for the client but unknown to herd until the client sends something.\n",
+        fl["listen_backlog"],
+        answered(&fl["kernel"])
+    );
+    let h = &c["herd"];
+    let kib = |v: &serde_json::Value| f(v.as_f64().unwrap_or(f64::NAN) / MIB, 1);
+    out += "\nherd itself:\n\n";
+    let mut t = Table::new(&["measure", "value"]);
+    t.row(vec![
+        "peak RSS (VmHWM), MiB".into(),
+        kib(&h["peak_rss_kib"]),
+    ]);
+    t.row(vec!["RSS at the end, MiB".into(), kib(&h["rss_end_kib"])]);
+    t.row(vec![
+        "sockets open, peak during the run (/proc/PID/fd)".into(),
+        h["sockets_peak"].to_string(),
+    ]);
+    t.row(vec![
+        "sockets open at the end".into(),
+        h["sockets_end"].to_string(),
+    ]);
+    t.row(vec![
+        "HTTP connections open at the end (`herd_http_connections`; the devices' attachments, the harness's keep-alive connection and the scrape itself)".into(),
+        num(&h["http_connections_end"], 0),
+    ]);
+    t.row(vec![
+        "retries on another node (`herd_retries_total`)".into(),
+        num(&h["retries_total"], 0),
+    ]);
+    t.row(vec![
+        "requests shed (`herd_shed_total`)".into(),
+        num(&h["shed_total"], 0),
+    ]);
+    out += &t.render();
+    let a = &c["after"];
+    out += &format!(
+        "\nAfter the attack: {} of {} requests (every kind) answered 200, well-formed; all devices online again: {}.\n\n",
+        a["ok"], a["sent"], a["all_nodes_online"]
+    );
+    let by_node = answered(&c["answered_by_node"]);
+    out += &format!("Successes by node (`x-herd-node`): {by_node}.\n\n");
+    if lost > 0 {
+        out += &format!("**Lost requests** ({lost}; the first 20):\n\n");
+        let mut t = Table::new(&[
+            "#",
+            "request",
+            "model",
+            "sent at (s)",
+            "took (s)",
+            "status",
+            "node",
+            "faults in effect",
+            "what the client saw",
+        ]);
+        for l in c["lost_requests"].as_array().into_iter().flatten().take(20) {
+            let faults: Vec<&str> = l["faults"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str())
+                .collect();
+            t.row(vec![
+                l["seq"].to_string(),
+                format!("`{}`", l["kind"].as_str().unwrap_or("")),
+                l["model"].as_str().unwrap_or("").into(),
+                num(&l["sent_at_s"], 2),
+                num(&l["took_s"], 2),
+                l["status"].to_string(),
+                l["node"].as_str().unwrap_or("–").into(),
+                faults.join(", "),
+                l["what"]
+                    .as_str()
+                    .unwrap_or("")
+                    .replace('|', "\\|")
+                    .replace('\n', "\\n"),
+            ]);
+        }
+        out += &t.render();
+        out += "\n";
+    }
+    out
+}
+
 /// Issue 5's targets against this run.
 pub fn verdicts(b: &Bench) -> Vec<Verdict> {
     let m = &b.m;
     let mut v = Vec::new();
+    if let Some(lost) = m.get("chaos/herd/lost") {
+        let lost = lost.median();
+        v.push(Verdict {
+            target: "chaos: no request lost (no answer or a malformed one)".into(),
+            measured: format!("{} lost of {}", f(lost, 0), f(m.med("chaos/herd/sent"), 0)),
+            met: Some(lost == 0.0),
+            note: String::new(),
+        });
+        let (sent, ok) = (m.med("chaos/herd/after_sent"), m.med("chaos/herd/after_ok"));
+        v.push(Verdict {
+            target: "chaos: herd answers normally after the attack".into(),
+            measured: format!("{} of {} answered 200", f(ok, 0), f(sent, 0)),
+            met: Some(sent > 0.0 && ok == sent),
+            note: String::new(),
+        });
+    }
     let rates = &b.opts.rates;
     if m.0.contains_key(&format!(
         "s1/herd/rate={}/added_p50",

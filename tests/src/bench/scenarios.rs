@@ -34,8 +34,8 @@ pub struct Opts {
     pub scale: f64,
     /// Tiny counts for the test suite.
     pub smoke: bool,
-    /// Scenarios to run (1..=4).
-    pub scenarios: Vec<u8>,
+    /// Scenarios to run (`1`..=`5`, `chaos`).
+    pub scenarios: Vec<String>,
     /// Fixed open-loop rates of scenario 1, requests/s.
     pub rates: Vec<f64>,
     /// Concurrent streams of scenario 2.

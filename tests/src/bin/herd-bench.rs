@@ -11,6 +11,11 @@
 //! turns that off), so the proxy's cost is not smeared over the client's.
 //! `--smoke` runs tiny counts in seconds (the test suite does, so the
 //! harness cannot rot).
+//!
+//! `--scenarios chaos` runs the reliability scenario instead (faults on the
+//! devices, slowloris and a connection flood on herd, 10,000 requests of
+//! which none may be lost; see docs/reliability.md); it needs neither
+//! nginx nor Envoy.
 
 #[path = "../bench/mod.rs"]
 mod bench;
@@ -44,9 +49,10 @@ struct Cli {
     /// Multiplies every phase's duration.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
-    /// Scenarios to run.
+    /// Scenarios to run: 1 to 5, and `chaos` (faults and attacks under
+    /// load; not in the default list).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
-    scenarios: Vec<u8>,
+    scenarios: Vec<String>,
     /// Fixed open-loop rates of scenario 1 (requests/s).
     #[arg(long, value_delimiter = ',', default_value = "500,2000")]
     rates: Vec<f64>,
@@ -126,7 +132,22 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
             .ok_or("no directory of herd-bench")?
             .to_path_buf(),
     };
+    for s in &cli.scenarios {
+        if !["1", "2", "3", "4", "5", "chaos"].contains(&s.as_str()) {
+            return Err(format!("no scenario {s} (there are 1 to 5, and chaos)").into());
+        }
+    }
+    // Scenario 4 and chaos run herd alone; the others compare it with nginx
+    // and Envoy, and 5 runs herd-epp.
+    let baselines = cli
+        .scenarios
+        .iter()
+        .any(|s| ["1", "2", "3", "5"].contains(&s.as_str()));
+    let need_epp = cli.scenarios.iter().any(|s| s == "5");
     for b in ["herd", "herd-node", "herd-epp"] {
+        if b == "herd-epp" && !need_epp {
+            continue;
+        }
         if !bin_dir.join(b).is_file() {
             return Err(format!(
                 "{} is missing; build with `cargo build --release -p herd-layer -p herd-node -p herd-epp -p herd-tests --bins` or pass --bin-dir",
@@ -137,7 +158,7 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
     }
     let nginx = cli.nginx.or_else(find_nginx);
     let envoy = cli.envoy.or_else(|| find_envoy(&tests_dir));
-    if !cli.allow_missing {
+    if !cli.allow_missing && baselines {
         if nginx.is_none() {
             return Err(
                 "nginx not found (apt-get install nginx-light), or pass --allow-missing".into(),
@@ -182,13 +203,14 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
         b.note("processes were not pinned to CPUs".into());
     }
     for s in cli.scenarios.clone() {
-        let r = match s {
-            1 => b.s1().await,
-            2 => b.s2().await,
-            3 => b.s3().await,
-            4 => b.s4().await,
-            5 => b.s5().await,
-            other => Err(format!("no scenario {other} (there are 1 to 5)").into()),
+        let r = match s.as_str() {
+            "1" => b.s1().await,
+            "2" => b.s2().await,
+            "3" => b.s3().await,
+            "4" => b.s4().await,
+            "5" => b.s5().await,
+            "chaos" => b.chaos().await,
+            other => Err(format!("no scenario {other} (there are 1 to 5, and chaos)").into()),
         };
         if let Err(e) = r {
             return Err(format!("scenario {s}: {e} (logs in {})", work.display()).into());
