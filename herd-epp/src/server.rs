@@ -119,9 +119,7 @@ impl Running {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    herd_layer::serve::bind(addr).map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Accept on `listener` until shutdown, then drop it (the port closes).

@@ -74,6 +74,8 @@ impl Open {
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
+    /// Whether the client has sent a byte yet.
+    heard: std::sync::atomic::AtomicBool,
     /// Milliseconds since `born` at the last read or write.
     last: AtomicU64,
     born: Instant,
@@ -110,6 +112,7 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         let before = buf.filled().len();
         let r = this.io.poll_read(cx, buf);
         if buf.filled().len() > before {
+            this.activity.heard.store(true, Ordering::Relaxed);
             this.activity.touch();
         }
         r
@@ -261,6 +264,7 @@ pub async fn serve<S, B>(
         };
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
+            heard: std::sync::atomic::AtomicBool::new(false),
             last: AtomicU64::new(0),
             born: Instant::now(),
         });
@@ -291,10 +295,14 @@ pub async fn serve<S, B>(
         let conn = graceful.watch(conn);
         let open = open.clone();
         let idle = cfg.idle_timeout;
+        let silent_for = cfg.header_timeout;
         open.0.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
-            let mut tick = tokio::time::interval(idle / 4);
+            let every = (idle / 4)
+                .min(silent_for / 2)
+                .max(Duration::from_millis(50));
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tokio::select! {
@@ -305,6 +313,15 @@ pub async fn serve<S, B>(
                         break;
                     }
                     _ = tick.tick() => {
+                        // A connection that never sends a byte holds a slot
+                        // of the cap for nothing: it gets the time a client
+                        // has for its headers, not the idle allowance.
+                        if !activity.heard.load(Ordering::Relaxed)
+                            && activity.born.elapsed() >= silent_for
+                        {
+                            tracing::debug!(%peer, ?silent_for, "closing a connection that sent nothing");
+                            break;
+                        }
                         if activity.in_flight.load(Ordering::Relaxed) == 0
                             && activity.idle_for() >= idle
                         {
@@ -320,6 +337,25 @@ pub async fn serve<S, B>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The listen backlog: connections the kernel completes before herd
+/// accepts them. tokio's default (128) overflows under a burst, and the
+/// overflow is silence for the client (SYN cookies, then nothing) where herd
+/// would rather answer 503.
+pub const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`BACKLOG`] (the kernel caps it at
+/// `net.core.somaxconn`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Descriptors kept free for what else herd opens: upstream connections,

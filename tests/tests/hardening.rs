@@ -203,6 +203,31 @@ async fn slow_and_idle_clients_are_cut() {
     fleet.shutdown().await;
 }
 
+/// A connection that never sends a byte is closed after the header
+/// timeout, not after the (much longer) idle timeout: a flood of silent
+/// sockets cannot hold the connection cap for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_get_the_header_timeout() {
+    let mut cfg = router_config();
+    cfg.app.server.header_timeout = Duration::from_millis(300);
+    cfg.app.server.idle_timeout = Duration::from_secs(3600);
+    let fleet = start(
+        cfg,
+        vec![device("a", 64, vec![model("m:8b", 5.0)], &["m:8b"])],
+    )
+    .await;
+    let mut s = TcpStream::connect(fleet.router.addr).unwrap();
+    // Far below the idle timeout: only the silent-connection rule closes it.
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    let closed = s.read_to_end(&mut buf);
+    assert!(
+        closed.is_ok() && buf.is_empty(),
+        "a silent connection is closed with nothing sent: {closed:?} {buf:?}"
+    );
+    fleet.shutdown().await;
+}
+
 /// Past the connection cap, a new connection is told why (503) and closed,
 /// and herd keeps serving once connections free up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,7 +107,7 @@ impl Running {
 
 /// Bind and start the router.
 pub async fn start(cfg: RouterConfig) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(cfg.app.listen).await?;
+    let listener = crate::serve::bind(cfg.app.listen)?;
     start_on(listener, cfg).await
 }
 
