@@ -25,7 +25,7 @@ use herd_layer::error::ClientError;
 use herd_layer::fleet::{Fleet, FleetView, NodeId};
 use herd_layer::live::Live;
 use herd_layer::request::RouteRequest;
-use herd_layer::routed::{Body, BoxError, MissingPick, Pick, Routed};
+use herd_layer::routed::{Body, BoxError, Meter, MissingPick, Pick, Routed};
 use herd_layer::stack::{RoutingService, around, failure};
 
 /// What the leaf puts in the response extensions.
@@ -35,6 +35,8 @@ struct Picked {
     pick: Pick,
     /// The model that will be served (the client's, or a fallback).
     model: String,
+    /// The tenant's meter, when its limits apply (see `herd_layer::limit`).
+    meter: Option<Arc<dyn Meter>>,
 }
 
 /// Returns the pick instead of forwarding.
@@ -54,6 +56,11 @@ impl Service<Routed> for PickLeaf {
         let Some(pick) = req.pick else {
             return ready(Err(MissingPick("the pick leaf").into()));
         };
+        // The attempt starts here (Envoy carries it): the trail, when the
+        // stack has one (the dashboard's feed), hears of the pick.
+        if let Some(t) = &req.trail {
+            t.attempt(&pick, &req.model);
+        }
         let body = Empty::<Bytes>::new()
             .map_err(|never: Infallible| match never {})
             .boxed();
@@ -61,6 +68,7 @@ impl Service<Routed> for PickLeaf {
         rsp.extensions_mut().insert(Picked {
             pick,
             model: req.model,
+            meter: req.meter,
         });
         ready(Ok(rsp))
     }
@@ -79,6 +87,9 @@ pub struct Decision {
     pub hold: http::Response<Body>,
     /// Scheduling time: scoring plus admission (queue wait included).
     pub took: Duration,
+    /// Where the response's tokens are charged to its tenant, when the
+    /// tenant is limited.
+    pub(crate) meter: Option<Arc<dyn Meter>>,
 }
 
 /// Why no endpoint was picked, as the client will be told.
@@ -95,6 +106,8 @@ pub struct Rejection {
     pub dropped_reason: &'static str,
     /// Sent as `retry-after` (whole seconds, at least 1) when set.
     pub(crate) retry_after: Option<Duration>,
+    /// Extra headers (a tenant's `x-ratelimit-*`).
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Rejection {
@@ -106,6 +119,7 @@ impl Rejection {
             code,
             dropped_reason: "bad-request",
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -117,6 +131,7 @@ impl Rejection {
             code,
             dropped_reason: "rejected-no-endpoints",
             retry_after: Some(Duration::from_secs(5)),
+            headers: Vec::new(),
         }
     }
 
@@ -148,6 +163,7 @@ impl Rejection {
             code,
             dropped_reason,
             retry_after: e.retry_after,
+            headers: e.headers,
         }
     }
 
@@ -178,9 +194,22 @@ impl std::fmt::Debug for Picker {
 }
 
 impl Picker {
-    /// Build the routing stack around [`PickLeaf`] over this fleet and live state.
+    /// Build the routing stack around [`PickLeaf`] over this fleet and live
+    /// state, with no trace layer (the tests').
+    #[cfg(test)]
     pub(crate) fn new(fleet: Fleet, live: Live, cfg: Arc<RoutingConfig>) -> Self {
-        let stack = around(PickLeaf, fleet.clone(), live.clone(), &cfg, None);
+        Self::with_tracer(fleet, live, cfg, None)
+    }
+
+    /// The same, with the trace layer on top when `tracer` is given (the
+    /// dashboard's routing feed).
+    pub(crate) fn with_tracer(
+        fleet: Fleet,
+        live: Live,
+        cfg: Arc<RoutingConfig>,
+        tracer: Option<Arc<dyn herd_layer::routed::Tracer>>,
+    ) -> Self {
+        let stack = around(PickLeaf, fleet.clone(), live.clone(), &cfg, tracer);
         Picker {
             stack,
             fleet,
@@ -225,6 +254,7 @@ impl Picker {
             endpoint: addr.to_string(),
             pick: picked.pick,
             model: picked.model,
+            meter: picked.meter,
             hold: rsp,
             took,
         })

@@ -18,11 +18,13 @@
 //! - [`subset`]: the `envoy.lb.subset_hint` → node ids mapping;
 //! - [`usage`]: time to first token and token usage from response bodies;
 //! - [`metrics`]: Prometheus text on the metrics port;
+//! - [`dashboard`]: the read-only dashboard on the metrics port;
 //! - [`server`]: ports, TLS, gRPC health, node discovery.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dashboard;
 pub mod leaf;
 pub mod metrics;
 pub mod processor;

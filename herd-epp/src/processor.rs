@@ -731,6 +731,7 @@ impl Exchange {
             code: "body_too_large",
             dropped_reason: "bad-request",
             retry_after: None,
+            headers: Vec::new(),
         };
         if self.chunks > self.limits.max_chunks {
             return Err(too_large(format!(
@@ -796,10 +797,10 @@ impl Exchange {
         let model = self
             .headers
             .get(MODEL_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
+            // Not `to_str`: a name that is not ASCII must be refused as a
+            // bad name, not read as no name at all.
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
             .filter(|m| !m.is_empty())
-            .map(str::to_string)
             .or_else(|| model_from_path(&self.path));
         let Some(model) = model else {
             return self.refuse(Rejection::bad_request(
@@ -809,6 +810,10 @@ impl Exchange {
                 "model_required",
             ));
         };
+        // A name from a header or a path is checked like one from a body.
+        if let Err(e) = dialect::check_model_name(&model) {
+            return self.refuse(Rejection::from_client(e));
+        }
         let endpoint = Endpoint::from_path(&self.path).unwrap_or(Endpoint::OpenAiChat);
         let request = dialect::model_only(endpoint, model, &self.headers);
         self.job(request, Shape::Headers, false, picker)
@@ -818,25 +823,31 @@ impl Exchange {
         let body = std::mem::take(&mut self.body).freeze();
         let mut charge = std::mem::replace(&mut self.charge, herd_layer::budget::Charge::none());
         let request = match Endpoint::from_path(&self.path) {
-            Some(ep) => self
-                .budget
-                .for_parse(&mut charge, &body)
-                .map_err(Into::into)
-                .and_then(|()| {
-                    dialect::parse(
-                        ep,
-                        &self.headers,
-                        body.clone(),
-                        // Aliases are not applied here: the body goes to the
-                        // engine as the client wrote it (AI Gateway's
-                        // `modelNameOverride` renames models in the gateway).
-                        dialect::ParseConfig {
-                            aliases: None,
-                            ..picker.cfg.parse_config()
-                        },
-                        charge,
-                    )
-                }),
+            Some(ep) => {
+                // A multipart upload is read only as far as its model
+                // field: it costs no JSON parse.
+                if ep.multipart() {
+                    Ok(())
+                } else {
+                    self.budget.for_parse(&mut charge, &body)
+                }
+            }
+            .map_err(Into::into)
+            .and_then(|()| {
+                dialect::parse(
+                    ep,
+                    &self.headers,
+                    body.clone(),
+                    // Aliases are not applied here: the body goes to the
+                    // engine as the client wrote it (AI Gateway's
+                    // `modelNameOverride` renames models in the gateway).
+                    dialect::ParseConfig {
+                        aliases: None,
+                        ..picker.cfg.parse_config()
+                    },
+                    charge,
+                )
+            }),
             None => dialect::parse_unknown(&self.headers, body.clone()),
         }
         .map_err(Rejection::from_client);
@@ -861,11 +872,14 @@ impl Exchange {
 
     fn job(
         &mut self,
-        request: RouteRequest,
+        mut request: RouteRequest,
         shape: Shape,
         trailers: bool,
         picker: &Picker,
     ) -> Step {
+        // The caller, as the gateway names it (`[limits] header`): the
+        // same limits as the proxy's keys, applied by the same layer.
+        request.tenant = picker.cfg.limits.tenant_from(&self.headers);
         let only = match &self.subset {
             None => None,
             Some(entries) if entries.is_empty() => {
@@ -983,6 +997,14 @@ impl Exchange {
                 tracing::warn!(picked = %r.decision.endpoint, %served, "the data plane served another endpoint than the one picked");
             }
             set.push(header(PICKED_HEADER, &r.decision.endpoint));
+            // The tenant's quotas, as the limit layer put them on the pick.
+            for (k, v) in r.decision.hold.headers() {
+                if k.as_str().starts_with("x-ratelimit-")
+                    && let Ok(v) = v.to_str()
+                {
+                    set.push(header(k.as_str(), v));
+                }
+            }
         }
         let out = vec![reply(Resp::ResponseHeaders(HeadersResponse {
             response: Some(CommonResponse {
@@ -1003,6 +1025,10 @@ impl Exchange {
         self.phase = Phase::Responding;
         if let Some(r) = &mut self.routing {
             r.meter.chunk(&b.body);
+            let tokens = r.meter.take_chunks();
+            if let Some(m) = &r.decision.meter {
+                m.streamed(tokens);
+            }
         }
         let eos = b.end_of_stream;
         let out = if self.rsp_mode == BodySendMode::FullDuplexStreamed {
@@ -1035,7 +1061,12 @@ impl Exchange {
         // it) there is nothing to learn; the slot is released all the same.
         if let Some(status) = r.status {
             let ok = status < 500 && (complete || self.rsp_mode == BodySendMode::None);
-            let outcome = r.meter.outcome(ok);
+            let mut outcome = r.meter.outcome(ok);
+            if let Some(m) = &d.meter {
+                m.finished(&outcome);
+            }
+            // What the node's parallelism is learned from (herd_layer::slots).
+            outcome.concurrency = Some(d.pick.concurrency).filter(|k| *k > 0);
             let labels = ModelLabels {
                 model: d.model.clone(),
                 endpoint: d.endpoint.clone(),
@@ -1168,6 +1199,9 @@ fn immediate(rej: &Rejection) -> ProcessingResponse {
     ];
     if let Some(d) = rej.retry_after {
         set.push(header("retry-after", &d.as_secs().max(1).to_string()));
+    }
+    for (k, v) in &rej.headers {
+        set.push(header(k, v));
     }
     reply(Resp::ImmediateResponse(ImmediateResponse {
         status: Some(HttpStatus {

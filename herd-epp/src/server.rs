@@ -82,6 +82,8 @@ pub struct Running {
     pub metrics: Metrics,
     /// Open node attachment streams, closed at shutdown.
     attachments: Arc<Attachments>,
+    /// The dashboard, whose event streams end at shutdown.
+    board: herd_layer::dashboard::Dashboard,
     /// The `_herd._tcp` advertisement, withdrawn when dropped.
     _advert: Option<discovery::mdns::Advert>,
     shutdown: watch::Sender<bool>,
@@ -101,6 +103,8 @@ impl Running {
         // End the nodes' attachment streams so they finish the drain (and
         // the nodes look for a picker again) instead of being cut.
         self.attachments.close_all();
+        // Open dashboards hold their event stream; end it too.
+        self.board.close();
         for t in &self.background {
             t.abort();
         }
@@ -173,11 +177,25 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
     let fleet_addr = fleet_l.as_ref().map(|l| local(l, grpc_addr));
 
     let fleet = Fleet::new();
-    let live = Live::default();
+    let live = Live {
+        limits: herd_layer::limit::Limiter::new(cfg.routing.limits.max_tenants),
+        ..Live::default()
+    };
     let attachments = Arc::new(Attachments::default());
     let router_cfg = Arc::new(cfg.routing.clone());
     let metrics = Metrics::new();
-    let picker = Picker::new(fleet.clone(), live.clone(), router_cfg.clone());
+    // The read-only dashboard on the metrics port; its tracer feeds the
+    // routing view with every pick.
+    let board = crate::dashboard::dashboard(&cfg.routing, fleet.clone(), live.clone());
+    let picker = Picker::with_tracer(
+        fleet.clone(),
+        live.clone(),
+        router_cfg.clone(),
+        Some(board.tracer(
+            true,
+            herd_layer::health::HealthConfig::default().cold_load_ms,
+        )),
+    );
     let processor = Processor::new(picker, metrics.clone()).into_server();
     let router_id = format!("herd-epp-{}-{}", std::process::id(), grpc_addr.port());
     let fleet_svc = FleetService::new(
@@ -238,7 +256,15 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
         }));
     }
 
-    let app = metrics.router();
+    let board_routes = crate::dashboard::Board {
+        dashboard: board.clone(),
+        fleet: fleet.clone(),
+        live: live.clone(),
+        cfg: router_cfg.clone(),
+    };
+    let app = metrics
+        .router()
+        .merge(crate::dashboard::router(board_routes.clone()));
     let sig = signal(stop_rx.clone());
     servers.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(metrics_l, app)
@@ -249,7 +275,8 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
         }
     }));
 
-    let mut background = vec![tokio::spawn(discovery::sweep(
+    let mut background = vec![tokio::spawn(board.sampler(Arc::new(board_routes)))];
+    background.push(tokio::spawn(discovery::sweep(
         fleet.clone(),
         cfg.routing.report_timeout,
         discovery::FORGET_AFTER,
@@ -258,9 +285,10 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
             move |gone: &[herd_layer::fleet::NodeId]| {
                 live.history.forget(gone);
                 live.admission.forget(gone);
+                live.prefix.forget(gone);
             }
         },
-    ))];
+    )));
     let urls = cfg
         .endpoints
         .iter()
@@ -290,6 +318,7 @@ pub async fn start(cfg: EppConfig) -> Result<Running, StartError> {
         live,
         metrics,
         attachments,
+        board,
         shutdown: stop_tx,
         servers,
         background,

@@ -31,6 +31,8 @@ struct Usage {
     eval_ms: Option<f64>,
     /// Ollama's `load_duration` (model load time), in milliseconds.
     load_ms: Option<f64>,
+    /// Ollama's timings of the answer (its final line).
+    node_timings: Option<herd_layer::slots::NodeTimings>,
 }
 
 /// Watches one response body go by.
@@ -43,6 +45,8 @@ pub struct Meter {
     whole: Vec<u8>,
     whole_overflow: bool,
     usage: Usage,
+    /// Output chunks seen and not yet taken (about one token each).
+    chunks: u64,
 }
 
 impl Meter {
@@ -56,6 +60,7 @@ impl Meter {
             whole: Vec::new(),
             whole_overflow: false,
             usage: Usage::default(),
+            chunks: 0,
         }
     }
 
@@ -118,10 +123,21 @@ impl Meter {
         self.whole = Vec::new();
     }
 
+    /// Output chunks seen since the last call: an SSE event with a
+    /// `delta`, or an Ollama line not yet `done` (a limited tenant is
+    /// charged these while the answer streams).
+    pub fn take_chunks(&mut self) -> u64 {
+        std::mem::take(&mut self.chunks)
+    }
+
     fn scan_line(&mut self, line: &[u8]) {
         let mut l = line.trim_ascii();
         if let Some(d) = l.strip_prefix(b"data:") {
             l = d.trim_ascii();
+        }
+        let has = |n: &[u8]| l.windows(n.len()).any(|w| w == n);
+        if has(b"\"delta\"") || has(b"\"done\":false") || has(b"\"done\": false") {
+            self.chunks += 1;
         }
         if l.first() != Some(&b'{') {
             return;
@@ -154,6 +170,9 @@ impl Meter {
         if let Some(ns) = num(v, "load_duration") {
             self.usage.load_ms = Some(ns as f64 / 1e6);
         }
+        if let Some(t) = herd_layer::slots::NodeTimings::from_final(v) {
+            self.usage.node_timings = Some(t);
+        }
     }
 
     /// What to record in the history.
@@ -166,6 +185,8 @@ impl Meter {
             eval_ms: self.usage.eval_ms,
             load_ms: self.usage.load_ms,
             ok,
+            node_timings: self.usage.node_timings,
+            concurrency: None,
         }
     }
 }
@@ -217,7 +238,8 @@ mod tests {
                 prompt_tokens: Some(4),
                 output_tokens: Some(9),
                 eval_ms: Some(90.0),
-                load_ms: Some(2.0)
+                load_ms: Some(2.0),
+                node_timings: None,
             }
         );
         let o = m.outcome(true);

@@ -17,7 +17,10 @@ use crate::retry::RetryConfig;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
-    /// Ollama URLs without a herd-node ("agentless"); the router polls them.
+    /// Ollama URLs without a herd-node ("agentless"); the router polls
+    /// them. Other engines as `KIND+URL` (`openai+http://…`,
+    /// `stt+http://…?model=whisper-1`, `image+http://…`; see
+    /// `herd_proto::engine`).
     pub nodes: Vec<String>,
     /// How often agentless nodes are polled.
     #[serde(with = "crate::duration")]
@@ -81,6 +84,11 @@ pub struct RoutingConfig {
     pub autopull: crate::retry::AutoPullConfig,
     /// Warm the runner-up when a model's queue builds.
     pub prewarm: crate::prewarm::PrewarmConfig,
+    /// `[dashboard]`: the live dashboard's limits (see [`crate::dashboard`]).
+    pub dashboard: crate::dashboard::settings::DashboardConfig,
+    /// `[limits]`: requests, tokens and concurrency per tenant (an API key
+    /// in the proxy, an identity header in herd-epp).
+    pub limits: crate::limit::LimitsConfig,
 }
 
 /// `[mdns]`: zero-config discovery (see [`crate::discovery::mdns`]).
@@ -149,6 +157,8 @@ impl Default for RoutingConfig {
             mdns: Default::default(),
             autopull: Default::default(),
             prewarm: Default::default(),
+            dashboard: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -178,6 +188,8 @@ pub const PROXY_KEYS: &[&str] = &[
     "health",
     "log",
     "server",
+    "auth",
+    "tls",
 ];
 
 /// Why a config file cannot be used.
@@ -314,15 +326,21 @@ impl RoutingConfig {
                 reason: format!("{} is outside 0..=1000", self.retry.budget_ratio),
             });
         }
+        self.limits
+            .validate()
+            .map_err(|reason| ConfigError::Invalid {
+                name: "limits",
+                reason,
+            })?;
         for url in &self.nodes {
-            let ok = url
-                .parse::<http::Uri>()
-                .ok()
-                .is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-            if !ok {
+            // An Ollama URL, or another engine as `KIND+URL` (see
+            // `herd_proto::engine`).
+            if let Err(why) = herd_proto::engine::parse_engine(url) {
                 return Err(ConfigError::Invalid {
                     name: "nodes",
-                    reason: format!("{url:?} is not an http URL like http://10.0.0.5:11434"),
+                    reason: format!(
+                        "{why}; give an http URL like http://10.0.0.5:11434, or an engine like openai+http://10.0.0.5:8080"
+                    ),
                 });
             }
         }
@@ -361,6 +379,14 @@ mod tests {
         assert!(c.validate().is_err());
         c.nodes = vec!["https://10.0.0.5:11434".into()];
         assert!(c.validate().is_err(), "engines are reached over plain http");
+        c.nodes = vec!["tts+http://10.0.0.5:1".into()];
+        assert!(c.validate().is_err(), "no such engine kind");
+        c.nodes = vec![
+            "http://10.0.0.5:11434".into(),
+            "openai+http://10.0.0.5:8080".into(),
+            "stt+http://10.0.0.5:9000?model=whisper-1".into(),
+        ];
+        c.validate().unwrap();
         c.nodes.clear();
         c.report_timeout = Duration::from_secs(1);
         assert!(c.validate().is_err());

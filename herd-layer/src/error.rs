@@ -23,6 +23,8 @@ pub struct ClientError {
     pub code: Option<&'static str>,
     /// How long to wait before trying again, when waiting helps.
     pub retry_after: Option<Duration>,
+    /// Extra response headers (`WWW-Authenticate`, `x-ratelimit-*`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ClientError {
@@ -33,6 +35,7 @@ impl ClientError {
             message: message.into(),
             code: None,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -50,6 +53,12 @@ impl ClientError {
     /// With a `Retry-After`.
     pub fn retry_after(mut self, d: Duration) -> Self {
         self.retry_after = Some(d);
+        self
+    }
+
+    /// With an extra response header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 

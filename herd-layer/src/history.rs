@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet::NodeId;
 use crate::rank::Perf;
+use crate::slots::{Sample, SlotEstimate, SlotLearner};
 
 /// Samples kept per series.
 const WINDOW: usize = 32;
@@ -47,6 +48,12 @@ pub struct Outcome {
     pub load_ms: Option<f64>,
     /// Whether the answer ended well.
     pub ok: bool,
+    /// The engine's own timings of the answer (Ollama's final chunk): where
+    /// its time went on the node, what [`crate::slots`] learns from.
+    pub node_timings: Option<crate::slots::NodeTimings>,
+    /// Requests herd had in flight on the node:model when this one got its
+    /// slot, itself included (see [`crate::slots`]).
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +89,10 @@ struct Book {
     /// Medians of the series, kept current on every write so that scoring
     /// (many reads per request) never sorts.
     medians: (Option<f64>, Option<f64>, Option<f64>),
+    /// How many requests the node serves at once, as answers tell.
+    slots: SlotLearner,
+    /// Its estimate, kept current on every write.
+    slot_estimate: Option<SlotEstimate>,
 }
 
 impl Book {
@@ -137,6 +148,8 @@ pub struct Summary {
     pub failed: u64,
     /// The medians scoring reads.
     pub perf: Option<Perf>,
+    /// Parallel slots learned from its answers (see [`crate::slots`]).
+    pub learned_slots: Option<SlotEstimate>,
 }
 
 impl History {
@@ -156,6 +169,16 @@ impl History {
         b.completed += 1;
         b.failures_in_row = 0;
         let load = o.load_ms.unwrap_or(0.0);
+        if o.concurrency.is_some() || o.node_timings.is_some() {
+            b.slots.sample(&Sample {
+                concurrency: o.concurrency.unwrap_or(0),
+                timings: o.node_timings,
+                ttft_ms: o.ttft_ms,
+                load_ms: load,
+                sent_ms_ago: o.total_ms,
+            });
+            b.slot_estimate = b.slots.estimate();
+        }
         if let Some(t) = o.ttft_ms {
             if load >= COLD_LOAD_MS {
                 b.cold_load_ms.push(load);
@@ -212,6 +235,13 @@ impl History {
             samples,
             recent_failures,
         })
+    }
+
+    /// What answers taught about how many requests `node`:`model` serves
+    /// at once (see [`crate::slots`]), once any did.
+    pub fn slots(&self, node: &str, model: &str) -> Option<SlotEstimate> {
+        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        book(&books, node, model)?.slot_estimate
     }
 
     /// Drop what was learned about these nodes (they left the fleet).
@@ -271,11 +301,12 @@ impl History {
             .map(|(node, model)| {
                 let perf = self.perf(&node, &model);
                 let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-                let (completed, failed) =
-                    book(&books, &node, &model).map_or((0, 0), |b| (b.completed, b.failed));
+                let (completed, failed, learned_slots) = book(&books, &node, &model)
+                    .map_or((0, 0, None), |b| (b.completed, b.failed, b.slot_estimate));
                 Summary {
                     completed,
                     failed,
+                    learned_slots,
                     node,
                     model,
                     perf,

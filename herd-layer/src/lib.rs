@@ -16,12 +16,17 @@
 pub mod alias;
 pub mod body;
 pub mod budget;
+pub mod capability;
 pub mod error;
 pub mod fleet;
+pub mod health;
 pub mod history;
+pub mod model_name;
+pub mod prefix;
 pub mod rank;
 pub mod request;
 pub mod routed;
+pub mod slots;
 
 // The dialects clients speak, and the node client.
 pub mod client;
@@ -30,6 +35,7 @@ pub mod dialect;
 // The layers, outermost first, and the leaf.
 pub mod discovery;
 pub mod forward;
+pub mod limit;
 pub mod queueing;
 pub mod retry;
 pub mod scoring;
@@ -37,6 +43,7 @@ pub mod trace;
 
 // Wiring: shared state, background control, config, the stack.
 pub mod config;
+pub mod dashboard;
 pub mod duration;
 pub mod live;
 pub mod prewarm;

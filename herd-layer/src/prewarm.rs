@@ -125,6 +125,8 @@ pub fn runner_up(
         endpoint: crate::request::Endpoint::OllamaChat,
         native_only: false,
         now_ms: crate::fleet::now_ms(),
+        needs: crate::capability::Caps::NONE,
+        prefix: None,
     };
     let ranking = rank::score(&view, live, &input, scoring_cfg);
     let best = ranking.best()?;

@@ -4,6 +4,7 @@
 //! JSON body is kept (minus herd-only fields such as `fallback_models`) so the
 //! leaf can forward it, translated or not, without a second parse.
 
+pub use crate::model_name::{normalize_model, normalized};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -52,6 +53,35 @@ pub enum Kind {
     Generate,
     /// Embeddings of inputs.
     Embed,
+    /// Speech to text (an uploaded audio file).
+    Transcribe,
+    /// Image generation.
+    Image,
+}
+
+impl Kind {
+    /// The kind's name in traces, metrics and `/fleet/explain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat",
+            Kind::Generate => "generate",
+            Kind::Embed => "embed",
+            Kind::Transcribe => "transcribe",
+            Kind::Image => "image",
+        }
+    }
+}
+
+/// How an endpoint's body comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyKind {
+    /// A JSON object, read whole and parsed once.
+    Json,
+    /// A `multipart/form-data` upload (audio, an image to edit): read only
+    /// until its `model` field, then streamed through (see
+    /// [`crate::dialect::upload`]).
+    Multipart,
 }
 
 /// An inference endpoint herd routes. Every fact about one lives in its row
@@ -77,6 +107,14 @@ pub enum Endpoint {
     AnthropicMessages,
     /// `POST /v1/responses` (OpenAI Responses).
     Responses,
+    /// `POST /v1/audio/transcriptions` (speech to text, multipart).
+    AudioTranscriptions,
+    /// `POST /v1/audio/translations` (speech to English text, multipart).
+    AudioTranslations,
+    /// `POST /v1/images/generations`.
+    ImageGenerations,
+    /// `POST /v1/images/edits` (multipart).
+    ImageEdits,
 }
 
 /// One row of [`ENDPOINTS`].
@@ -94,6 +132,8 @@ pub struct EndpointSpec {
     pub streams_by_default: bool,
     /// Whether it can stream at all.
     pub can_stream: bool,
+    /// How its body comes.
+    pub body: BodyKind,
 }
 
 const fn row(
@@ -103,6 +143,7 @@ const fn row(
     kind: Kind,
     streams_by_default: bool,
     can_stream: bool,
+    body: BodyKind,
 ) -> EndpointSpec {
     EndpointSpec {
         endpoint,
@@ -111,22 +152,30 @@ const fn row(
         kind,
         streams_by_default,
         can_stream,
+        body,
     }
 }
 
 /// Every inference endpoint, once. Order matches [`Endpoint`]'s variants.
-/// Columns: endpoint, path, dialect, kind, streams by default, can stream.
+/// Columns: endpoint, path, dialect, kind, streams by default, can stream,
+/// body. The media endpoints' answers pass through as the engine sends
+/// them (`stream` there is the engine's business), so herd never streams
+/// them itself.
 #[rustfmt::skip]
 pub const ENDPOINTS: &[EndpointSpec] = &[
-    row(Endpoint::OllamaChat, "/api/chat", Dialect::Ollama, Kind::Chat, true, true),
-    row(Endpoint::OllamaGenerate, "/api/generate", Dialect::Ollama, Kind::Generate, true, true),
-    row(Endpoint::OllamaEmbed, "/api/embed", Dialect::Ollama, Kind::Embed, false, false),
-    row(Endpoint::OllamaEmbeddings, "/api/embeddings", Dialect::Ollama, Kind::Embed, false, false),
-    row(Endpoint::OpenAiChat, "/v1/chat/completions", Dialect::OpenAi, Kind::Chat, false, true),
-    row(Endpoint::OpenAiCompletions, "/v1/completions", Dialect::OpenAi, Kind::Generate, false, true),
-    row(Endpoint::OpenAiEmbeddings, "/v1/embeddings", Dialect::OpenAi, Kind::Embed, false, false),
-    row(Endpoint::AnthropicMessages, "/v1/messages", Dialect::Anthropic, Kind::Chat, false, true),
-    row(Endpoint::Responses, "/v1/responses", Dialect::Responses, Kind::Chat, false, true),
+    row(Endpoint::OllamaChat, "/api/chat", Dialect::Ollama, Kind::Chat, true, true, BodyKind::Json),
+    row(Endpoint::OllamaGenerate, "/api/generate", Dialect::Ollama, Kind::Generate, true, true, BodyKind::Json),
+    row(Endpoint::OllamaEmbed, "/api/embed", Dialect::Ollama, Kind::Embed, false, false, BodyKind::Json),
+    row(Endpoint::OllamaEmbeddings, "/api/embeddings", Dialect::Ollama, Kind::Embed, false, false, BodyKind::Json),
+    row(Endpoint::OpenAiChat, "/v1/chat/completions", Dialect::OpenAi, Kind::Chat, false, true, BodyKind::Json),
+    row(Endpoint::OpenAiCompletions, "/v1/completions", Dialect::OpenAi, Kind::Generate, false, true, BodyKind::Json),
+    row(Endpoint::OpenAiEmbeddings, "/v1/embeddings", Dialect::OpenAi, Kind::Embed, false, false, BodyKind::Json),
+    row(Endpoint::AnthropicMessages, "/v1/messages", Dialect::Anthropic, Kind::Chat, false, true, BodyKind::Json),
+    row(Endpoint::Responses, "/v1/responses", Dialect::Responses, Kind::Chat, false, true, BodyKind::Json),
+    row(Endpoint::AudioTranscriptions, "/v1/audio/transcriptions", Dialect::OpenAi, Kind::Transcribe, false, false, BodyKind::Multipart),
+    row(Endpoint::AudioTranslations, "/v1/audio/translations", Dialect::OpenAi, Kind::Transcribe, false, false, BodyKind::Multipart),
+    row(Endpoint::ImageGenerations, "/v1/images/generations", Dialect::OpenAi, Kind::Image, false, false, BodyKind::Json),
+    row(Endpoint::ImageEdits, "/v1/images/edits", Dialect::OpenAi, Kind::Image, false, false, BodyKind::Multipart),
 ];
 
 impl Endpoint {
@@ -158,6 +207,17 @@ impl Endpoint {
     pub fn path(self) -> &'static str {
         self.spec().path
     }
+
+    /// Whether its body is a multipart upload.
+    pub fn multipart(self) -> bool {
+        self.spec().body == BodyKind::Multipart
+    }
+
+    /// Whether its answer passes through as the engine sends it (media:
+    /// a transcript, images), not as a token stream herd reads.
+    pub fn opaque(self) -> bool {
+        matches!(self.kind(), Kind::Transcribe | Kind::Image)
+    }
 }
 
 /// One request, parsed once.
@@ -184,6 +244,12 @@ pub struct RouteRequest {
     pub max_output_tokens: Option<u32>,
     /// Images in the prompt.
     pub images: u32,
+    /// What the model must be able to do (from the content: images, tools,
+    /// `think`, audio, image generation).
+    pub needs: crate::capability::Caps,
+    /// A multipart upload, streamed through rather than parsed (`body` is
+    /// then empty).
+    pub upload: Option<Arc<crate::dialect::upload::Upload>>,
     /// The client's `options.num_ctx`, when set.
     pub num_ctx: Option<u32>,
     /// Tags for analytics (body `metadata.tags`/`tags`, `x-herd-tags`, `user:`…).
@@ -201,6 +267,16 @@ pub struct RouteRequest {
     /// The memory the body holds, charged to the body budget until the
     /// request is over.
     pub charge: Arc<Charge>,
+    /// The prompt's block hashes, for prefix-cache affinity (see
+    /// [`crate::prefix`]); empty when the request has no prompt to cache.
+    pub prefix: crate::prefix::Prefix,
+    /// Who is asking, when the edge knows (an API key in the proxy, the
+    /// identity header in herd-epp): limited by [`crate::limit`], named
+    /// in traces and metrics.
+    pub tenant: Option<crate::limit::Tenant>,
+    /// Whether a model no node has may be pulled for this request (the
+    /// proxy allows it to admin callers only).
+    pub may_pull: bool,
 }
 
 impl RouteRequest {
@@ -236,37 +312,6 @@ pub fn check_model_name(m: &str) -> Result<(), crate::error::ClientError> {
             if m.chars().count() > 64 { "…" } else { "" }
         ))
         .code("invalid_model"))
-    }
-}
-
-/// Ollama's model naming, as one canonical key: a name without a tag means
-/// `:latest`, the default registry and namespace may be written or not
-/// (`registry.ollama.ai/library/qwen3` is `qwen3`), and letter case does not
-/// matter (Ollama matches names case-insensitively).
-pub fn normalize_model(name: &str) -> String {
-    normalized(name).into_owned()
-}
-
-/// The default registry and namespace, which Ollama leaves out of names.
-const DEFAULT_PREFIXES: [&str; 2] = ["registry.ollama.ai/", "library/"];
-
-/// [`normalize_model`] without allocating when the name already is in its
-/// canonical form (the common case on the request path).
-pub fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
-    let mut short = name.trim();
-    for p in DEFAULT_PREFIXES {
-        if short.len() > p.len() && short[..p.len()].eq_ignore_ascii_case(p) {
-            short = &short[p.len()..];
-        }
-    }
-    // A tag follows the last ':' that comes after the last '/' (registry hosts may carry ports).
-    let last_segment = short.rsplit('/').next().unwrap_or(short);
-    let tagged = last_segment.contains(':');
-    let lower = !short.bytes().any(|b| b.is_ascii_uppercase());
-    match (tagged, lower) {
-        (true, true) => std::borrow::Cow::Borrowed(short),
-        (true, false) => std::borrow::Cow::Owned(short.to_ascii_lowercase()),
-        (false, _) => std::borrow::Cow::Owned(format!("{}:latest", short.to_ascii_lowercase())),
     }
 }
 

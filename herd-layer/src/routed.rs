@@ -86,6 +86,9 @@ pub struct Routed {
     pub pick: Option<Pick>,
     /// Set by the trace layer: where layers note what they decided.
     pub trail: Option<Arc<dyn Trail>>,
+    /// Set by the limit layer for a limited tenant: where the leaf reports
+    /// the tokens the answer costs.
+    pub meter: Option<Arc<dyn Meter>>,
 }
 
 impl Routed {
@@ -102,6 +105,7 @@ impl Routed {
             view: None,
             pick: None,
             trail: None,
+            meter: None,
         }
     }
 
@@ -126,6 +130,10 @@ pub struct Pick {
     pub version: String,
     /// Parallel slots for the model there (admission's limit).
     pub slots: u32,
+    /// Requests in flight on the node:model when this one got its slot,
+    /// itself included; set by the queueing layer (0 before). What a node's
+    /// parallelism is learned from (see [`crate::slots`]).
+    pub concurrency: u32,
     /// How warm the model is there.
     pub temperature: Temperature,
     /// Its score.
@@ -171,6 +179,17 @@ pub trait Trail: Send + Sync + std::fmt::Debug {
     fn context_action(&self, action: &str);
     /// The stack answered with an error instead of a response.
     fn failed(&self, error: &BoxError);
+}
+
+/// Where the leaf tells what an answer costs in tokens while it goes to
+/// the client: the limit layer charges its tenant through it (see
+/// [`crate::limit`]). Every method is a note; none may block.
+pub trait Meter: Send + Sync + std::fmt::Debug {
+    /// `tokens` more output tokens were relayed (a chunk is about one).
+    fn streamed(&self, tokens: u64);
+    /// The answer ended: the engine's own counts, when it gave them, replace
+    /// the estimates.
+    fn finished(&self, outcome: &Outcome);
 }
 
 /// Starts a [`Trail`] for each request (see [`crate::trace`]).

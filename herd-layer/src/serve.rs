@@ -12,6 +12,11 @@
 //! served on the one port (herd's gRPC attach service is HTTP/2); a
 //! connection carrying a stream — a long generation, a node's attachment —
 //! is never idle.
+//!
+//! With a certificate ([`serve_tls`]) the same port also speaks TLS: each
+//! connection's first byte says whether it is a TLS handshake, so API
+//! clients use `https://` while herd-node agents keep attaching over plain
+//! HTTP/2.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -204,6 +209,10 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for InFlight<B> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
 
+/// In a request's extensions when it came over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tls;
+
 /// Serve `svc` on `listener` under `cfg` until `stop` turns true; then stop
 /// accepting and let open connections finish (hyper's graceful shutdown).
 /// `open` counts the connections.
@@ -212,7 +221,31 @@ pub async fn serve<S, B>(
     svc: S,
     cfg: ServeConfig,
     open: Open,
+    stop: watch::Receiver<bool>,
+) where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    serve_tls(listener, svc, cfg, open, stop, None).await
+}
+
+/// [`serve`], and with `tls` each connection whose first byte opens a TLS
+/// handshake is served over TLS (its requests carry [`Tls`]); the others
+/// stay plain HTTP on the same port — herd-node attaches over plain HTTP/2,
+/// and it is the service's business which plain requests it answers. The
+/// handshake, like the headers, must come within `header_timeout`.
+pub async fn serve_tls<S, B>(
+    listener: TcpListener,
+    svc: S,
+    cfg: ServeConfig,
+    open: Open,
     mut stop: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) where
     S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
         + Clone
@@ -268,36 +301,56 @@ pub async fn serve<S, B>(
             last: AtomicU64::new(0),
             born: Instant::now(),
         });
-        let io = TokioIo::new(Watched {
-            io: tcp,
-            activity: activity.clone(),
-        });
         let per_conn = {
             let svc = svc.clone();
             let activity = activity.clone();
-            hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-                activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                let guard = FlightGuard(activity.clone());
-                req.extensions_mut().insert(Peer(peer));
-                let mut svc = svc.clone();
-                async move {
-                    let rsp = tower::ServiceExt::ready(&mut svc).await?.call(req).await?;
-                    Ok::<_, Infallible>(rsp.map(|inner| InFlight {
-                        inner,
-                        guard: Some(guard),
-                    }))
-                }
-            })
+            move |over_tls: bool| {
+                hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                    activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let guard = FlightGuard(activity.clone());
+                    req.extensions_mut().insert(Peer(peer));
+                    if over_tls {
+                        req.extensions_mut().insert(Tls);
+                    }
+                    let mut svc = svc.clone();
+                    async move {
+                        let rsp = tower::ServiceExt::ready(&mut svc).await?.call(req).await?;
+                        Ok::<_, Infallible>(rsp.map(|inner| InFlight {
+                            inner,
+                            guard: Some(guard),
+                        }))
+                    }
+                })
+            }
         };
-        let conn = builder
-            .serve_connection_with_upgrades(io, per_conn)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watched = Watched {
+            io: tcp,
+            activity: activity.clone(),
+        };
         let open = open.clone();
         let idle = cfg.idle_timeout;
         let silent_for = cfg.header_timeout;
         open.0.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let io = match tls {
+                None => Conn::Plain(watched),
+                Some(acceptor) => match handshake(watched, &acceptor, silent_for).await {
+                    Some(io) => io,
+                    None => {
+                        open.0.fetch_sub(1, Ordering::Relaxed);
+                        drop(slot);
+                        return;
+                    }
+                },
+            };
+            let over_tls = matches!(io, Conn::Tls(_));
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), per_conn(over_tls))
+                .into_owned();
+            let conn = watcher.watch(conn);
             let mut conn = std::pin::pin!(conn);
             let every = (idle / 4)
                 .min(silent_for / 2)
@@ -337,6 +390,135 @@ pub async fn serve<S, B>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection as served: plain, or TLS over the watched socket.
+enum Conn {
+    Plain(Watched<TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<Watched<TcpStream>>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Conn::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Conn::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_flush(cx),
+            Conn::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Conn::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Conn::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(io) => io.is_write_vectored(),
+            Conn::Tls(io) => io.is_write_vectored(),
+        }
+    }
+}
+
+/// The first byte says which: a TLS record of type handshake (22) starts a
+/// TLS connection, anything else is plain HTTP. Waiting for it, and the
+/// handshake, get `within` (the header timeout); `None` closes the socket.
+async fn handshake(
+    io: Watched<TcpStream>,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    within: Duration,
+) -> Option<Conn> {
+    let deadline = Instant::now() + within;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, io.io.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    if first[0] != 0x16 {
+        return Some(Conn::Plain(io));
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => Some(Conn::Tls(Box::new(tls))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// A TLS acceptor for a PEM certificate chain and private key (HTTP/2 and
+/// HTTP/1.1 offered by ALPN).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, TlsFilesError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let named = |path: &std::path::Path, e: &dyn std::fmt::Display| TlsFilesError {
+        path: path.display().to_string(),
+        cause: e.to_string(),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| named(cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| named(cert, &e))?;
+    if certs.is_empty() {
+        return Err(named(cert, &"no certificate in the file"));
+    }
+    let pk = PrivateKeyDer::from_pem_file(key).map_err(|e| named(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| named(cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, pk)
+        .map_err(|e| named(key, &e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// A certificate or key file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: cannot use {path}: {cause}")]
+pub struct TlsFilesError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub cause: String,
 }
 
 /// The listen backlog: connections the kernel completes before herd

@@ -132,5 +132,5 @@ fn print_config_shows_env_and_file_values_in_order() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an http URL"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a URL like http://"));
 }

@@ -399,10 +399,27 @@ pub(crate) async fn execute<S: StateSource>(
             controls.set_draining(true);
             Ok("draining".to_owned())
         }
+        Some(command::Kind::Undrain(_)) => {
+            controls.set_draining(false);
+            Ok("taking work again".to_owned())
+        }
         Some(command::Kind::SetMode(m)) => match NodeMode::try_from(m.mode) {
             Ok(mode) if mode != NodeMode::Unspecified => {
                 controls.set_mode(mode);
-                Ok(format!("mode set to {}", mode.as_str_name()))
+                // Full means full: a drain asked for earlier ends too.
+                let undrained = mode == NodeMode::Full && controls.draining();
+                if undrained {
+                    controls.set_draining(false);
+                }
+                Ok(format!(
+                    "mode set to {}{}",
+                    mode.as_str_name(),
+                    if undrained {
+                        "; no longer draining"
+                    } else {
+                        ""
+                    }
+                ))
             }
             _ => Err(format!("unknown mode {}", m.mode)),
         },
@@ -425,7 +442,7 @@ pub(crate) async fn execute<S: StateSource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herd_proto::v1::{Drain, PullModel, SetMode};
+    use herd_proto::v1::{Drain, PullModel, SetMode, Undrain};
 
     struct Fake;
 
@@ -497,5 +514,18 @@ mod tests {
             ("n1", 1, true)
         );
         assert_eq!(report.mode, NodeMode::SmallOnly as i32);
+        // Undrain ends a drain; so does mode full.
+        let r = execute(cmd("5", command::Kind::Undrain(Undrain {})), &Fake, &c).await;
+        assert!(r.ok && !c.draining());
+        execute(cmd("6", command::Kind::Drain(Drain {})), &Fake, &c).await;
+        let full = NodeMode::Full as i32;
+        let r = execute(
+            cmd("7", command::Kind::SetMode(SetMode { mode: full })),
+            &Fake,
+            &c,
+        )
+        .await;
+        assert!(r.ok && !c.draining(), "{}", r.message);
+        assert!(r.message.contains("no longer draining"), "{}", r.message);
     }
 }

@@ -132,6 +132,12 @@ pub struct RunArgs {
     /// URL the router should use to reach Ollama (default: --ollama).
     #[arg(long, env = "HERD_NODE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Another engine on this machine, as KIND+URL (repeat, or
+    /// comma-separate in HERD_NODE_ENGINES): `openai+http://127.0.0.1:8080`,
+    /// `stt+http://127.0.0.1:9000?model=whisper-1`, `image+http://…`.
+    /// The router reaches it at that URL: give an address it can reach.
+    #[arg(long = "engine-url", env = "HERD_NODE_ENGINES", value_delimiter = ',')]
+    pub engines: Vec<String>,
 }
 
 /// The token from a file (preferred) or a flag.
@@ -221,6 +227,19 @@ mod tests {
         };
         assert!(r.router.is_none() && r.mdns.no_mdns);
         assert_eq!(r.mode, ModeArg::SmallOnly);
+        let cli = Cli::try_parse_from([
+            "herd-node",
+            "run",
+            "--engine-url",
+            "stt+http://10.0.0.5:9000?model=w",
+            "--engine-url",
+            "image+http://10.0.0.5:7860",
+        ])
+        .expect("parse");
+        let Cmd::Run(r) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(r.engines.len(), 2);
         assert!(Cli::try_parse_from(["herd-node", "simulate", "--demo", "--fleet", "x"]).is_err());
     }
 }

@@ -95,6 +95,42 @@ pub struct DeviceConfig {
     pub sensors: Sensors,
     /// Faults active at start.
     pub faults: Faults,
+    /// What the device's engine is: an Ollama (the default), or a server
+    /// that speaks only OpenAI's API — `openai` (an LLM server such as
+    /// llama.cpp's or vLLM), `stt` (speech to text), `image` (image
+    /// generation).
+    pub engine: SimEngine,
+    /// Engines beside the Ollama on the same machine, each on a port of its
+    /// own and reported in the device's `extra_engines`; each is a device
+    /// config whose `engine` is not `ollama` (its name, hardware and agent
+    /// fields are unused).
+    pub extra_engines: Vec<DeviceConfig>,
+    /// Speech to text: milliseconds of work per second of audio, after the
+    /// load and the time to first token (100: ten times real time).
+    pub transcribe_ms_per_audio_s: f64,
+    /// Image generation: milliseconds per 1024×1024 image (scaled by the
+    /// pixels asked for), after the load.
+    pub image_ms: u64,
+    /// Image generation: partial images a streamed generation sends before
+    /// the last one.
+    pub image_partials: u32,
+}
+
+/// The kind of engine a simulated device runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SimEngine {
+    /// Ollama: its own API and its OpenAI compatibility.
+    #[default]
+    Ollama,
+    /// An LLM server that speaks only OpenAI's API (`/v1/models`,
+    /// `/v1/chat/completions`, `/v1/embeddings`).
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// A speech-to-text server (`/v1/audio/transcriptions`, `translations`).
+    Stt,
+    /// An image server (`/v1/images/generations`, `edits`).
+    Image,
 }
 
 impl Default for DeviceConfig {
@@ -124,6 +160,11 @@ impl Default for DeviceConfig {
             keep_alive_secs: 300,
             sensors: Sensors::default(),
             faults: Faults::default(),
+            engine: SimEngine::Ollama,
+            extra_engines: Vec::new(),
+            transcribe_ms_per_audio_s: 100.0,
+            image_ms: 4000,
+            image_partials: 2,
         }
     }
 }
@@ -457,6 +498,24 @@ impl DeviceConfig {
         if self.num_parallel == 0 {
             return bad("num_parallel must be >= 1".into());
         }
+        if !(self.transcribe_ms_per_audio_s.is_finite() && self.transcribe_ms_per_audio_s >= 0.0) {
+            return bad("transcribe_ms_per_audio_s must be >= 0".into());
+        }
+        if self.extra_engines.len() > herd_proto::engine::MAX_EXTRA_ENGINES {
+            return bad(format!(
+                "at most {} extra engines",
+                herd_proto::engine::MAX_EXTRA_ENGINES
+            ));
+        }
+        for e in &self.extra_engines {
+            if e.engine == SimEngine::Ollama {
+                return bad("an extra engine is openai, stt or image, not ollama".into());
+            }
+            if !e.extra_engines.is_empty() {
+                return bad("an extra engine has no extra engines of its own".into());
+            }
+            e.validate()?;
+        }
         for m in self.models.iter().chain(&self.catalog) {
             if m.speed.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
                 return bad(format!("model {:?}: speed must be > 0", m.name));
@@ -628,6 +687,24 @@ mod tests {
         .expect("parse");
         let r = &cfg.devices[0].models[0];
         assert!(r.thinking && r.tools && !r.vision);
+    }
+
+    #[test]
+    fn engines_beside_ollama_are_other_kinds() {
+        let cfg = FleetConfig::from_toml(
+            "[[devices]]\nname = \"a\"\n[[devices.extra_engines]]\nengine = \"stt\"\n[[devices.extra_engines.models]]\nname = \"whisper-1\"\n",
+        )
+        .expect("parse");
+        let e = &cfg.devices[0].extra_engines[0];
+        assert_eq!(e.engine, SimEngine::Stt);
+        assert_eq!(e.models[0].name, "whisper-1");
+        for bad in [
+            "[[devices]]\nname = \"a\"\n[[devices.extra_engines]]\nengine = \"ollama\"\n",
+            "[[devices]]\nname = \"a\"\n[[devices.extra_engines]]\nengine = \"image\"\n[[devices.extra_engines.extra_engines]]\nengine = \"stt\"\n",
+            "[[devices]]\nname = \"a\"\nengine = \"tts\"\n",
+        ] {
+            assert!(FleetConfig::from_toml(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -257,6 +257,8 @@ pub struct RealOptions {
     pub capacity: Option<CapacityModel>,
     /// Least time between two capacity samples.
     pub sample_every: Duration,
+    /// Engines beside the Ollama, reported as `extra_engines`.
+    pub extra: Vec<herd_proto::engine::EngineDecl>,
 }
 
 /// `GET /v1/models` of an OpenAI-compatible server.
@@ -272,6 +274,24 @@ struct OpenAiModel {
 }
 
 impl OllamaClient {
+    /// `POST /api/show`: what a model can do.
+    pub async fn show(&self, model: &str) -> Result<herd_proto::ollama::Show, OllamaError> {
+        let body = serde_json::json!({"model": model});
+        self.call(
+            http::Method::POST,
+            "/api/show",
+            Some(body),
+            Some(self.timeout),
+        )
+        .await
+    }
+
+    /// `GET /v1/models` as the server lists them (with their context).
+    pub async fn v1_models_raw(&self) -> Result<herd_proto::engine::OpenAiModels, OllamaError> {
+        self.call(http::Method::GET, "/v1/models", None, Some(self.timeout))
+            .await
+    }
+
     /// `GET /v1/models`: model ids of an OpenAI-compatible server.
     pub async fn v1_models(&self) -> Result<Vec<String>, OllamaError> {
         let m: OpenAiModels = self
@@ -296,6 +316,8 @@ pub struct RealSource {
     prober: Prober,
     opts: RealOptions,
     last_sample: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// What `/api/show` said each model can do (Ollama before 0.30).
+    caps: std::sync::Mutex<herd_proto::ollama::Capabilities>,
 }
 
 impl RealSource {
@@ -325,6 +347,7 @@ impl RealSource {
             prober,
             opts,
             last_sample: std::sync::Mutex::new(None),
+            caps: std::sync::Mutex::new(Default::default()),
         }
     }
 
@@ -401,6 +424,7 @@ impl RealSource {
                 e.version = v.version;
                 e.loaded = herd_proto::ollama::loaded_models(ps);
                 e.available = herd_proto::ollama::disk_models(tags);
+                self.fill_capabilities(&mut e.available).await;
             }
             (v, ps, tags) => {
                 let reason = [v.err(), ps.err(), tags.err()]
@@ -413,6 +437,51 @@ impl RealSource {
             }
         }
         e
+    }
+
+    /// Capabilities for an Ollama whose `/api/tags` does not list them
+    /// (before 0.30): from `/api/show`, asked once per model, a few per
+    /// report.
+    async fn fill_capabilities(&self, disk: &mut [DiskModel]) {
+        let ask = self.lock_caps().apply(disk);
+        for name in ask {
+            let digest = disk
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.digest.clone())
+                .unwrap_or_default();
+            let caps = match self.client.show(&name).await {
+                Ok(show) => show.capabilities,
+                // Down now: asked again next time.
+                Err(OllamaError::Request(_) | OllamaError::Timeout(_)) => continue,
+                Err(_) => Vec::new(),
+            };
+            self.lock_caps().learn(&name, &digest, caps);
+        }
+        self.lock_caps().apply(disk);
+    }
+
+    fn lock_caps(&self) -> std::sync::MutexGuard<'_, herd_proto::ollama::Capabilities> {
+        self.caps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The declared engines beside the Ollama, each as its `/v1/models`
+    /// and its declaration say.
+    async fn extra_engines(&self) -> Vec<EngineState> {
+        let polls = self.opts.extra.iter().map(|d| async move {
+            let client = OllamaClient::new(d.url.clone());
+            match client.v1_models_raw().await {
+                Ok(listed) => herd_proto::engine::openai_engine_state(d, Some(listed)),
+                // It answers, without a model list: it serves what was declared.
+                Err(OllamaError::Status { .. } | OllamaError::Json(_)) if !d.models.is_empty() => {
+                    herd_proto::engine::openai_engine_state(d, None)
+                }
+                Err(e) => {
+                    herd_proto::engine::unreachable_state(d, format!("{}/v1/models: {e}", d.url))
+                }
+            }
+        });
+        futures::future::join_all(polls).await
     }
 
     /// Availability: learned when learning is on, with a sample taken at
@@ -448,8 +517,12 @@ impl RealSource {
 
 impl StateSource for RealSource {
     async fn report(&self) -> NodeReport {
-        let (hardware, engine, meeting) =
-            tokio::join!(self.prober.hardware(), self.engine(), self.prober.meeting());
+        let (hardware, engine, meeting, extra_engines) = tokio::join!(
+            self.prober.hardware(),
+            self.engine(),
+            self.prober.meeting(),
+            self.extra_engines()
+        );
         let total = hardware.memory.as_ref().map_or(0, |m| m.total_bytes);
         let mut availability = self.availability(total).await;
         let mut mode = NodeMode::Unspecified;
@@ -470,6 +543,7 @@ impl StateSource for RealSource {
             engine: Some(engine),
             availability: Some(availability),
             mode: mode as i32,
+            extra_engines,
             ..NodeReport::default()
         }
     }
@@ -538,5 +612,80 @@ mod tests {
         assert!(t.state != 0 || !t.unknown_reason.is_empty(), "{t:?}");
         let a = r.availability.expect("availability");
         assert!(!a.known && !a.reason.is_empty());
+    }
+
+    #[tokio::test]
+    async fn capabilities_come_from_show_and_engines_beside_ollama_are_reported() {
+        use crate::config::{DeviceConfig, ModelSpec, SimEngine};
+        use crate::simulate::Device;
+        // An Ollama before 0.30: /api/tags lists no capabilities.
+        let ollama = Device::start(
+            DeviceConfig {
+                name: "old".into(),
+                ollama_version: "0.12.6".into(),
+                models: vec![ModelSpec {
+                    name: "llava:7b".into(),
+                    vision: true,
+                    ..ModelSpec::default()
+                }],
+                ..DeviceConfig::default()
+            },
+            None,
+        )
+        .await
+        .expect("ollama");
+        let stt = Device::start(
+            DeviceConfig {
+                name: "stt".into(),
+                engine: SimEngine::Stt,
+                models: vec![ModelSpec {
+                    name: "whisper-1".into(),
+                    ..ModelSpec::default()
+                }],
+                num_parallel: 2,
+                ..DeviceConfig::default()
+            },
+            None,
+        )
+        .await
+        .expect("stt");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let decl = |s: String| herd_proto::engine::parse_engine(&s).expect("declaration");
+        let src = RealSource::with_options(
+            OllamaClient::new(ollama.url()),
+            ollama.url(),
+            OllamaLimits::default(),
+            Prober::default(),
+            RealOptions {
+                extra: vec![
+                    decl(format!("stt+{}?slots=3", stt.url())),
+                    decl(format!("image+http://127.0.0.1:{port}?model=sd")),
+                ],
+                ..RealOptions::default()
+            },
+        );
+        let r = src.report().await;
+        let e = r.engine.expect("engine");
+        assert_eq!(
+            e.available[0].capabilities,
+            ["completion", "tools", "vision"]
+        );
+        assert_eq!(r.extra_engines.len(), 2);
+        let s = &r.extra_engines[0];
+        assert!(s.reachable, "{s:?}");
+        assert_eq!((s.kind, s.parallel_slots), (EngineKind::Stt as i32, 3));
+        assert_eq!(s.url, stt.url());
+        assert_eq!(s.available[0].name, "whisper-1:latest");
+        assert_eq!(s.available[0].capabilities, ["audio"]);
+        let down = &r.extra_engines[1];
+        assert!(
+            !down.reachable && !down.unreachable_reason.is_empty(),
+            "{down:?}"
+        );
+        ollama.shutdown().await;
+        stt.shutdown().await;
     }
 }

@@ -12,10 +12,13 @@
 //! - [`mdns`]: service names, the TXT format and the interface scope of
 //!   zero-config discovery;
 //! - [`node`]: node ids and node URLs, validated the same way everywhere;
+//! - [`engine`]: engines beside (or instead of) Ollama: their declarations
+//!   (`stt+http://…`) and what their `/v1/models` says;
 //! - [`token`]: reading a fleet token from a file.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod engine;
 pub mod mdns;
 pub mod node;
 pub mod ollama;

@@ -69,6 +69,21 @@ pub fn engine_url(url: &str) -> Result<String, String> {
     if host.is_empty() {
         return Err(format!("{url:?} names no host"));
     }
+    // The URI parser is lenient about hosts (`a[` passes); herd builds
+    // URLs from this one, so the host must be a name, an IPv4 address or a
+    // bracketed IPv6 address — nothing else.
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }
+    };
+    if !host_ok {
+        return Err(format!("{url:?}: {host:?} is not a host name or address"));
+    }
     let port = auth.port_u16().unwrap_or(11434);
     Ok(format!("http://{host}:{port}"))
 }
@@ -103,6 +118,9 @@ mod tests {
             "10.0.0.5:11434",
             "not a url",
             "",
+            // Found by fuzzing: the URI parser takes `a[` as a host.
+            "http://a[:1]",
+            "http://[zz]:1",
         ] {
             assert!(engine_url(bad).is_err(), "{bad:?}");
         }

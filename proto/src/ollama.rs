@@ -133,6 +133,58 @@ pub fn disk_models(tags: Vec<TagModel>) -> Vec<proto::DiskModel> {
 
 pub use crate::time::rfc3339_ms;
 
+/// `POST /api/show`, as far as herd reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Show {
+    /// What the model can do (`completion`, `tools`, `vision`, …).
+    pub capabilities: Vec<String>,
+}
+
+/// What `/api/show` said each model can do, for an Ollama whose `/api/tags`
+/// does not list it (before 0.30): each model is asked about once (again
+/// when its digest changes), a few per poll, and what is kept is bounded.
+#[derive(Debug, Default)]
+pub struct Capabilities {
+    known: std::collections::HashMap<String, (String, Vec<String>)>,
+}
+
+impl Capabilities {
+    /// Models asked about per poll.
+    pub const PER_POLL: usize = 4;
+    /// Models remembered.
+    pub const MAX: usize = 4096;
+
+    /// Fill in what is known for the models of `disk` that list no
+    /// capabilities, forget models no longer there, and return the models
+    /// to ask `/api/show` about now.
+    pub fn apply(&mut self, disk: &mut [proto::DiskModel]) -> Vec<String> {
+        self.known
+            .retain(|name, _| disk.iter().any(|m| &m.name == name));
+        let mut ask = Vec::new();
+        for m in disk.iter_mut().filter(|m| m.capabilities.is_empty()) {
+            match self.known.get(&m.name) {
+                Some((digest, caps)) if *digest == m.digest => m.capabilities = caps.clone(),
+                _ if ask.len() < Self::PER_POLL => ask.push(m.name.clone()),
+                _ => {}
+            }
+        }
+        ask
+    }
+
+    /// What `/api/show` answered for `name` at `digest` (an empty list when
+    /// it failed: it is not asked again until the model changes).
+    pub fn learn(&mut self, name: &str, digest: &str, mut caps: Vec<String>) {
+        if self.known.len() >= Self::MAX && !self.known.contains_key(name) {
+            return;
+        }
+        caps.retain(|c| !c.is_empty() && c.len() <= 32);
+        caps.truncate(16);
+        self.known
+            .insert(name.to_owned(), (digest.to_owned(), caps));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +210,40 @@ mod tests {
         assert_eq!((disk[0].size_bytes, disk[0].family.as_str()), (7, "qwen3"));
         let empty: Models<TagModel> = serde_json::from_str("{}").unwrap();
         assert!(empty.models.is_empty());
+    }
+
+    #[test]
+    fn capabilities_are_asked_once_per_model_and_digest() {
+        let model = |name: &str, digest: &str| proto::DiskModel {
+            name: name.into(),
+            digest: digest.into(),
+            ..Default::default()
+        };
+        let mut caps = Capabilities::default();
+        let mut disk: Vec<_> = (0..6).map(|i| model(&format!("m{i}"), "d")).collect();
+        disk[5].capabilities = vec!["completion".into()];
+        let ask = caps.apply(&mut disk);
+        assert_eq!(
+            ask,
+            ["m0", "m1", "m2", "m3"],
+            "a few per poll; listed ones never"
+        );
+        for m in &ask {
+            caps.learn(m, "d", vec!["completion".into(), "vision".into()]);
+        }
+        let mut again: Vec<_> = (0..5).map(|i| model(&format!("m{i}"), "d")).collect();
+        assert_eq!(caps.apply(&mut again), ["m4"]);
+        assert_eq!(again[0].capabilities, ["completion", "vision"]);
+        let mut changed = vec![model("m0", "new")];
+        assert_eq!(
+            caps.apply(&mut changed),
+            ["m0"],
+            "a new digest is asked again"
+        );
+        assert!(caps.known.len() == 1, "models gone are forgotten");
+        let show: Show =
+            serde_json::from_str(r#"{"modelfile":"x","capabilities":["completion","audio"]}"#)
+                .unwrap();
+        assert_eq!(show.capabilities, ["completion", "audio"]);
     }
 }

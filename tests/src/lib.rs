@@ -16,6 +16,10 @@ pub use herd_node::{FaultsPatch, SensorsPatch};
 
 /// Envoy in front of herd-epp (the Endpoint Picker's end-to-end tests).
 pub mod envoy;
+/// Network namespaces standing in for machines on a LAN.
+pub mod netns;
+/// A real OTLP receiver (Python) for the telemetry tests.
+pub mod otlp;
 
 /// A router with simulated devices attached.
 pub struct Fleet {
@@ -107,7 +111,7 @@ pub async fn start(cfg: RouterConfig, devices: Vec<DeviceConfig>) -> Fleet {
     let router = herd_layer::app::server::start(cfg)
         .await
         .expect("start router");
-    let url = router.url();
+    let url = router.node_url();
     let n = devices.len();
     let devices = herd_node::start_fleet(
         herd_node::FleetConfig {
@@ -426,4 +430,18 @@ pub fn peak_rss(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .expect("VmHWM in /proc status")
+}
+
+/// A fresh self-signed certificate for `names` (host names or IPs), as PEM
+/// files in a temp dir: (certificate, private key). The certificate is its
+/// own CA, so a client trusts it by loading the certificate file.
+pub fn self_signed_cert(names: &[&str]) -> (PathBuf, PathBuf) {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("generate a certificate");
+    let dir = temp_dir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key)
 }

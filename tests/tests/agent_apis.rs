@@ -23,7 +23,11 @@ fn versions_fleet() -> Vec<DeviceConfig> {
         "new",
         64,
         vec![
-            model("coder:7b", 4.0),
+            // It sees: the Anthropic check sends it an image.
+            ModelSpec {
+                vision: true,
+                ..model("coder:7b", 4.0)
+            },
             thinker("reasoner:8b"),
             embed_model("nomic-embed-text:latest"),
         ],
@@ -34,7 +38,10 @@ fn versions_fleet() -> Vec<DeviceConfig> {
         "old",
         64,
         vec![
-            model("legacy:7b", 4.0),
+            ModelSpec {
+                vision: true,
+                ..model("legacy:7b", 4.0)
+            },
             thinker("oldthink:8b"),
             embed_model("nomic-embed-text:latest"),
         ],

@@ -194,3 +194,41 @@ fn smoke_run_reports_every_scenario_completely() {
     assert!(!j["verdicts"].as_array().expect("verdicts").is_empty());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The `auth` scenario (not in the default list) in miniature: three herds
+/// answer every request and the report has its table; never timings.
+#[test]
+fn smoke_run_of_the_auth_scenario() {
+    let out = std::env::temp_dir().join(format!("herd-bench-auth-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_herd-bench"))
+        .args([
+            "--smoke",
+            "--rounds",
+            "1",
+            "--scenarios",
+            "auth",
+            "--no-pin",
+        ])
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run herd-bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "herd-bench failed:\n{stderr}");
+    let path = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .expect("herd-bench prints the result path last");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("results file"))
+        .expect("results are JSON");
+    for l in ["off", "key", "key+limits"] {
+        assert!(metric(&j, &format!("auth/{l}/p50")) > 0.0, "{l}");
+        assert!(metric(&j, &format!("auth/{l}/rps")) > 0.0, "{l}");
+    }
+    let md = std::fs::read_to_string(PathBuf::from(&path).with_extension("md")).expect("markdown");
+    assert!(md.contains("Scenario auth"), "{md}");
+    let _ = std::fs::remove_dir_all(out);
+}

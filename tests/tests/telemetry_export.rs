@@ -2,54 +2,11 @@
 //! opentelemetry-proto + grpcio), with the client's trace continued; and
 //! Prometheus text that `promtool check metrics` accepts.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use herd_tests::otlp::receiver;
 use herd_tests::*;
 use serde_json::Value;
-
-struct Receiver {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<Value>,
-    port: u16,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn receiver() -> Receiver {
-    let mut child = Command::new(python())
-        .arg(tests_dir().join("py/otlp_receiver.py"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the OTLP receiver");
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            if let Some(p) = line.strip_prefix("PORT ") {
-                let _ = port_tx.send(p.trim().parse::<u16>().unwrap());
-            } else if let Ok(v) = serde_json::from_str(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("receiver listening");
-    Receiver {
-        child,
-        lines: rx,
-        port,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_reach_a_real_otlp_receiver_with_the_clients_trace() {

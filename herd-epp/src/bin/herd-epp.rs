@@ -74,6 +74,10 @@ struct Cli {
     /// Advertise over mDNS only on this interface.
     #[arg(long, env = "HERD_EPP_MDNS_INTERFACE")]
     mdns_interface: Option<String>,
+    /// The request header naming the caller (e.g. x-user-id): each value
+    /// is a tenant limited by the config's `[limits]`.
+    #[arg(long, env = "HERD_EPP_TENANT_HEADER")]
+    tenant_header: Option<String>,
     /// Log filter, e.g. info or herd_epp=debug.
     #[arg(long, env = "HERD_EPP_LOG", default_value = "info")]
     log: String,
@@ -107,6 +111,9 @@ impl Cli {
         }
         if let Some(i) = &self.mdns_interface {
             router.mdns.interface = Some(i.clone());
+        }
+        if let Some(h) = &self.tenant_header {
+            router.limits.header = Some(h.clone());
         }
         let mut endpoints = Vec::new();
         for e in &self.endpoints {

@@ -851,3 +851,214 @@ async fn messages_and_responses_bodies_go_to_nodes_that_serve_them() {
         }
     }
 }
+
+/// A model named by a header or a path is checked like one in a body: a
+/// name no node could have is a 400, before it reaches the scorer (found by
+/// fuzzing: a non-ASCII name in `/v1/models/…` panicked in name matching).
+#[tokio::test]
+async fn a_model_named_by_a_header_or_path_is_checked() {
+    for pairs in [
+        vec![CHAT[0], CHAT[1], ("x-ai-eg-model", "aaaaaaaé")],
+        vec![CHAT[0], (":path", "/v1/models/aaaaaaaé")],
+    ] {
+        let e = epp(RoutingConfig::default(), 4);
+        let mut c = e.open();
+        c.send(start(BodySendMode::None, false, &pairs, true));
+        let (status, v) = immediate_status(&c.reply().await);
+        assert_eq!(status, 400, "{pairs:?}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_model", "{v}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn uploads_are_picked_by_the_model_in_their_form() {
+    use herd_layer::fleet::DiskModel;
+    let mut n = node(4);
+    n.engine_version = "0.20.1".into();
+    for (name, caps) in [("whisper:latest", "audio"), ("llama:1b", "completion")] {
+        n.available.push(DiskModel {
+            name: name.into(),
+            capabilities: vec![caps.into()],
+            ..Default::default()
+        });
+    }
+    let e = epp_over(RoutingConfig::default(), n);
+    let form = |model: &str| {
+        format!(
+            "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\u{0}\u{1}\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n--B--\r\n"
+        )
+    };
+    let upload = [
+        (":method", "POST"),
+        (":path", "/v1/audio/transcriptions"),
+        ("content-type", "multipart/form-data; boundary=B"),
+    ];
+    // The model is read from the form (after the file): a pick.
+    let mut c = e.open();
+    c.send(start(
+        BodySendMode::FullDuplexStreamed,
+        false,
+        &upload,
+        false,
+    ));
+    c.send(body(form("whisper").as_bytes(), true));
+    assert!(is_pick(&c.reply().await));
+    drop(c);
+    // A model that cannot hear: refused, saying why.
+    let mut c = e.open();
+    c.send(start(
+        BodySendMode::FullDuplexStreamed,
+        false,
+        &upload,
+        false,
+    ));
+    c.send(body(form("llama:1b").as_bytes(), true));
+    let (status, v) = immediate_status(&c.reply().await);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "model_not_capable");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("transcribe audio"),
+        "{v}"
+    );
+    drop(c);
+    // A form without a model.
+    let mut c = e.open();
+    c.send(start(
+        BodySendMode::FullDuplexStreamed,
+        false,
+        &upload,
+        false,
+    ));
+    c.send(body(
+        b"--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--B--\r\n",
+        true,
+    ));
+    let (status, v) = immediate_status(&c.reply().await);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("model_required")),
+        "{v}"
+    );
+}
+
+/// `[limits] header`: each value of the identity header is a tenant, limited
+/// by the same layer as the proxy's keys. A refusal is a 429 with the
+/// `x-ratelimit-*` headers; an admitted response carries them; the tokens
+/// are charged as the response streams and corrected by its usage.
+#[tokio::test(start_paused = true)]
+async fn tenants_named_by_a_header_are_limited_like_keys() {
+    let mut cfg = RoutingConfig::default();
+    cfg.limits.header = Some("x-user-id".into());
+    cfg.limits.tenants.insert(
+        "alice".into(),
+        herd_layer::limit::Limits {
+            requests_per_minute: Some(2),
+            tokens_per_minute: Some(1000),
+            concurrent: None,
+        },
+    );
+    let e = epp(cfg, 4);
+    let as_alice = [CHAT[0], CHAT[1], MODEL, ("x-user-id", "alice")];
+    let set_headers = |r: &Resp| -> Vec<(String, String)> {
+        let Resp::ResponseHeaders(h) = r else {
+            panic!("expected response headers, got {r:?}")
+        };
+        h.response
+            .as_ref()
+            .and_then(|c| c.header_mutation.as_ref())
+            .map(|m| {
+                m.set_headers
+                    .iter()
+                    .filter_map(|o| o.header.as_ref())
+                    .map(|h| {
+                        (
+                            h.key.clone(),
+                            String::from_utf8_lossy(&h.raw_value).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    // First request: picked; its response says what is left, and streams.
+    let mut c = e.open();
+    c.send(start(BodySendMode::None, false, &as_alice, true));
+    assert!(is_pick(&c.reply().await));
+    c.send(response_headers(false));
+    let h = set_headers(&c.reply().await);
+    assert!(
+        h.contains(&("x-ratelimit-limit-requests".into(), "2".into())),
+        "{h:?}"
+    );
+    assert!(
+        h.contains(&("x-ratelimit-remaining-requests".into(), "1".into())),
+        "{h:?}"
+    );
+    c.send(response_body(
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+        false,
+    ));
+    c.reply().await;
+    let u = e.live.limits.usage("alice").unwrap();
+    assert_eq!(
+        (u.in_flight, u.tokens_charged),
+        (1, 2),
+        "estimate 1 + one streamed chunk"
+    );
+    c.send(response_body(
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n",
+        true,
+    ));
+    c.reply().await;
+    let u = e.live.limits.usage("alice").unwrap();
+    assert_eq!(
+        (u.in_flight, u.tokens_charged),
+        (0, 10),
+        "the usage replaced the estimates"
+    );
+
+    // Second: the last of the minute. Third: 429, as Envoy relays it.
+    let mut c = e.open();
+    c.send(start(BodySendMode::None, false, &as_alice, true));
+    assert!(is_pick(&c.reply().await));
+    let mut c3 = e.open();
+    c3.send(start(BodySendMode::None, false, &as_alice, true));
+    let r = c3.reply().await;
+    let (status, body) = immediate_status(&r);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    let Resp::ImmediateResponse(ir) = &r else {
+        unreachable!()
+    };
+    let set: Vec<(String, String)> = ir
+        .headers
+        .as_ref()
+        .unwrap()
+        .set_headers
+        .iter()
+        .filter_map(|o| o.header.as_ref())
+        .map(|h| {
+            (
+                h.key.clone(),
+                String::from_utf8_lossy(&h.raw_value).into_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        set.contains(&("retry-after".into(), "30".into())),
+        "{set:?}"
+    );
+    assert!(
+        set.contains(&("x-ratelimit-remaining-requests".into(), "0".into())),
+        "{set:?}"
+    );
+    // Without the header, nobody is limited.
+    let mut c4 = e.open();
+    c4.send(headers_only());
+    assert!(is_pick(&c4.reply().await));
+    drop((c, c3, c4));
+}

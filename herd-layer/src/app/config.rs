@@ -48,6 +48,33 @@ pub struct AppSections {
     pub log: LogConfig,
     /// `[server]`: connection cap, header and idle timeouts.
     pub server: crate::serve::ServeConfig,
+    /// `[auth]`: who may call each part of the API (see [`crate::app::auth`]).
+    pub auth: crate::app::auth::AuthConfig,
+    /// `[tls]`: https on the listener.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: https on herd's listener, from PEM files. The same port keeps
+/// speaking plain HTTP for herd-node's attachment (nodes speak plain
+/// HTTP/2, authenticated by the fleet token).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM. With `key`, turns TLS on.
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM.
+    pub key: Option<PathBuf>,
+    /// Plain-HTTP API calls on the TLS port: `false` (default) refuses
+    /// them with a pointer to https, since keys travel in headers; `true`
+    /// serves them too.
+    pub allow_plaintext: bool,
+}
+
+impl TlsConfig {
+    /// The certificate and key, when TLS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
+    }
 }
 
 impl Default for AppSections {
@@ -61,6 +88,8 @@ impl Default for AppSections {
             health: Default::default(),
             log: Default::default(),
             server: Default::default(),
+            auth: Default::default(),
+            tls: Default::default(),
         }
     }
 }
@@ -111,6 +140,12 @@ impl RouterConfig {
 
     /// Reject values that would make the router misbehave.
     pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        if self.app.tls.cert.is_some() != self.app.tls.key.is_some() {
+            return Err(crate::config::ConfigError::Invalid {
+                name: "tls",
+                reason: "give both cert and key (PEM files), or neither".into(),
+            });
+        }
         self.routing.validate()
     }
 
@@ -160,6 +195,11 @@ mod tests {
         // one of PROXY_KEYS, or the app's part would never see it.
         let a = AppSections {
             data_dir: Some("/x".into()),
+            tls: TlsConfig {
+                cert: Some("/c".into()),
+                key: Some("/k".into()),
+                allow_plaintext: false,
+            },
             ..Default::default()
         };
         let t: toml::Table = toml::Table::try_from(&a).unwrap();

@@ -5,6 +5,7 @@
 //! it.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod health;
 pub mod server;

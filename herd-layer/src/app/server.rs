@@ -67,11 +67,21 @@ pub struct Running {
     /// The `_herd._tcp` advert (withdrawn when the router stops) and the
     /// herd-node browser; `None` when mDNS is off.
     mdns: Option<discovery::mdns::RouterMdns>,
+    /// Whether the listener speaks TLS (`[tls]`).
+    tls: bool,
 }
 
 impl Running {
-    /// `http://` and the listening address, for clients and nodes.
+    /// `http://` (`https://` with `[tls]`) and the listening address, for
+    /// clients.
     pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// `http://` and the listening address: where herd-node attaches
+    /// (plain HTTP/2, also when the port speaks TLS).
+    pub fn node_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -88,12 +98,14 @@ impl Running {
             t.abort();
         }
         let _ = self.task.await;
+        save_limits(&self.live, &self.telemetry);
         self.telemetry.finish().await;
     }
 
     /// Wait until the server stops (it runs until shutdown).
     pub async fn wait(self) -> std::io::Result<()> {
         let r = self.task.await.unwrap_or(Ok(()));
+        save_limits(&self.live, &self.telemetry);
         self.telemetry.finish().await;
         r
     }
@@ -117,7 +129,10 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let addr = listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let fleet = Fleet::new();
-    let mut live = Live::default();
+    let mut live = Live {
+        limits: crate::limit::Limiter::new(cfg.routing.limits.max_tenants),
+        ..Live::default()
+    };
     if cfg.routing.autopull.enabled {
         live.autopull = Some(crate::retry::AutoPull::new(
             fleet.clone(),
@@ -132,7 +147,13 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
     let router_id = format!("herd-{:08x}", fastrand::u32(..));
     let mdns = start_mdns(&cfg, addr, &router_id);
     let prewarms = crate::prewarm::Prewarms::default();
-    let tracer: Arc<dyn crate::routed::Tracer> = Arc::new(telemetry.clone());
+    // Each request is traced twice: by telemetry (traces, metrics, store,
+    // health) and by the dashboard's routing feed.
+    let board = api::dashboard::dashboard(&cfg, fleet.clone(), live.clone());
+    let tracer: Arc<dyn crate::routed::Tracer> = Arc::new(crate::trace::Tee::new(vec![
+        Arc::new(telemetry.clone()),
+        board.tracer(false, cfg.app.health.cold_load_ms),
+    ]));
     let stack = crate::stack::forwarding(
         fleet.clone(),
         live.clone(),
@@ -141,6 +162,16 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         &router_id,
     );
     let open = crate::serve::Open::default();
+    let keys = crate::app::auth::Keys::load(telemetry.store.clone(), cfg.app.auth.max_keys)
+        .map_err(std::io::Error::other)?;
+    restore_limits(&live, &telemetry);
+    let tls = match cfg.app.tls.files() {
+        Some((cert, key)) => {
+            Some(crate::serve::tls_acceptor(cert, key).map_err(std::io::Error::other)?)
+        }
+        None => None,
+    };
+    let over_tls = tls.is_some();
     let state = AppState {
         stack,
         fleet: fleet.clone(),
@@ -156,6 +187,8 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         connections: open.clone(),
         uploads: crate::client::client_for(cfg.routing.connect_timeout),
         blobs: Default::default(),
+        keys: keys.clone(),
+        dashboard: board.clone(),
     };
     let grpc = FleetService::new(
         fleet.clone(),
@@ -181,6 +214,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
             move |gone: &[crate::fleet::NodeId]| {
                 live.history.forget(gone);
                 live.admission.forget(gone);
+                live.prefix.forget(gone);
             }
         },
     ))];
@@ -194,6 +228,28 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
             cfg.routing.prewarm.clone(),
             prewarms,
         )));
+    }
+    background.push(tokio::spawn(board.sampler(Arc::new(
+        api::dashboard::AppSources {
+            fleet: fleet.clone(),
+            live: live.clone(),
+            telemetry: telemetry.clone(),
+            cfg: cfg.clone(),
+            attachments: attachments.clone(),
+            seen: mdns.as_ref().map(|m| m.seen.clone()),
+        },
+    ))));
+    if telemetry.store.is_some() {
+        // Buckets below full are kept every few seconds, so a crash loses
+        // little of what callers used (see `save_limits`).
+        let (live, telemetry) = (live.clone(), telemetry.clone());
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LIMITS_SAVE_EVERY);
+            loop {
+                tick.tick().await;
+                save_limits(&live, &telemetry);
+            }
+        }));
     }
     for url in &cfg.routing.nodes {
         background.push(tokio::spawn(discovery::agentless::poll(
@@ -210,6 +266,7 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let closing = attachments.clone();
+    let closing_board = board.clone();
     let task = tokio::spawn(async move {
         // Routes are built once (`Router` clones share them); TCP_NODELAY,
         // header and idle timeouts and the connection cap are the serve
@@ -225,11 +282,13 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
                         // as the router runs; ending them lets the drain
                         // finish and tells the nodes to look for a router.
                         closing.close_all();
+                        // Dashboards hold their event stream open too.
+                        closing_board.close();
                         let _ = stop_tx.send(true);
                     });
                     stop_rx
                 };
-                crate::serve::serve(listener, app, serve_cfg, open, stop).await;
+                crate::serve::serve_tls(listener, app, serve_cfg, open, stop, tls).await;
                 Ok::<(), std::io::Error>(())
             }
         };
@@ -257,7 +316,47 @@ pub async fn start_on(listener: TcpListener, cfg: RouterConfig) -> std::io::Resu
         task,
         background,
         mdns,
+        tls: over_tls,
     })
+}
+
+/// The setting under which the limit buckets are kept across restarts.
+const LIMITS_SETTING: &str = "limits.buckets";
+
+/// How often the limit buckets are saved while herd runs.
+const LIMITS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keep the tenants' buckets that are not full (requests and tokens used
+/// this minute) in the store. Requests in flight are not kept: none
+/// survives a restart, so concurrency starts at zero.
+fn save_limits(live: &Live, telemetry: &Telemetry) {
+    if let Some(store) = &telemetry.store {
+        let saved = live.limits.save();
+        if let Ok(value) = serde_json::to_value(&saved) {
+            store.submit(crate::app::store::Write::Setting {
+                key: LIMITS_SETTING.into(),
+                value,
+            });
+        }
+    }
+}
+
+/// Take back the buckets [`save_limits`] kept: a caller who spent its
+/// minute before a restart has not got it back after one.
+fn restore_limits(live: &Live, telemetry: &Telemetry) {
+    let Some(store) = &telemetry.store else {
+        return;
+    };
+    match store.setting(LIMITS_SETTING) {
+        Ok(Some(v)) => match serde_json::from_value::<Vec<crate::limit::SavedTenant>>(v) {
+            Ok(saved) => live.limits.restore(&saved),
+            Err(e) => {
+                tracing::warn!(error = %e, "the saved rate-limit buckets are unreadable; every key starts with a full minute")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the saved rate-limit buckets"),
+    }
 }
 
 /// Advertise `_herd._tcp` where the config allows; a failure is logged, not

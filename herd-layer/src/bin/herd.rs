@@ -40,12 +40,68 @@ enum Cmd {
         /// The running router.
         #[arg(long, env = "HERD_ROUTER", default_value = "http://127.0.0.1:11435")]
         router: String,
+        /// An admin API key, when the router has keys.
+        #[arg(long, env = "HERD_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
         /// Only this node.
         #[arg(long = "bench-node")]
         node: Option<String>,
         /// Only this model.
         #[arg(long)]
         model: Option<String>,
+    },
+    /// Client API keys: create, list, revoke. Talks to the running router
+    /// (`--router`), or with `--offline` writes the store directly while
+    /// herd is stopped (the first admin key, or a lost one).
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+        /// The running router.
+        #[arg(
+            long,
+            env = "HERD_ROUTER",
+            default_value = "http://127.0.0.1:11435",
+            global = true
+        )]
+        router: String,
+        /// An admin API key (not needed from the router's machine while no key exists).
+        #[arg(long, env = "HERD_API_KEY", hide_env_values = true, global = true)]
+        api_key: Option<String>,
+        /// Use the store in --data-dir directly instead of a running router.
+        #[arg(long, global = true)]
+        offline: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Make a key; it is printed once (herd keeps only its hash).
+    Create {
+        /// The key's name (its tenant in traces, analytics and metrics).
+        name: String,
+        /// inference (the default: inference, model lists, fleet state) or
+        /// admin (also node commands, model management, traces, keys).
+        #[arg(long, default_value = "inference")]
+        scope: String,
+        /// A model it may use (repeat; `qwen3:*` patterns); none: all.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute (prompt and output).
+        #[arg(long)]
+        tpm: Option<u32>,
+        /// Requests at once.
+        #[arg(long)]
+        concurrent: Option<u32>,
+    },
+    /// List the keys (names, scopes, limits, usage; never the keys).
+    List,
+    /// Revoke a key by name (or its first characters): refused at once.
+    Revoke {
+        /// The key's name.
+        name: String,
     },
 }
 
@@ -97,6 +153,12 @@ struct Opts {
     /// Where the store and the JSON log live (default: $XDG_DATA_HOME/herd or ~/.local/share/herd).
     #[arg(long, env = "HERD_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for https on the listener (with --tls-key).
+    #[arg(long, env = "HERD_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "HERD_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
     /// Log filter, e.g. info or herd_layer=debug.
     #[arg(long, env = "HERD_LOG", default_value = "info", global = true)]
     log: String,
@@ -143,6 +205,12 @@ impl Opts {
         }
         if let Some(v) = &self.data_dir {
             c.app.data_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_cert {
+            c.app.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.app.tls.key = Some(v.clone());
         }
         c.validate()?;
         Ok(c)
@@ -239,17 +307,21 @@ fn init_logging(cli: &Cli) {
 
 async fn bench(
     router: &str,
+    api_key: Option<&str>,
     node: Option<String>,
     model: Option<String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use http_body_util::BodyExt;
     let client = herd_layer::client::client(Duration::from_secs(3));
     let body = serde_json::json!({"node": node, "model": model});
-    let req = http::Request::post(format!("{}/fleet/benchmark", router.trim_end_matches('/')))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))?;
+    let mut req = http::Request::post(format!("{}/fleet/benchmark", router.trim_end_matches('/')))
+        .header("content-type", "application/json");
+    if let Some(k) = api_key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let req = req.body(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_string(),
+    )))?;
     let rsp = client
         .request(req)
         .await
@@ -285,14 +357,179 @@ async fn bench(
     Ok(())
 }
 
+/// `herd keys …`: over the running router's admin API, or on the store
+/// itself with `--offline`.
+async fn keys(
+    cmd: KeysCmd,
+    router: &str,
+    api_key: Option<&str>,
+    offline: bool,
+    cfg: &RouterConfig,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use herd_layer::app::auth::{Keys, NewKey, Scope};
+    use serde_json::{Value, json};
+    let new_key =
+        |name: String, scope: &str, models, rpm, tpm, concurrent| -> Result<NewKey, String> {
+            let scope = match scope {
+                "inference" => Scope::Inference,
+                "admin" => Scope::Admin,
+                other => return Err(format!("--scope {other:?} is not inference or admin")),
+            };
+            Ok(NewKey {
+                name,
+                scope: Some(scope),
+                models,
+                limits: herd_layer::limit::Limits {
+                    requests_per_minute: rpm,
+                    tokens_per_minute: tpm,
+                    concurrent,
+                },
+            })
+        };
+    let print_list = |keys: &[Value]| {
+        println!(
+            "{:<24} {:<10} {:<12} {:<24} limits",
+            "name", "scope", "prefix", "models"
+        );
+        for k in keys {
+            let models: Vec<&str> = k["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "{:<24} {:<10} {:<12} {:<24} {}",
+                k["name"].as_str().unwrap_or(""),
+                k["scope"].as_str().unwrap_or(""),
+                k["prefix"].as_str().unwrap_or(""),
+                if models.is_empty() {
+                    "(all)".to_string()
+                } else {
+                    models.join(",")
+                },
+                k["limits_in_force"],
+            );
+        }
+    };
+    let print_created = |v: &Value| {
+        println!("{}", v["key"].as_str().unwrap_or(""));
+        eprintln!(
+            "herd: key {:?} ({}) created; it is shown this once, herd keeps only its hash. Clients send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+            v["name"].as_str().unwrap_or(""),
+            v["scope"].as_str().unwrap_or("")
+        );
+    };
+    if offline {
+        let dir = cfg.data_dir();
+        let store = herd_layer::app::store::Store::open(&dir, &cfg.app.store)
+            .map_err(|e| format!("{e} (is herd running? then drop --offline)"))?;
+        let keys = Keys::load(Some(store.clone()), cfg.app.auth.max_keys)?;
+        let out = match cmd {
+            KeysCmd::Create {
+                name,
+                scope,
+                models,
+                rpm,
+                tpm,
+                concurrent,
+            } => {
+                let new = new_key(name, &scope, models, rpm, tpm, concurrent)?;
+                let (key, rec) = keys.create(&new).await?;
+                print_created(&json!({"key": key, "name": rec.name, "scope": rec.scope}));
+                Ok(())
+            }
+            KeysCmd::List => {
+                let v: Vec<Value> = keys
+                    .list()
+                    .iter()
+                    .map(|k| {
+                        json!({"name": k.name, "scope": k.scope, "prefix": k.prefix, "models": k.models,
+                            "limits_in_force": cfg.routing.limits.limits_for(&k.name, k.limits)})
+                    })
+                    .collect();
+                print_list(&v);
+                Ok(())
+            }
+            KeysCmd::Revoke { name } => {
+                let rec = keys.revoke(&name).await?;
+                eprintln!("herd: key {:?} revoked", rec.name);
+                Ok(())
+            }
+        };
+        drop(keys);
+        store.close().await;
+        return out;
+    }
+    use http_body_util::BodyExt;
+    let base = router.trim_end_matches('/');
+    let (method, url, body) = match &cmd {
+        KeysCmd::Create {
+            name,
+            scope,
+            models,
+            rpm,
+            tpm,
+            concurrent,
+        } => {
+            let new = new_key(name.clone(), scope, models.clone(), *rpm, *tpm, *concurrent)?;
+            (
+                "POST",
+                format!("{base}/fleet/keys"),
+                serde_json::to_vec(&new)?,
+            )
+        }
+        KeysCmd::List => ("GET", format!("{base}/fleet/keys"), Vec::new()),
+        KeysCmd::Revoke { name } => ("DELETE", format!("{base}/fleet/keys/{name}"), Vec::new()),
+    };
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header("content-type", "application/json");
+    if let Some(k) = api_key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let client = herd_layer::client::client(Duration::from_secs(3));
+    let rsp = client.request(req).await.map_err(|e| {
+        format!(
+            "no router answers at {router} ({e}); start herd, point --router at it, or use --offline to write the store in {} while herd is stopped",
+            cfg.data_dir().display()
+        )
+    })?;
+    let status = rsp.status();
+    let bytes = rsp.into_body().collect().await?.to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = herd_layer::dialect::error_message(&bytes);
+        return Err(format!("the router answered {status}: {msg}").into());
+    }
+    match cmd {
+        KeysCmd::Create { .. } => print_created(&v),
+        KeysCmd::List => print_list(v["keys"].as_array().map_or(&[][..], |a| a.as_slice())),
+        KeysCmd::Revoke { .. } => eprintln!(
+            "herd: key {:?} revoked",
+            v["revoked"].as_str().unwrap_or("")
+        ),
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = cli.opts.config()?;
     match cli.cmd.unwrap_or(Cmd::Serve) {
         Cmd::Bench {
             router,
+            api_key,
             node,
             model,
-        } => bench(&router, node, model).await,
+        } => bench(&router, api_key.as_deref(), node, model).await,
+        Cmd::Keys {
+            cmd,
+            router,
+            api_key,
+            offline,
+        } => keys(cmd, &router, api_key.as_deref(), offline, &cfg).await,
         Cmd::PrintConfig => {
             print!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())

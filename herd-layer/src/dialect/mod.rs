@@ -14,9 +14,12 @@
 
 pub mod anthropic;
 pub mod json;
+pub mod media;
+pub mod needs;
 pub mod ollama;
 pub mod openai;
 pub mod responses;
+pub mod upload;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -32,8 +35,17 @@ use serde_json::{Map, Value};
 use crate::budget::Charge;
 use crate::error::ClientError;
 use crate::fleet::Engine;
-use crate::request::{Dialect, Endpoint, RouteRequest, estimate_tokens};
+use crate::prefix::PromptShape;
+use crate::request::{Dialect, Endpoint, Kind, RouteRequest, estimate_tokens};
 use json::RawObject;
+
+/// Why a remote image URL is refused, in every dialect: herd does not
+/// fetch on a client's behalf. Fetching would let anyone who can reach
+/// herd make it request any address it can reach (the LAN behind it, the
+/// machine itself), and would put a download of unknown size and speed in
+/// front of the request — where Ollama, which takes inline images only,
+/// would refuse it anyway.
+pub const REMOTE_IMAGE: &str = "remote image URLs are not fetched (herd would be requesting addresses on its network for whoever can reach it); send the image inline as a base64 `data:` URL";
 
 /// Fallback models a request may name (each one is a full routing pass).
 pub const MAX_FALLBACKS: usize = 8;
@@ -252,6 +264,10 @@ pub fn parse(
     cfg: ParseConfig<'_>,
     charge: Charge,
 ) -> Result<RouteRequest, ClientError> {
+    if endpoint.multipart() {
+        // A whole form (herd-epp): only its model is read.
+        return media::parse_form(endpoint, headers, body, cfg, charge);
+    }
     let mut obj = object(headers, body)?;
     let model = match obj.value("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
@@ -341,6 +357,8 @@ pub fn parse(
     // Bodies of other dialects are translated to Ollama's API here, once:
     // what cannot be translated is refused before the request waits for a slot.
     let (size, max_output_tokens, native) = match spec.dialect {
+        // Media requests go to engines that speak OpenAI's API as they are.
+        _ if endpoint.opaque() => (media::image_request(&obj)?, None, None),
         Dialect::Ollama => (
             ollama::measure(endpoint, &obj)?,
             ollama::max_output_tokens(options.as_ref()),
@@ -366,6 +384,14 @@ pub fn parse(
     // From here on the request holds its body and its translation.
     let mut charge = charge;
     charge.keep(obj.bytes().len() + native.as_ref().map_or(0, |n| n.bytes().len()));
+    // The prompt's blocks, hashed once from the native shape (so a
+    // conversation hashes alike whatever API it comes through).
+    let shape = match endpoint.kind() {
+        Kind::Chat => Some(PromptShape::Chat),
+        Kind::Generate => Some(PromptShape::Generate),
+        _ => None,
+    };
+    let prefix = crate::prefix::of_native(shape, native.as_deref().unwrap_or(&obj));
 
     Ok(RouteRequest {
         id: request_id(headers),
@@ -378,6 +404,12 @@ pub fn parse(
         est_prompt_tokens: size.tokens(),
         max_output_tokens,
         images: u32::try_from(size.images).unwrap_or(u32::MAX),
+        needs: needs::needs(
+            endpoint.kind(),
+            native.as_deref().unwrap_or(&obj),
+            u32::try_from(size.images).unwrap_or(u32::MAX),
+        ),
+        upload: None,
         num_ctx,
         tags,
         body: Arc::new(obj),
@@ -385,6 +417,9 @@ pub fn parse(
         traceparent,
         via: hops(headers),
         charge: Arc::new(charge),
+        prefix,
+        tenant: None,
+        may_pull: true,
     })
 }
 
@@ -402,6 +437,8 @@ pub fn model_only(endpoint: Endpoint, model: String, headers: &HeaderMap) -> Rou
         est_prompt_tokens: 1,
         max_output_tokens: None,
         images: 0,
+        needs: needs::needs(endpoint.kind(), &RawObject::empty(), 0),
+        upload: None,
         num_ctx: None,
         tags: Vec::new(),
         body: Arc::new(RawObject::empty()),
@@ -409,6 +446,9 @@ pub fn model_only(endpoint: Endpoint, model: String, headers: &HeaderMap) -> Rou
         traceparent: None,
         via: hops(headers),
         charge: Arc::new(Charge::none()),
+        prefix: crate::prefix::Prefix::default(),
+        tenant: None,
+        may_pull: true,
     }
 }
 
@@ -465,6 +505,10 @@ pub enum Mode {
     /// One JSON object from a node that speaks the client's API itself,
     /// passed through.
     NativeJson,
+    /// A media answer (a transcript, images) passed through byte for byte
+    /// as the engine sends it, with its content type; streamed, so the
+    /// slot is held until the last byte.
+    Opaque,
 }
 
 impl Mode {
@@ -491,6 +535,7 @@ impl Mode {
                 | Mode::MessagesToSse
                 | Mode::ResponsesToSse
                 | Mode::Sse
+                | Mode::Opaque
         )
     }
 
@@ -513,7 +558,7 @@ impl Mode {
 
     /// Whether bytes pass through unchanged (only framed and observed).
     pub fn is_pass_through(self) -> bool {
-        matches!(self, Mode::Ndjson | Mode::Sse)
+        matches!(self, Mode::Ndjson | Mode::Sse | Mode::Opaque)
     }
 
     /// Whether the node gets the request translated to Ollama's API (else
@@ -521,9 +566,31 @@ impl Mode {
     pub fn translates(self) -> bool {
         !matches!(
             self,
-            Mode::Ndjson | Mode::CollectOllama | Mode::OllamaJson | Mode::Sse | Mode::NativeJson
+            Mode::Ndjson
+                | Mode::CollectOllama
+                | Mode::OllamaJson
+                | Mode::Sse
+                | Mode::NativeJson
+                | Mode::Opaque
         )
     }
+}
+
+/// A request in Ollama's shape sent to an engine that speaks only OpenAI's
+/// API: herd translates the request to OpenAI's and the answer back to
+/// Ollama's lines (see [`openai::engine`]), so every dialect's modes work
+/// on it as they do on an Ollama.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bridge {
+    /// `/api/chat` (and the dialects translated to it) → `/v1/chat/completions`.
+    Chat,
+    /// `/api/generate` → `/v1/chat/completions`, or `/v1/completions` for a
+    /// raw prompt or a suffix.
+    Generate,
+    /// `/api/embed` → `/v1/embeddings`.
+    Embed,
+    /// `/api/embeddings` → `/v1/embeddings`.
+    EmbedLegacy,
 }
 
 /// How one attempt is carried out on the picked engine.
@@ -535,6 +602,9 @@ pub struct Plan {
     pub mode: Mode,
     /// The dialect the client receives.
     pub dialect: Dialect,
+    /// Set when herd translates Ollama's API to the engine's OpenAI API
+    /// (the path then follows from the translated request).
+    pub bridge: Option<Bridge>,
 }
 
 /// A version string (`0.14.1`, `0.13.3-rc2`) at least `min`.
@@ -556,16 +626,47 @@ pub fn native_since(endpoint: Endpoint) -> Option<((u64, u64, u64), &'static str
     match endpoint {
         Endpoint::AnthropicMessages => Some(((0, 14, 0), "Ollama 0.14.0")),
         Endpoint::Responses => Some(((0, 13, 3), "Ollama 0.13.3")),
+        Endpoint::AudioTranscriptions => Some(((0, 20, 0), "Ollama 0.20.0")),
+        Endpoint::ImageGenerations | Endpoint::ImageEdits => Some(((0, 14, 3), "Ollama 0.14.3")),
         _ => None,
     }
 }
+
+/// The Ollama release that removed image generation (the experimental MLX
+/// `x/imagegen`): from it on, images come from a separate engine.
+pub const OLLAMA_IMAGES_REMOVED: (u64, u64, u64) = (0, 32, 6);
 
 /// Whether an engine serves `endpoint` as the client sent it (herd-epp can
 /// only route to such nodes: Envoy carries the body unchanged).
 pub fn serves_natively(endpoint: Endpoint, engine: Engine, version: &str) -> bool {
     match engine {
         Engine::OpenAi => endpoint.dialect() == Dialect::OpenAi,
-        Engine::Ollama => native_since(endpoint).is_none_or(|(v, _)| version_at_least(version, v)),
+        Engine::Stt => endpoint.kind() == Kind::Transcribe,
+        Engine::Image => endpoint.kind() == Kind::Image,
+        Engine::Ollama => match endpoint {
+            // Ollama never had a translations route.
+            Endpoint::AudioTranslations => false,
+            Endpoint::ImageGenerations | Endpoint::ImageEdits => {
+                version_at_least(version, (0, 14, 3))
+                    && !version_at_least(version, OLLAMA_IMAGES_REMOVED)
+            }
+            _ => native_since(endpoint).is_none_or(|(v, _)| version_at_least(version, v)),
+        },
+    }
+}
+
+/// Whether an engine can serve `endpoint`, natively or translated by herd:
+/// Ollama serves every text endpoint (translated to its own API when it
+/// lacks the client's) and the media ones its release has; an OpenAI-only
+/// engine serves OpenAI's API natively and every other dialect through
+/// Ollama's (a [`Bridge`]); speech-to-text and image engines serve their
+/// endpoints only.
+pub fn engine_serves(endpoint: Endpoint, engine: Engine, version: &str) -> bool {
+    let media = endpoint.opaque();
+    match engine {
+        Engine::Ollama if media => serves_natively(endpoint, engine, version),
+        Engine::Ollama | Engine::OpenAi => true,
+        Engine::Stt | Engine::Image => serves_natively(endpoint, engine, version),
     }
 }
 
@@ -573,7 +674,9 @@ pub fn serves_natively(endpoint: Endpoint, engine: Engine, version: &str) -> boo
 pub fn plan(endpoint: Endpoint, engine: Engine, version: &str, stream: bool) -> Plan {
     use Endpoint::*;
     let native = serves_natively(endpoint, engine, version);
+    let mut bridge = None;
     let (path, mode) = match (engine, endpoint) {
+        _ if endpoint.opaque() => (endpoint.path(), Mode::Opaque),
         (Engine::Ollama, OllamaChat | OllamaGenerate) => (endpoint.path(), Mode::Ndjson),
         (Engine::Ollama, OllamaEmbed | OllamaEmbeddings) => (endpoint.path(), Mode::OllamaJson),
         (Engine::Ollama, OpenAiChat) => ("/api/chat", Mode::ChatToSse),
@@ -582,22 +685,41 @@ pub fn plan(endpoint: Endpoint, engine: Engine, version: &str, stream: bool) -> 
         (Engine::Ollama, AnthropicMessages | Responses) if native => (endpoint.path(), Mode::Sse),
         (Engine::Ollama, AnthropicMessages) => ("/api/chat", Mode::MessagesToSse),
         (Engine::Ollama, Responses) => ("/api/chat", Mode::ResponsesToSse),
-        (Engine::OpenAi, _) => (endpoint.path(), Mode::Sse),
+        (_, _) if native => (endpoint.path(), Mode::Sse),
+        (_, OllamaChat) => {
+            bridge = Some(Bridge::Chat);
+            ("/v1/chat/completions", Mode::Ndjson)
+        }
+        (_, OllamaGenerate) => {
+            bridge = Some(Bridge::Generate);
+            ("/v1/chat/completions", Mode::Ndjson)
+        }
+        (_, OllamaEmbed) => {
+            bridge = Some(Bridge::Embed);
+            ("/v1/embeddings", Mode::OllamaJson)
+        }
+        (_, OllamaEmbeddings) => {
+            bridge = Some(Bridge::EmbedLegacy);
+            ("/v1/embeddings", Mode::OllamaJson)
+        }
+        (_, AnthropicMessages) => {
+            bridge = Some(Bridge::Chat);
+            ("/v1/chat/completions", Mode::MessagesToSse)
+        }
+        (_, Responses) => {
+            bridge = Some(Bridge::Chat);
+            ("/v1/chat/completions", Mode::ResponsesToSse)
+        }
+        // Served natively above (an OpenAI engine speaks OpenAI's API);
+        // engines that cannot serve it at all never get here (scoring).
+        (_, _) => (endpoint.path(), Mode::Sse),
     };
     let mode = if stream { mode } else { mode.buffered() };
     Plan {
         path,
         mode,
         dialect: endpoint.dialect(),
-    }
-}
-
-/// Whether an engine can serve a dialect's requests (natively or
-/// translated by herd).
-pub fn engine_speaks(engine: Engine, dialect: Dialect) -> bool {
-    match engine {
-        Engine::Ollama => true,
-        Engine::OpenAi => dialect == Dialect::OpenAi,
+        bridge,
     }
 }
 

@@ -243,7 +243,91 @@ fn valid_report(hello_id: &str, r: &proto::NodeReport) -> Result<(), String> {
     {
         return Err("report lists implausibly many models".into());
     }
+    if r.extra_engines.len() > herd_proto::engine::MAX_EXTRA_ENGINES {
+        return Err(format!(
+            "report lists {} extra engines; at most {} are taken",
+            r.extra_engines.len(),
+            herd_proto::engine::MAX_EXTRA_ENGINES
+        ));
+    }
+    for e in &r.extra_engines {
+        herd_proto::node::engine_url(&e.url).map_err(|why| format!("extra engine: {why}"))?;
+        if e.loaded.len() > 10_000 || e.available.len() > 100_000 {
+            return Err("an extra engine lists implausibly many models".into());
+        }
+    }
     Ok(())
+}
+
+/// The ids a node's extra engines route under: `<node>/<kind>`, and
+/// `<node>/<kind>-2`… for a second engine of a kind. A node id has no `/`,
+/// so these never collide with a node's.
+pub fn engine_ids<'a>(
+    node: &NodeId,
+    r: &'a proto::NodeReport,
+) -> Vec<(NodeId, &'a proto::EngineState)> {
+    let mut counts: HashMap<&'static str, u32> = HashMap::new();
+    r.extra_engines
+        .iter()
+        .take(herd_proto::engine::MAX_EXTRA_ENGINES)
+        .map(|e| {
+            let kind = proto::EngineKind::try_from(e.kind)
+                .map_or(crate::fleet::Engine::Ollama, crate::fleet::Engine::from)
+                .as_str();
+            let k = counts.entry(kind).or_default();
+            *k += 1;
+            let id = if *k == 1 {
+                format!("{node}/{kind}")
+            } else {
+                format!("{node}/{kind}-{k}")
+            };
+            (NodeId::from(id), e)
+        })
+        .collect()
+}
+
+/// The engines `node` reported beside its Ollama, each folded into a node
+/// of its own that shares the machine's hardware; engines it stopped
+/// reporting go offline.
+fn apply_extra_engines(
+    v: &mut crate::fleet::FleetView,
+    node: &NodeId,
+    r: &proto::NodeReport,
+    now: tokio::time::Instant,
+    now_ms: i64,
+) {
+    let mut seen = Vec::new();
+    for (id, e) in engine_ids(node, r) {
+        let n = Arc::make_mut(v.nodes.entry(id.clone()).or_insert_with(|| {
+            Arc::new(NodeState::new(id.clone(), Source::Attached, String::new()))
+        }));
+        n.source = Source::Attached;
+        if n.apply_extra_engine(node, r, e, now, now_ms) {
+            seen.push(id);
+        }
+    }
+    for id in engines_of(v, node) {
+        if !seen.contains(&id)
+            && let Some(n) = v.node_mut(&id)
+            && n.online
+        {
+            n.mark_offline(format!("{node} no longer reports this engine"));
+        }
+    }
+}
+
+/// The ids of the engines known to run on `node`'s machine.
+fn engines_of(v: &crate::fleet::FleetView, node: &NodeId) -> Vec<NodeId> {
+    let prefix = format!("{node}/");
+    v.nodes
+        .range::<str, _>((
+            std::ops::Bound::Included(prefix.as_str()),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(id, _)| id.starts_with(&prefix))
+        .filter(|(_, n)| n.machine.as_ref() == Some(node))
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 type AttachStream = Pin<Box<dyn Stream<Item = Result<proto::RouterMessage, Status>> + Send>>;
@@ -367,6 +451,7 @@ impl FleetService {
                         }));
                         n.source = Source::Attached;
                         n.apply_report(&r, now, now_ms);
+                        apply_extra_engines(v, &node, &r, now, now_ms);
                     });
                 }
                 Ok(Some(proto::NodeMessage {
@@ -382,6 +467,11 @@ impl FleetService {
         if self.attachments.remove(&node, conn) {
             tracing::warn!(node = %node, %reason, "node detached; marking offline");
             fleet.update(|v| {
+                for id in engines_of(v, &node) {
+                    if let Some(n) = v.node_mut(&id) {
+                        n.mark_offline(format!("{node}: {reason}"));
+                    }
+                }
                 if let Some(n) = v.node_mut(&node) {
                     n.mark_offline(reason);
                 }
@@ -408,6 +498,66 @@ mod tests {
         assert!(valid_node_id("").is_err());
         assert!(valid_node_id("has space").is_err());
         assert!(valid_node_id(&"x".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn extra_engines_become_nodes_sharing_the_machine() {
+        let engine = |kind: proto::EngineKind, url: &str, model: &str| proto::EngineState {
+            kind: kind as i32,
+            reachable: true,
+            url: url.into(),
+            available: vec![proto::DiskModel {
+                name: model.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut r = proto::NodeReport {
+            node_id: "mac".into(),
+            ollama_url: "http://10.0.0.5:11434".into(),
+            hardware: Some(proto::Hardware {
+                memory: Some(proto::Memory {
+                    total_bytes: 64 << 30,
+                    available_bytes: 32 << 30,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            extra_engines: vec![
+                engine(proto::EngineKind::Stt, "http://10.0.0.5:9000", "whisper"),
+                engine(proto::EngineKind::Image, "http://10.0.0.5:7860/x", "sd"),
+                engine(proto::EngineKind::Stt, "http://10.0.0.5:9001", "parakeet"),
+            ],
+            ..Default::default()
+        };
+        assert!(valid_report("mac", &r).is_ok());
+        let node: NodeId = "mac".into();
+        let mut v = crate::fleet::FleetView::default();
+        let now = tokio::time::Instant::now();
+        apply_extra_engines(&mut v, &node, &r, now, 1);
+        let ids: Vec<&str> = v.nodes.keys().map(|k| &**k).collect();
+        assert_eq!(ids, ["mac/image", "mac/stt", "mac/stt-2"]);
+        let stt = v.node("mac/stt").unwrap();
+        assert_eq!(stt.url, "http://10.0.0.5:9000");
+        assert_eq!(stt.engine, crate::fleet::Engine::Stt);
+        assert_eq!(stt.memory_total_bytes, 64 << 30, "the machine's hardware");
+        assert!(stt.online && stt.has_model("whisper"));
+        assert_eq!(stt.machine.as_deref(), Some("mac"));
+        assert_eq!(v.node("mac/image").unwrap().url, "http://10.0.0.5:7860");
+        // An engine no longer reported goes offline; an unreachable one too.
+        r.extra_engines.truncate(2);
+        r.extra_engines[1].reachable = false;
+        r.extra_engines[1].unreachable_reason = "connection refused".into();
+        apply_extra_engines(&mut v, &node, &r, now, 2);
+        assert!(!v.node("mac/stt-2").unwrap().online);
+        let img = v.node("mac/image").unwrap();
+        assert_eq!(img.offline_reason.as_deref(), Some("connection refused"));
+        assert!(v.node("mac/stt").unwrap().online);
+        // Bad URLs and too many engines are refused whole.
+        r.extra_engines[0].url = "https://x:1".into();
+        assert!(valid_report("mac", &r).is_err());
+        r.extra_engines = vec![engine(proto::EngineKind::Openai, "http://h:1", "m"); 9];
+        assert!(valid_report("mac", &r).is_err());
     }
 
     #[test]

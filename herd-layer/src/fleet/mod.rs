@@ -86,6 +86,44 @@ pub enum Engine {
     /// OpenAI's API only (llama.cpp server, vLLM, LM Studio, MLX servers).
     #[serde(rename = "openai")]
     OpenAi,
+    /// An OpenAI-compatible speech-to-text server (`/v1/audio/*`).
+    Stt,
+    /// An OpenAI-compatible image server (`/v1/images/*`).
+    Image,
+}
+
+impl Engine {
+    /// The engine's name in ids (`<node>/<kind>`) and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Ollama => "ollama",
+            Engine::OpenAi => "openai",
+            Engine::Stt => "stt",
+            Engine::Image => "image",
+        }
+    }
+
+    /// What every model of this engine can do when the engine does not
+    /// say: a speech-to-text server transcribes, an image server draws.
+    pub fn implied_caps(self) -> crate::capability::Caps {
+        use crate::capability::{Capability, Caps};
+        match self {
+            Engine::Stt => Caps::NONE.with(Capability::Audio),
+            Engine::Image => Caps::NONE.with(Capability::Image),
+            Engine::Ollama | Engine::OpenAi => Caps::NONE,
+        }
+    }
+}
+
+impl From<proto::EngineKind> for Engine {
+    fn from(k: proto::EngineKind) -> Self {
+        match k {
+            proto::EngineKind::Openai => Engine::OpenAi,
+            proto::EngineKind::Stt => Engine::Stt,
+            proto::EngineKind::Image => Engine::Image,
+            proto::EngineKind::Ollama | proto::EngineKind::Unspecified => Engine::Ollama,
+        }
+    }
 }
 
 /// A model in the node's memory.
@@ -200,6 +238,18 @@ pub struct NodeState {
     pub availability: Option<f64>,
     /// Memory the node is willing to give to models; 0 means no ceiling.
     pub memory_ceiling_bytes: u64,
+    /// When each loaded model came into memory at the latest, ms since the
+    /// Unix epoch: the report before the one that first showed it (0 when
+    /// it was loaded at the first report). A KV cache is no older.
+    #[serde(skip)]
+    pub loaded_since: HashMap<String, i64>,
+    /// When the engine's state was last applied, ms since the Unix epoch.
+    #[serde(skip)]
+    pub engine_seen_ms: i64,
+    /// For an engine a herd-node reports beside its Ollama (an id like
+    /// `<node>/<kind>`): the node whose machine it runs on, whose hardware
+    /// signals it shares.
+    pub machine: Option<NodeId>,
 }
 
 impl NodeState {
@@ -239,7 +289,20 @@ impl NodeState {
             draining: false,
             availability: None,
             memory_ceiling_bytes: 0,
+            loaded_since: HashMap::new(),
+            engine_seen_ms: 0,
+            machine: None,
         }
+    }
+
+    /// When `model` came into memory at the latest (see
+    /// [`NodeState::loaded_since`]); `None` when it is not loaded.
+    pub fn loaded_since_ms(&self, model: &str) -> Option<i64> {
+        self.loaded_model(model)?;
+        self.loaded_since
+            .iter()
+            .find(|(m, _)| same_model(m, model))
+            .map(|(_, at)| *at)
     }
 
     /// The loaded copy of `model`, if loaded.
@@ -250,6 +313,18 @@ impl NodeState {
     /// `model` on disk, if there.
     pub fn disk_model(&self, model: &str) -> Option<&DiskModel> {
         self.available.iter().find(|m| same_model(&m.name, model))
+    }
+
+    /// What `model` can do here, when the node says (its `capabilities`,
+    /// and what the engine's kind implies); `None` when unknown.
+    pub fn model_caps(&self, model: &str) -> Option<crate::capability::Caps> {
+        use crate::capability::Caps;
+        let listed = self
+            .disk_model(model)
+            .map(|m| Caps::from_names(m.capabilities.iter().map(String::as_str)))
+            .unwrap_or_default();
+        let caps = listed.union(self.engine.implied_caps());
+        (!caps.is_empty()).then_some(caps)
     }
 
     /// Whether `model` is on disk or loaded.
@@ -304,7 +379,7 @@ impl NodeState {
                 };
             }
             if let Some(c) = &hw.cpu {
-                self.cpu_utilization = c.utilization.clamp(0.0, 1.0);
+                self.cpu_utilization = sane(c.utilization, 1.0);
             }
             if let Some(d) = &hw.disk {
                 self.disk_total_bytes = d.total_bytes.min(MAX_BYTES);
@@ -334,13 +409,49 @@ impl NodeState {
         self.seen(now);
     }
 
+    /// Fold one of the extra engines of `machine`'s report into this state:
+    /// the machine's hardware, mode and availability, the engine's own
+    /// models and URL. False (and nothing changed) when its URL is unusable.
+    pub fn apply_extra_engine(
+        &mut self,
+        machine: &NodeId,
+        r: &proto::NodeReport,
+        e: &proto::EngineState,
+        now: Instant,
+        now_ms: i64,
+    ) -> bool {
+        let Ok(url) = herd_proto::node::engine_url(&e.url) else {
+            return false;
+        };
+        // The machine's report with this engine in its Ollama's place.
+        let shared = proto::NodeReport {
+            ollama_url: url,
+            simulated: r.simulated,
+            agent_version: r.agent_version.clone(),
+            hardware: r.hardware.clone(),
+            engine: Some(e.clone()),
+            mode: r.mode,
+            availability: r.availability.clone(),
+            draining: r.draining,
+            ..Default::default()
+        };
+        self.machine = Some(machine.clone());
+        self.apply_report(&shared, now, now_ms);
+        if !e.reachable {
+            let why = if e.unreachable_reason.is_empty() {
+                "engine unreachable".to_string()
+            } else {
+                bounded(&e.unreachable_reason)
+            };
+            self.mark_offline(why);
+        }
+        true
+    }
+
     /// Fold the engine's state (from a report, or from polling an agentless
     /// node) into this state.
     pub fn apply_engine(&mut self, e: &proto::EngineState, now_ms: i64) {
-        self.engine = match proto::EngineKind::try_from(e.kind) {
-            Ok(proto::EngineKind::Openai) => Engine::OpenAi,
-            _ => Engine::Ollama,
-        };
+        self.engine = proto::EngineKind::try_from(e.kind).map_or(Engine::Ollama, Engine::from);
         self.engine_reachable = e.reachable;
         self.engine_version = bounded(&e.version);
         let loaded = e
@@ -401,7 +512,15 @@ impl NodeState {
         }
         for m in &loaded {
             self.recently_unloaded.remove(&m.name);
+            if !self.loaded.iter().any(|old| same_model(&m.name, &old.name)) {
+                // It came in since the last report, at the earliest then.
+                self.loaded_since
+                    .insert(m.name.clone(), self.engine_seen_ms.min(now_ms));
+            }
         }
+        self.loaded_since
+            .retain(|name, _| loaded.iter().any(|m| &m.name == name));
+        self.engine_seen_ms = now_ms;
         // Forget entries older than a day so the map stays small.
         self.recently_unloaded
             .retain(|_, at| now_ms.saturating_sub(*at) < 24 * 3600 * 1000);
@@ -625,6 +744,11 @@ mod tests {
         assert_eq!(n.recently_unloaded.get("a:1b"), Some(&2_000));
         n.set_loaded(vec![m("a:1b")], 3_000);
         assert!(n.recently_unloaded.is_empty());
+        // Loaded again after the report at 2,000: its cache is no older.
+        assert_eq!(n.loaded_since_ms("a:1b"), Some(2_000));
+        n.set_loaded(vec![m("a:1b")], 4_000);
+        assert_eq!(n.loaded_since_ms("a:1b"), Some(2_000));
+        assert_eq!(n.loaded_since_ms("b:1b"), None);
     }
 
     #[test]

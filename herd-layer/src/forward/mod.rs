@@ -13,6 +13,7 @@
 //! the client's format, never a truncated line. Non-streamed answers are
 //! buffered whole (bounded) and therefore stay retryable to the end.
 
+mod bridge;
 mod relay;
 
 use std::sync::Arc;
@@ -21,13 +22,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::client::{HttpClient, client, error_chain};
+use crate::client::{HttpClient, client, client_for, error_chain};
 use crate::dialect;
+use crate::dialect::upload::{UploadBody, UploadFailed};
 use crate::fleet::{Engine, NodeId};
 use crate::history::History;
 use crate::queueing::Admission;
@@ -161,6 +164,11 @@ pub struct InvalidRequest(pub String);
 #[derive(Clone)]
 pub struct Forward {
     client: HttpClient,
+    /// For multipart uploads, whose bodies stream through.
+    uploads: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        UploadBody,
+    >,
     cfg: Arc<ForwardConfig>,
     history: History,
     admission: Admission,
@@ -177,6 +185,7 @@ impl Forward {
     pub fn new(cfg: Arc<ForwardConfig>, history: History, admission: Admission) -> Self {
         Forward {
             client: client(cfg.connect_timeout),
+            uploads: client_for(cfg.connect_timeout),
             cfg,
             history,
             admission,
@@ -375,16 +384,45 @@ impl Forward {
         }
         let strip = context.is_some_and(|(strip, _)| strip);
         let served = served_name(&req, &pick.node);
-        let bytes = upstream_body(&req, &served, pick.engine, plan.mode, strip)?;
-        let url = format!("{}{}", pick.url.trim_end_matches('/'), plan.path);
+        // What the node is sent: an upload streamed through (its model
+        // field renamed when the model served is another), the request in
+        // OpenAI's API for an OpenAI-only engine, or the JSON body.
+        let (path, outgoing) = match (&req.request.upload, plan.bridge) {
+            (Some(up), _) => {
+                let rename = (!crate::request::same_model(&served, &req.request.client_model))
+                    .then_some(served.as_str());
+                let (body, sent) = up.body(rename).map_err(UploadFailed)?;
+                (plan.path, Outgoing::Upload(body, sent))
+            }
+            (None, Some(bridge)) => {
+                let src = if req.request.dialect() == Dialect::Ollama {
+                    &req.request.body
+                } else {
+                    req.request.native.as_ref().ok_or_else(|| {
+                        InvalidRequest("the request was not translated for Ollama".into())
+                    })?
+                };
+                let (path, bytes) = dialect::openai::engine::request(bridge, src, &served);
+                (path, Outgoing::Json(bytes))
+            }
+            (None, None) => (
+                plan.path,
+                Outgoing::Json(upstream_body(&req, &served, pick.engine, plan.mode, strip)?),
+            ),
+        };
+        let url = format!("{}{}", pick.url.trim_end_matches('/'), path);
         let hops = match &req.request.via {
             Some(via) => format!("{via}, {}", self.cfg.router_id),
             None => self.cfg.router_id.clone(),
         };
+        let content_type = match &req.request.upload {
+            Some(up) => up.content_type().clone(),
+            None => HeaderValue::from_static("application/json"),
+        };
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(&url)
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
             .header("x-request-id", &req.request.id)
             .header(HOP_HEADER, hops);
         // The node sees herd's attempt span as its parent when tracing is
@@ -396,7 +434,14 @@ impl Forward {
         if let Some(tp) = &traceparent {
             builder = builder.header("traceparent", tp);
         }
-        let upstream_req = builder.body(Full::new(Bytes::from(bytes)))?;
+        let (sending, sent) = match outgoing {
+            Outgoing::Json(bytes) => (
+                self.client
+                    .request(builder.body(Full::new(Bytes::from(bytes)))?),
+                None,
+            ),
+            Outgoing::Upload(body, sent) => (self.uploads.request(builder.body(body)?), Some(sent)),
+        };
         let node = pick.node.clone();
         let fail = |kind| UpstreamError {
             node: node.clone(),
@@ -404,13 +449,41 @@ impl Forward {
         };
         // A node that takes far longer than expected to send anything is
         // taken as hung, and the request goes elsewhere.
-        let whole = !plan.mode.upstream_streams();
+        // A media answer comes whole, when the work is done.
+        let whole = !plan.mode.upstream_streams() || plan.mode == dialect::Mode::Opaque;
         let first_byte = self.first_byte_deadline(&pick, whole);
-        let deadline = started + first_byte;
+        let mut deadline = started + first_byte;
 
-        let rsp = match tokio::time::timeout_at(deadline, self.client.request(upstream_req)).await {
+        // An upload's first-byte deadline starts once it is sent: the node
+        // answers only after the whole file arrived, however slowly the
+        // client sends it (each gap is bounded by the body timeout).
+        let mut sending = std::pin::pin!(sending);
+        let answered = match sent {
+            None => tokio::time::timeout_at(deadline, &mut sending).await,
+            Some(sent) => {
+                let early = tokio::select! {
+                    r = &mut sending => Some(r),
+                    _ = sent => None,
+                };
+                match early {
+                    Some(r) => Ok(r),
+                    None => {
+                        deadline = Instant::now() + first_byte;
+                        tokio::time::timeout_at(deadline, &mut sending).await
+                    }
+                }
+            }
+        };
+        let failed_upload = || req.request.upload.as_ref().and_then(|u| u.failure());
+        let rsp = match answered {
             Err(_) => return Err(fail(UpstreamErrorKind::Silent(first_byte)).into()),
-            Ok(Err(e)) => return Err(fail(UpstreamErrorKind::Connect(error_chain(&e))).into()),
+            Ok(Err(e)) => {
+                // The client's upload failed (too large, stalled): its fault.
+                if let Some(e) = failed_upload() {
+                    return Err(UploadFailed(e).into());
+                }
+                return Err(fail(UpstreamErrorKind::Connect(error_chain(&e))).into());
+            }
             Ok(Ok(rsp)) => rsp,
         };
         let status = rsp.status();
@@ -418,6 +491,9 @@ impl Forward {
             let body = read_limited(rsp.into_body(), 64 * 1024, self.cfg.idle_timeout)
                 .await
                 .unwrap_or_default();
+            if let Some(e) = failed_upload() {
+                return Err(UploadFailed(e).into());
+            }
             let message = dialect::error_message(&body);
             return Err(fail(UpstreamErrorKind::Status {
                 status: status.as_u16(),
@@ -426,6 +502,16 @@ impl Forward {
             .into());
         }
 
+        // A media answer keeps the engine's content type.
+        let engine_type = rsp.headers().get(header::CONTENT_TYPE).cloned();
+        let upstream: UnsyncBoxBody<Bytes, hyper::Error> = match plan.bridge {
+            Some(b) => bridge::Bridged::new(
+                rsp.into_body(),
+                dialect::openai::engine::Lines::new(b, &served, started.into_std()),
+            )
+            .boxed_unsync(),
+            None => rsp.into_body().boxed_unsync(),
+        };
         let meta = relay::Meta {
             request_id: req.request.id.clone(),
             model: req.model.clone(),
@@ -444,6 +530,8 @@ impl Forward {
             dialect: plan.dialect,
             input_estimate: req.request.est_prompt_tokens,
             trail: req.trail.clone(),
+            meter: req.meter.clone(),
+            concurrency: pick.concurrency,
         };
         let mut headers = http::HeaderMap::new();
         headers.insert("x-herd-node", header_value(&pick.node));
@@ -460,18 +548,15 @@ impl Forward {
         if !plan.mode.streams_to_client() {
             let (body, collected) = if plan.mode.collects() {
                 let (v, ttft) = self
-                    .collect(rsp.into_body(), deadline, first_byte, started)
+                    .collect(upstream, deadline, first_byte, started)
                     .await
                     .map_err(&fail)?;
                 (Bytes::new(), Some((v, ttft)))
             } else {
-                let body = read_limited(
-                    rsp.into_body(),
-                    self.cfg.max_response_bytes,
-                    self.cfg.idle_timeout,
-                )
-                .await
-                .map_err(&fail)?;
+                let body =
+                    read_limited(upstream, self.cfg.max_response_bytes, self.cfg.idle_timeout)
+                        .await
+                        .map_err(&fail)?;
                 (body, None)
             };
             let (out, outcome) = relay::finish_whole(plan.mode, &meta, &body, collected)
@@ -479,6 +564,9 @@ impl Forward {
             self.history.record(&pick.node, &req.model, &outcome);
             if let Some(t) = &req.trail {
                 t.outcome(&outcome, false);
+            }
+            if let Some(m) = &req.meter {
+                m.finished(&outcome);
             }
             let mut rsp = http::Response::new(Full::new(out).map_err(|e| match e {}).boxed());
             *rsp.status_mut() = StatusCode::OK;
@@ -492,16 +580,17 @@ impl Forward {
 
         // Streaming: wait for the first bytes so a node that dies before
         // producing anything is still a retryable failure.
-        let mut upstream = rsp.into_body();
+        let mut upstream = upstream;
         // Ollama answers 200 and then an `{"error": …}` line when a runner
         // dies before its first token: read up to the first whole line, so
         // that case is still a retryable failure (nothing reached the client).
         let mut first = bytes::BytesMut::new();
-        let wants_line = plan.mode != dialect::Mode::Sse;
+        let wants_line = !matches!(plan.mode, dialect::Mode::Sse | dialect::Mode::Opaque);
         loop {
             match tokio::time::timeout_at(deadline, upstream.frame()).await {
                 Err(_) => return Err(fail(UpstreamErrorKind::Silent(first_byte)).into()),
-                Ok(None) if first.is_empty() => {
+                // A media answer may be empty; a token stream may not.
+                Ok(None) if first.is_empty() && plan.mode != dialect::Mode::Opaque => {
                     return Err(fail(UpstreamErrorKind::Body("empty response".into())).into());
                 }
                 Ok(None) => break,
@@ -532,9 +621,16 @@ impl Forward {
                 .into());
             }
         }
-        let content_type = dialect::stream_content_type(plan.dialect);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if plan.mode == dialect::Mode::Opaque {
+            headers.insert(
+                header::CONTENT_TYPE,
+                engine_type.unwrap_or(HeaderValue::from_static("application/json")),
+            );
+        } else {
+            let content_type = dialect::stream_content_type(plan.dialect);
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
         let body = relay::spawn(
             plan.mode,
             meta,
@@ -635,6 +731,14 @@ pub fn first_byte_deadline(
         });
     let d = Duration::from_secs_f64((expected_ms * factor / 1000.0).clamp(0.0, 1e9));
     d.max(min).min(cap)
+}
+
+/// What one attempt sends the node.
+enum Outgoing {
+    /// A JSON body.
+    Json(Vec<u8>),
+    /// A multipart upload, streamed, and what says when it was sent whole.
+    Upload(UploadBody, tokio::sync::oneshot::Receiver<()>),
 }
 
 fn header_value(s: &str) -> HeaderValue {

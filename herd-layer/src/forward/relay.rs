@@ -39,6 +39,11 @@ pub struct Meta {
     pub input_estimate: u32,
     /// The request's trail, told how the stream ended.
     pub trail: Option<std::sync::Arc<dyn crate::routed::Trail>>,
+    /// The tenant's meter, told the tokens as they go (see [`crate::limit`]).
+    pub meter: Option<std::sync::Arc<dyn crate::routed::Meter>>,
+    /// Requests in flight on the node:model when this one got its slot
+    /// (0: unknown), for [`crate::slots`].
+    pub concurrency: u32,
 }
 
 impl Meta {
@@ -61,6 +66,7 @@ fn ollama_stats(v: &Value, o: &mut Outcome) {
     o.output_tokens = v.get("eval_count").and_then(Value::as_u64);
     o.eval_ms = ns("eval_duration");
     o.load_ms = ns("load_duration");
+    o.node_timings = crate::slots::NodeTimings::from_final(v);
 }
 
 /// Token counts from a native answer's `usage`: OpenAI's (`prompt_tokens`,
@@ -95,6 +101,7 @@ pub fn finish_whole(
     let mut o = Outcome {
         total_ms: meta.started.elapsed().as_secs_f64() * 1000.0,
         ok: true,
+        concurrency: Some(meta.concurrency).filter(|k| *k > 0),
         ..Default::default()
     };
     let (v, ttft) = match collected {
@@ -172,6 +179,9 @@ struct Relay {
     finished: bool,
     errored: bool,
     outcome: Outcome,
+    /// Output chunks relayed and not yet reported to the meter (a chunk is
+    /// about one token: Ollama streams one per line).
+    chunks: u64,
 }
 
 impl Relay {
@@ -210,6 +220,7 @@ impl Relay {
             finished: false,
             errored: false,
             outcome: Outcome::default(),
+            chunks: 0,
         }
     }
 
@@ -219,16 +230,21 @@ impl Relay {
         if self.errored {
             return;
         }
+        if self.mode == Mode::Opaque {
+            // A media answer has no lines: bytes go on as they come.
+            if !data.is_empty() {
+                out.push(Bytes::copy_from_slice(data));
+            }
+            return;
+        }
         let scanned = self.buf.len();
         self.buf.extend_from_slice(data);
         // Whole lines (NDJSON) or whole events (SSE: up to a blank line), so
         // a cut never leaves half of one behind.
         let boundary = match self.mode {
-            Mode::Sse => self
-                .buf
-                .windows(2)
-                .rposition(|w| w == b"\n\n")
-                .map(|i| i + 2),
+            // Only the bytes just added (and the three before them, where a
+            // boundary may straddle two reads) are scanned: linear overall.
+            Mode::Sse => event_end(&self.buf, scanned.saturating_sub(3)),
             _ => self.buf[scanned..]
                 .iter()
                 .rposition(|b| *b == b'\n')
@@ -277,11 +293,14 @@ impl Relay {
                         ollama_stats(&v, &mut self.outcome);
                     }
                     self.finished = true;
-                } else if contains(line, b"\"error\"")
+                } else if !self.finished
+                    && contains(line, b"\"error\"")
                     && let Ok(v) = serde_json::from_slice::<Value>(line)
                     && v.get("error").is_some()
                 {
                     self.errored = true;
+                } else if !self.finished {
+                    self.chunks += 1;
                 }
             }
             Mode::Sse => {
@@ -295,6 +314,9 @@ impl Relay {
                         || contains(data, b"\"response.incomplete\"")
                     {
                         self.finished = true;
+                    }
+                    if contains(data, b"\"delta\"") {
+                        self.chunks += 1;
                     }
                     if contains(data, b"\"usage\"")
                         && let Ok(v) = serde_json::from_slice::<Value>(data)
@@ -314,7 +336,10 @@ impl Relay {
 
     fn convert(&mut self, line: &[u8], out: &mut Vec<Bytes>) {
         let line = trim(line);
-        if line.is_empty() {
+        // Once the answer is complete (and `[DONE]` sent), whatever else the
+        // node sends is ignored: nothing may follow the end of a stream, and
+        // a whole answer is not a failure.
+        if line.is_empty() || self.finished {
             return;
         }
         let v: Value = match serde_json::from_slice(line) {
@@ -326,6 +351,8 @@ impl Relay {
         };
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             ollama_stats(&v, &mut self.outcome);
+        } else if v.get("error").is_none() {
+            self.chunks += 1;
         }
         if v.get("error").is_some() {
             self.errored = true;
@@ -361,12 +388,27 @@ impl Relay {
         }
     }
 
+    /// Tell the meter the chunks relayed since the last report.
+    fn report(&mut self) {
+        if self.chunks > 0
+            && let Some(m) = &self.meta.meter
+        {
+            m.streamed(self.chunks);
+        }
+        self.chunks = 0;
+    }
+
     /// End the stream with an error in the client's format.
     fn fail(&mut self, message: &str, out: &mut Vec<Bytes>) {
         if self.errored {
             return;
         }
         self.errored = true;
+        if self.mode == Mode::Opaque {
+            // No framing to end well in: the client's body is aborted.
+            tracing::warn!(node = %self.meta.node, "{message}");
+            return;
+        }
         let message = format!("{message} (node {})", self.meta.node);
         out.push(dialect::stream_error(self.meta.dialect, &message));
     }
@@ -374,9 +416,12 @@ impl Relay {
 
 /// Send to the client; a client that stops reading for `idle` counts as gone
 /// (it must not hold the node's slot forever).
-async fn send(tx: &mpsc::Sender<Bytes>, b: Bytes, idle: std::time::Duration) -> bool {
-    matches!(tokio::time::timeout(idle, tx.send(b)).await, Ok(Ok(())))
+async fn send(tx: &Sender, b: Bytes, idle: std::time::Duration) -> bool {
+    matches!(tokio::time::timeout(idle, tx.send(Ok(b))).await, Ok(Ok(())))
 }
+
+/// What the client's body is fed through: data, or the error that aborts it.
+type Sender = mpsc::Sender<Result<Bytes, crate::routed::BoxError>>;
 
 /// Whether what is left when the node closes without a final newline is a
 /// whole line or event (passed on) rather than a torn one (dropped).
@@ -400,6 +445,18 @@ fn whole_tail(mode: Mode, rest: &[u8]) -> bool {
             .split(|b| *b == b'\n')
             .all(|l| trim(l).is_empty() || serde_json::from_slice::<Value>(trim(l)).is_ok()),
     }
+}
+
+/// The end of the last whole SSE event in `buf` at or after `from`: a
+/// blank line, whether lines end in `\n` or `\r\n`.
+fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+    (from.max(1)..buf.len())
+        .rev()
+        .find(|&i| {
+            buf[i] == b'\n'
+                && (buf[i - 1] == b'\n' || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'))
+        })
+        .map(|i| i + 1)
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -433,7 +490,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, crate::routed::BoxError>>(32);
     let ttft_ms = meta.started.elapsed().as_secs_f64() * 1000.0;
     tokio::spawn(async move {
         let node = meta.node.clone();
@@ -441,8 +498,10 @@ where
         let started = meta.started;
         let mut relay = Relay::new(mode, meta);
         relay.outcome.ttft_ms = Some(ttft_ms);
+        relay.outcome.concurrency = Some(relay.meta.concurrency).filter(|k| *k > 0);
         let mut out = Vec::new();
         relay.feed(&first, &mut out);
+        relay.report();
         let mut disconnected = false;
         'relay: loop {
             for b in out.drain(..) {
@@ -457,6 +516,10 @@ where
             match tokio::time::timeout(idle, upstream.frame()).await {
                 Err(_) => relay.fail(&format!("node went silent for {idle:?}"), &mut out),
                 Ok(None) => {
+                    if relay.mode == Mode::Opaque {
+                        // A media answer is whole when the engine ends it.
+                        relay.finished = true;
+                    }
                     let rest = std::mem::take(&mut relay.buf);
                     if whole_tail(relay.mode, &rest) {
                         let end: &[u8] = if relay.mode == Mode::Sse {
@@ -465,6 +528,7 @@ where
                             b"\n"
                         };
                         relay.feed(&[&rest[..], end].concat(), &mut out);
+                        relay.report();
                     }
                     if !relay.finished {
                         relay.fail("the stream ended before the model finished", &mut out);
@@ -487,6 +551,7 @@ where
                 Ok(Some(Ok(frame))) => {
                     if let Ok(d) = frame.into_data() {
                         relay.feed(&d, &mut out);
+                        relay.report();
                     }
                 }
             }
@@ -499,7 +564,11 @@ where
                 break;
             }
         }
+        if relay.mode == Mode::Opaque && relay.errored && !disconnected {
+            let _ = tx.send(Err("the engine's answer broke off".into())).await;
+        }
         let trail = relay.meta.trail.take();
+        let meter = relay.meta.meter.take();
         let mut o = relay.outcome;
         o.total_ms = started.elapsed().as_secs_f64() * 1000.0;
         o.ok = relay.finished && !disconnected && !relay.errored;
@@ -514,9 +583,12 @@ where
         if let Some(t) = trail {
             t.outcome(&o, disconnected);
         }
+        if let Some(m) = meter {
+            m.finished(&o);
+        }
     });
     BodyExt::boxed(StreamBody::new(
-        ReceiverStream::new(rx).map(|b| Ok::<_, crate::routed::BoxError>(Frame::data(b))),
+        ReceiverStream::new(rx).map(|r| r.map(Frame::data)),
     ))
 }
 
@@ -536,6 +608,8 @@ mod tests {
             dialect,
             input_estimate: 1,
             trail: None,
+            meter: None,
+            concurrency: 0,
         }
     }
 
@@ -615,5 +689,38 @@ mod tests {
         );
         assert!(r.finished);
         assert_eq!(r.outcome.output_tokens, Some(5));
+    }
+
+    #[test]
+    fn sse_events_end_at_crlf_blank_lines_too_and_across_reads() {
+        let mut r = Relay::new(Mode::Sse, meta(Dialect::OpenAi));
+        let mut out = Vec::new();
+        r.feed(b"data: {\"a\":1}\r\n\r", &mut out);
+        assert!(out.is_empty(), "half a boundary is not an event end");
+        r.feed(b"\ndata: [DONE]\r\n\r\n", &mut out);
+        assert_eq!(out.concat(), b"data: {\"a\":1}\r\n\r\ndata: [DONE]\r\n\r\n");
+        assert!(r.finished);
+        assert_eq!(event_end(b"x\n\ny", 0), Some(3));
+        assert_eq!(event_end(b"x\ny\n", 0), None);
+    }
+
+    #[test]
+    fn nothing_follows_the_end_of_a_translated_stream() {
+        // Found by fuzzing: bytes after the final chunk gave the client an
+        // error event after `[DONE]`, and a whole answer counted as failed.
+        let mut r = Relay::new(Mode::ChatToSse, meta(Dialect::OpenAi));
+        let mut out = Vec::new();
+        r.feed(
+            b"{\"message\":{\"content\":\"x\"},\"done\":true}\nnot json\n{\"error\":\"late\"}\n",
+            &mut out,
+        );
+        let text = String::from_utf8(out.concat()).unwrap();
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        assert!(r.finished && !r.errored);
+
+        let mut r = Relay::new(Mode::Ndjson, meta(Dialect::Ollama));
+        let mut out = Vec::new();
+        r.feed(b"{\"done\":true}\n{\"error\":\"late\"}\n", &mut out);
+        assert!(r.finished && !r.errored);
     }
 }

@@ -72,7 +72,9 @@ struct GateState {
     in_flight: u32,
     limit: u32,
     next_ticket: u64,
-    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Each waiter is sent the requests in flight once it holds its slot
+    /// (itself included).
+    waiters: VecDeque<(u64, oneshot::Sender<u32>)>,
     /// Running mean of how long a slot is held, ms (for Retry-After).
     mean_hold_ms: f64,
 }
@@ -106,7 +108,7 @@ impl Gate {
             let Some((_, tx)) = state.waiters.pop_front() else {
                 break;
             };
-            if tx.send(()).is_ok() {
+            if tx.send(state.in_flight + 1).is_ok() {
                 state.in_flight += 1;
             }
         }
@@ -260,7 +262,7 @@ impl Admission {
             let mut s = gate.lock();
             if s.in_flight < s.limit && s.waiters.is_empty() {
                 s.in_flight += 1;
-                return Ok(Permit::new(gate.clone()));
+                return Ok(Permit::new(gate.clone(), s.in_flight));
             }
             if s.waiters.len() as u32 >= cfg.max_waiting {
                 return Err(Shed {
@@ -286,9 +288,9 @@ impl Admission {
         };
         let rx = waiting.rx.as_mut().expect("set above");
         match tokio::time::timeout(cfg.max_wait, rx).await {
-            Ok(Ok(())) => {
+            Ok(Ok(concurrency)) => {
                 waiting.rx = None;
-                Ok(Permit::new(gate.clone()))
+                Ok(Permit::new(gate.clone(), concurrency))
             }
             Ok(Err(_)) => {
                 // Evicted: the ticket is out of line already.
@@ -317,7 +319,7 @@ impl Admission {
 struct Waiting {
     gate: Arc<Gate>,
     ticket: u64,
-    rx: Option<oneshot::Receiver<()>>,
+    rx: Option<oneshot::Receiver<u32>>,
 }
 
 impl Drop for Waiting {
@@ -341,14 +343,22 @@ impl Drop for Waiting {
 pub struct Permit {
     gate: Arc<Gate>,
     since: tokio::time::Instant,
+    concurrency: u32,
 }
 
 impl Permit {
-    fn new(gate: Arc<Gate>) -> Self {
+    fn new(gate: Arc<Gate>, concurrency: u32) -> Self {
         Permit {
             gate,
             since: tokio::time::Instant::now(),
+            concurrency,
         }
+    }
+
+    /// Requests in flight on the node:model when this slot was granted,
+    /// this one included (what [`crate::slots`] learns from).
+    pub fn concurrency(&self) -> u32 {
+        self.concurrency
     }
 }
 
@@ -376,6 +386,7 @@ mod tests {
         let c = cfg(8, 60);
         let p1 = adm.acquire(&n, "m", 1, &c).await.unwrap();
         assert_eq!(adm.load("n", "m").in_flight, 1);
+        assert_eq!(p1.concurrency(), 1);
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..3 {
@@ -463,7 +474,9 @@ mod tests {
         let (adm2, n2, c2) = (adm.clone(), n.clone(), c.clone());
         let w = tokio::spawn(async move { adm2.acquire(&n2, "m", 1, &c2).await.map(|_| ()) });
         tokio::task::yield_now().await;
-        let _p2 = adm.acquire(&n, "m", 3, &c).await;
+        let p2 = adm.acquire(&n, "m", 3, &c).await.unwrap();
         w.await.unwrap().unwrap();
+        // The waiter was admitted second, this one third.
+        assert_eq!(p2.concurrency(), 3);
     }
 }

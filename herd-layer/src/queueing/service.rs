@@ -6,6 +6,7 @@ use tower::Service;
 
 use super::{Admission, QueueConfig};
 use crate::body::Guarded;
+use crate::prefix::PrefixIndex;
 use crate::routed::{Body, BoxError, MissingPick, ResponseFuture, Routed};
 
 /// Holds each request until its node:model has a free slot, and keeps the
@@ -15,6 +16,7 @@ pub struct Queueing<S> {
     inner: S,
     admission: Admission,
     cfg: Arc<QueueConfig>,
+    prefix: Option<PrefixIndex>,
 }
 
 impl<S> Queueing<S> {
@@ -24,8 +26,30 @@ impl<S> Queueing<S> {
             inner,
             admission,
             cfg,
+            prefix: None,
         }
     }
+
+    /// Records each admitted request's prompt prefix in `index`, as sent to
+    /// its node (prefix-cache affinity; see [`crate::prefix`]).
+    pub fn with_prefix(mut self, index: Option<PrefixIndex>) -> Self {
+        self.prefix = index;
+        self
+    }
+}
+
+/// Tokens of KV cache a node:model keeps: its slots times the loaded
+/// context (4096, Ollama's default, when unknown).
+fn cache_tokens(req: &Routed, pick: &crate::routed::Pick) -> u64 {
+    let context = req
+        .view
+        .as_ref()
+        .and_then(|v| v.node(&pick.node))
+        .and_then(|n| n.loaded_model(&req.model))
+        .map(|m| m.context_length)
+        .filter(|c| *c > 0)
+        .unwrap_or(4096);
+    u64::from(pick.slots.max(1)) * u64::from(context)
 }
 
 impl<S> Service<Routed> for Queueing<S>
@@ -47,7 +71,9 @@ where
         let admission = self.admission.clone();
         let cfg = self.cfg.clone();
         let inner = self.inner.clone();
+        let prefix = self.prefix.clone();
         let fut = async move {
+            let mut req = req;
             let pick = req.pick.as_ref().ok_or(MissingPick("queueing"))?;
             let waited = std::time::Instant::now();
             let span = req.trail.as_ref().and_then(|t| t.queue_started(&pick.node));
@@ -57,6 +83,22 @@ where
             drop(span);
             if let Some(t) = &req.trail {
                 t.queued(waited.elapsed());
+            }
+            if let Some(index) = &prefix
+                && !req.request.prefix.is_empty()
+            {
+                // The prompt goes to this node now: its slots will hold it.
+                let capacity = cache_tokens(&req, pick);
+                index.record(
+                    &pick.node,
+                    &req.model,
+                    &req.request.prefix,
+                    capacity,
+                    crate::fleet::now_ms(),
+                );
+            }
+            if let Some(p) = req.pick.as_mut() {
+                p.concurrency = permit.concurrency();
             }
             let mut inner = inner;
             let rsp = tower::ServiceExt::ready(&mut inner)

@@ -22,11 +22,28 @@
 //! | `device_thermal` | −25…0 | the device is not throttling |
 //! | `memory_pressure` | −15…0 | the device is not short of memory |
 //! | `reliability` | −60…0 | the node has not been failing attempts lately (fades in ~15 s) |
+//! | `prefix_hit` | 0…30 | the node probably holds the prompt's head in its KV cache, worth the prefill it saves; discounted when no slot is free |
+//!
+//! Prefix-cache affinity ("residency is not occupancy"): a node that holds
+//! a request's prompt prefix ([`crate::prefix`]) prefills only the rest, so
+//! its expected time to first token drops by the tokens it holds, and
+//! `prefix_hit` rewards the prefill saved. Both are weighed against the
+//! same node's queue: `queue_depth` and the queue wait in `expected_wait`
+//! grow with its load, and `prefix_hit` shrinks by the share of a slot left
+//! when none is free (its cache may be overwritten before the request gets
+//! one), so a warm but busy node wins only while the prefill it saves is
+//! worth more than the wait.
+//!
+//! Parallel slots: what the node's agent reports; else `[scoring]
+//! default_parallel_slots` when set; else what its answers taught
+//! ([`crate::slots`]); else one (Ollama's default).
 //!
 //! Hard eliminations: offline, draining, paused, excluded by a retry, critical
-//! memory pressure, critical thermal state, model absent, model does not fit,
-//! an engine that does not speak the request's API, small-only mode with a big
-//! model. Ties are broken by fewer requests in flight, then by node name, so
+//! memory pressure, critical thermal state, model absent, the model there
+//! cannot do what the request needs (images, tools, thinking, audio, image
+//! generation — when the node says what it can do), model does not fit,
+//! an engine that does not serve the request's API, small-only mode with a
+//! big model. Ties are broken by fewer requests in flight, then by node name, so
 //! the result is deterministic.
 
 use std::cmp::Ordering;
@@ -37,6 +54,12 @@ use crate::fleet::{Engine, FleetView, Mode, NodeId, NodeState, Pressure, Thermal
 use crate::request::{Dialect, Endpoint, Kind};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// What an image generation is expected to take before herd learns a
+/// node's pace, ms (a diffusion model on a Mac, one 1024×1024 image).
+const MEDIA_IMAGE_MS: f64 = 60_000.0;
+/// What a transcription is expected to take before herd learns, ms.
+const MEDIA_AUDIO_MS: f64 = 30_000.0;
 
 /// Live load on one node:model, as the queueing layer sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -73,6 +96,25 @@ pub trait Observations {
     fn unresponsive(&self, _node: &str) -> Option<std::time::Duration> {
         None
     }
+    /// Tokens of `prefix` that `node`:`model` probably holds in its KV
+    /// cache: its leading blocks herd sent there no earlier than
+    /// `since_ms` (when the model was loaded) and recently enough at
+    /// `now_ms` (see [`crate::prefix::PrefixIndex`]).
+    fn cached_tokens(
+        &self,
+        _node: &str,
+        _model: &str,
+        _prefix: &crate::prefix::Prefix,
+        _since_ms: i64,
+        _now_ms: i64,
+    ) -> u32 {
+        0
+    }
+    /// How many requests `node`:`model` serves at once, as its answers
+    /// taught (see [`crate::slots`]).
+    fn learned_slots(&self, _node: &str, _model: &str) -> Option<crate::slots::SlotEstimate> {
+        None
+    }
 }
 
 /// No load and nothing learned: for tests and `/fleet/explain` without traffic.
@@ -92,8 +134,15 @@ impl Observations for NoObservations {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScoringConfig {
-    /// Slots assumed when a node does not report OLLAMA_NUM_PARALLEL.
-    pub default_parallel_slots: u32,
+    /// Slots assumed when a node does not report OLLAMA_NUM_PARALLEL;
+    /// unset (the default), they are learned from how it answers
+    /// ([`crate::slots`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_parallel_slots: Option<u32>,
+    /// Prefix-cache affinity: send a request where its prompt's head was
+    /// sent before, while that node has room ([`crate::prefix`]). Off,
+    /// prompts are neither tracked nor scored.
+    pub prefix_affinity: bool,
     /// Tokens/s assumed before anything is learned and no bandwidth is known.
     pub default_tokens_per_s: f64,
     /// Output tokens assumed when the client sets no cap.
@@ -117,7 +166,8 @@ pub struct ScoringConfig {
 impl Default for ScoringConfig {
     fn default() -> Self {
         ScoringConfig {
-            default_parallel_slots: 4,
+            default_parallel_slots: None,
+            prefix_affinity: true,
             default_tokens_per_s: 30.0,
             default_output_tokens: 256,
             default_ttft_ms: 150.0,
@@ -154,6 +204,11 @@ pub struct ScoreInput<'a> {
     pub native_only: bool,
     /// Wall-clock now, milliseconds since the Unix epoch (injected: scoring reads no clock).
     pub now_ms: i64,
+    /// What the model must be able to do ([`crate::dialect::needs`]).
+    pub needs: crate::capability::Caps,
+    /// The prompt's block hashes, for prefix-cache affinity (`None`: no
+    /// prompt known, as for `/fleet/explain?model=`).
+    pub prefix: Option<&'a crate::prefix::Prefix>,
 }
 
 /// The per-signal breakdown of one candidate's score.
@@ -181,6 +236,9 @@ pub struct Signals {
     pub memory_pressure: f64,
     /// The node has not been failing lately (−60…0).
     pub reliability: f64,
+    /// The node probably holds the prompt's head in its KV cache: the
+    /// prefill it saves, less when no slot is free (0…30).
+    pub prefix_hit: f64,
 }
 
 impl Signals {
@@ -197,6 +255,7 @@ impl Signals {
             + self.device_thermal
             + self.memory_pressure
             + self.reliability
+            + self.prefix_hit
     }
 }
 
@@ -229,10 +288,15 @@ pub struct Candidate {
     pub load: Load,
     /// Parallel slots there.
     pub slots: u32,
+    /// Where `slots` comes from.
+    pub slots_source: crate::slots::SlotSource,
     /// Expected milliseconds until the first token.
     pub expected_ttft_ms: f64,
     /// Expected milliseconds from the first token to the last.
     pub expected_generation_ms: f64,
+    /// Prompt tokens the node probably holds in its KV cache (not prefilled
+    /// again there).
+    pub expected_cached_tokens: u32,
 }
 
 /// Why a node cannot serve the request.
@@ -280,6 +344,13 @@ pub enum Elimination {
     },
     /// The model is not on it.
     ModelAbsent,
+    /// The model there cannot do what the request needs.
+    Incapable {
+        /// What it lacks.
+        lacks: crate::capability::Caps,
+        /// What it can do, as the node says.
+        can: crate::capability::Caps,
+    },
     /// The model would not fit in its memory.
     DoesNotFit {
         /// Memory the model needs, GiB.
@@ -321,6 +392,19 @@ impl std::fmt::Display for Elimination {
                 since: None,
             } => write!(f, "engine {engine:?} cannot serve {api}"),
             Elimination::ModelAbsent => f.write_str("model not on this node"),
+            Elimination::Incapable { lacks, can } => {
+                let doing: Vec<&str> = lacks.iter().map(|c| c.doing()).collect();
+                write!(
+                    f,
+                    "the model here cannot {} (lacks {lacks}; it can: {})",
+                    doing.join(" or "),
+                    if can.is_empty() {
+                        "nothing listed".into()
+                    } else {
+                        can.to_string()
+                    }
+                )
+            }
             Elimination::DoesNotFit {
                 need_gib,
                 usable_gib,
@@ -364,6 +448,25 @@ impl Ranking {
     /// True when no node in the fleet has the model at all.
     pub fn model_unknown(&self) -> bool {
         !self.model_known
+    }
+
+    /// When the model is on some node and every node that has it lacks
+    /// what the request needs (the others not having it, or not serving
+    /// the API at all), what was lacking: the request cannot be served as
+    /// it is, now or later.
+    pub fn incapable(&self) -> Option<String> {
+        if !self.candidates.is_empty() {
+            return None;
+        }
+        let mut lacking = Vec::new();
+        for e in &self.eliminated {
+            match &e.why {
+                Elimination::Incapable { .. } => lacking.push(format!("{}: {}", e.node, e.why)),
+                Elimination::ModelAbsent | Elimination::EngineMismatch { .. } => {}
+                _ => return None,
+            }
+        }
+        (!lacking.is_empty()).then(|| lacking.join("; "))
     }
 
     /// One line naming why each node was eliminated.
@@ -478,20 +581,23 @@ fn eliminate(
     if !node.engine_reachable {
         return Some(Elimination::EngineUnreachable);
     }
-    let speaks = if input.native_only {
+    let serves = if input.native_only {
         crate::dialect::serves_natively(input.endpoint, node.engine, &node.engine_version)
     } else {
-        crate::dialect::engine_speaks(node.engine, input.format)
+        crate::dialect::engine_serves(input.endpoint, node.engine, &node.engine_version)
     };
-    if !speaks {
+    if !serves {
+        // An Ollama older than the release that added the API says so.
+        let since = crate::dialect::native_since(input.endpoint)
+            .filter(|(v, _)| {
+                node.engine == Engine::Ollama
+                    && !crate::dialect::version_at_least(&node.engine_version, *v)
+            })
+            .map(|(_, text)| text);
         return Some(Elimination::EngineMismatch {
             engine: node.engine,
             api: input.endpoint.path(),
-            since: input
-                .native_only
-                .then(|| crate::dialect::native_since(input.endpoint))
-                .flatten()
-                .map(|(_, text)| text),
+            since,
         });
     }
     if node.memory_pressure == Pressure::Critical {
@@ -502,6 +608,13 @@ fn eliminate(
     }
     if !node.has_model(input.model) {
         return Some(Elimination::ModelAbsent);
+    }
+    // What the model can do, when the node says: lacking a need is final.
+    if let Some(can) = node.model_caps(input.model) {
+        let lacks = can.lacking(input.needs);
+        if !lacks.is_empty() {
+            return Some(Elimination::Incapable { lacks, can });
+        }
     }
     if node.mode == Mode::SmallOnly && model_gib > cfg.small_model_gib {
         return Some(Elimination::SmallOnly { model_gib });
@@ -553,8 +666,22 @@ fn rate(
     };
     let load = obs.load(&node.id, input.model);
     let perf = obs.perf(&node.id, input.model);
-    let slots = slots_of(node, cfg);
+    let (slots, _, slots_source) = slots_for(node, obs, input.model, cfg);
     let speed = node_speed(node, obs, input.model, model_gib, cfg);
+    // Prompt tokens the node probably holds: only where the model is loaded
+    // (an unload takes the cache), counted from when it was loaded.
+    let cached = match (input.prefix, loaded) {
+        (Some(p), Some(_)) if cfg.prefix_affinity => obs
+            .cached_tokens(
+                &node.id,
+                input.model,
+                p,
+                node.loaded_since_ms(input.model).unwrap_or(i64::MIN),
+                now_ms,
+            )
+            .min(input.est_prompt_tokens),
+        _ => 0,
+    };
 
     let mut s = Signals {
         model_temperature: match temperature {
@@ -593,20 +720,37 @@ fn rate(
         .max_output_tokens
         .unwrap_or(cfg.default_output_tokens)
         .min(cfg.default_output_tokens.max(1) * 4) as f64;
-    let gen_ms = if input.kind == Kind::Embed {
-        0.0
-    } else {
-        out_tokens / speed.max(0.1) * 1000.0
+    let gen_ms = match input.kind {
+        Kind::Embed => 0.0,
+        // Media work is not paced by tokens: what a Mac takes for an image
+        // or a few minutes of audio, until herd learns better (the learned
+        // time to first byte of these is the whole job).
+        Kind::Image => MEDIA_IMAGE_MS,
+        Kind::Transcribe => MEDIA_AUDIO_MS,
+        Kind::Chat | Kind::Generate => out_tokens / speed.max(0.1) * 1000.0,
     };
+    // Only the tokens the node does not hold are prefilled.
+    let prefill_rate = cfg.default_prefill_tokens_per_s.max(1.0);
+    let uncached = input.est_prompt_tokens.saturating_sub(cached);
     let ttft_ms = perf
         .filter(|p| p.samples > 0 && p.ttft_ms > 0.0)
         .map(|p| p.ttft_ms)
         .unwrap_or(cfg.default_ttft_ms)
-        + input.est_prompt_tokens as f64 / cfg.default_prefill_tokens_per_s * 1000.0;
+        + uncached as f64 / prefill_rate * 1000.0;
     let service_ms = ttft_ms + gen_ms;
     let busy = load.in_flight + load.waiting;
     let ahead = (busy + 1).saturating_sub(slots) as f64;
     let wait_ms = ahead / slots as f64 * service_ms;
+    // The prefill a hit saves, worth full points while a slot is free; with
+    // none free, only the share of a slot the request would get (it waits,
+    // and the slot holding its prefix may be given to another prompt).
+    let saved_ms = cached as f64 / prefill_rate * 1000.0;
+    let room = if busy < slots {
+        1.0
+    } else {
+        slots as f64 / (busy + 1) as f64
+    };
+    s.prefix_hit = 30.0 * (1.0 - (-saved_ms / 5_000.0).exp()) * room;
     let cold_ms = match temperature {
         Temperature::Hot => 0.0,
         _ => perf
@@ -679,17 +823,52 @@ fn rate(
         temperature,
         load,
         slots,
+        slots_source,
         expected_ttft_ms: round1(expected_ttft_ms),
         expected_generation_ms: round1(gen_ms),
+        expected_cached_tokens: cached,
     }
 }
 
-/// Parallel slots for a node: what it reports, else the configured default.
+/// Parallel slots for a node, without what traffic taught: what it
+/// reports, else the configured default, else one.
 pub fn slots_of(node: &NodeState, cfg: &ScoringConfig) -> u32 {
     if node.parallel_slots > 0 {
         node.parallel_slots
     } else {
-        cfg.default_parallel_slots.max(1)
+        cfg.default_parallel_slots.unwrap_or(1).max(1)
+    }
+}
+
+/// Parallel slots for `node`:`model` — the slots scoring divides load by,
+/// admission's limit (one more while probing, see [`crate::slots`]), and
+/// where they come from: what the node reports, else the configured
+/// default, else what its answers taught, else one slot (Ollama's default)
+/// with a limit of two to find out more.
+pub fn slots_for(
+    node: &NodeState,
+    obs: &dyn Observations,
+    model: &str,
+    cfg: &ScoringConfig,
+) -> (u32, u32, crate::slots::SlotSource) {
+    use crate::slots::{SlotEstimate, SlotSource};
+    if node.parallel_slots > 0 {
+        return (
+            node.parallel_slots,
+            node.parallel_slots,
+            SlotSource::Reported,
+        );
+    }
+    if let Some(n) = cfg.default_parallel_slots {
+        let n = n.max(1);
+        return (n, n, SlotSource::Configured);
+    }
+    match obs.learned_slots(&node.id, model) {
+        Some(e) => (e.slots.max(1), e.limit.max(1), SlotSource::Learned),
+        None => {
+            let a = SlotEstimate::assumed();
+            (a.slots, a.limit, SlotSource::Assumed)
+        }
     }
 }
 
@@ -723,6 +902,9 @@ pub fn name_size_gib(model: &str) -> f64 {
     for part in lower.split([':', '-', '_', '/']) {
         if let Some(num) = part.strip_suffix('b')
             && let Ok(b) = num.parse::<f64>()
+            // `infb`, `1e999b`, `nanb`: not a parameter count.
+            && b.is_finite()
+            && (0.0..=100_000.0).contains(&b)
         {
             best = Some(best.map_or(b, |x: f64| x.max(b)));
         }

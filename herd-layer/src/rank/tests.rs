@@ -65,6 +65,8 @@ fn input<'a>(model: &'a str, exclude: &'a [NodeId]) -> ScoreInput<'a> {
         endpoint: crate::request::Endpoint::OllamaChat,
         native_only: false,
         now_ms: NOW,
+        needs: crate::capability::Caps::NONE,
+        prefix: None,
     }
 }
 
@@ -327,7 +329,9 @@ fn every_elimination_has_its_reason() {
         with("pressure", &|n| n.memory_pressure = Pressure::Critical),
         with("thermal", &|n| n.thermal = Thermal::Critical),
         with("unreachable", &|n| n.engine_reachable = false),
-        with("openai", &|n| n.engine = Engine::OpenAi),
+        // A speech-to-text engine serves no chat (an OpenAI-only LLM
+        // engine does, through the bridge).
+        with("stt", &|n| n.engine = Engine::Stt),
         with("absent", &|n| {
             n.loaded.clear();
             n.available.clear();
@@ -348,10 +352,7 @@ fn every_elimination_has_its_reason() {
     assert_eq!(why(&r, "pressure"), Elimination::MemoryPressureCritical);
     assert_eq!(why(&r, "thermal"), Elimination::ThermalCritical);
     assert_eq!(why(&r, "unreachable"), Elimination::EngineUnreachable);
-    assert!(matches!(
-        why(&r, "openai"),
-        Elimination::EngineMismatch { .. }
-    ));
+    assert!(matches!(why(&r, "stt"), Elimination::EngineMismatch { .. }));
     assert_eq!(why(&r, "absent"), Elimination::ModelAbsent);
     assert!(!r.model_unknown());
     // A model no node has is unknown even when some nodes are offline or
@@ -486,4 +487,380 @@ fn a_failing_node_loses_to_a_healthy_one() {
     let r = rank(&v, &obs, &input("m:8b", &[]));
     assert_eq!(cand(&r, &winner).signals.reliability, -40.0);
     assert_eq!(&*r.candidates[0].node, other);
+}
+
+// ---- prefix-cache affinity and learned slots (issue 15)
+
+/// Load, cached prompt tokens (with when they were sent) and learned slots
+/// per node.
+#[derive(Default)]
+struct CacheObs {
+    load: HashMap<String, Load>,
+    cached: HashMap<String, (u32, i64)>,
+    slots: HashMap<String, crate::slots::SlotEstimate>,
+}
+
+impl Observations for CacheObs {
+    fn load(&self, node: &str, _: &str) -> Load {
+        self.load.get(node).copied().unwrap_or_default()
+    }
+    fn perf(&self, _: &str, _: &str) -> Option<Perf> {
+        None
+    }
+    fn cached_tokens(
+        &self,
+        node: &str,
+        _: &str,
+        _: &crate::prefix::Prefix,
+        since_ms: i64,
+        _: i64,
+    ) -> u32 {
+        match self.cached.get(node) {
+            Some((tokens, sent_at)) if *sent_at >= since_ms => *tokens,
+            _ => 0,
+        }
+    }
+    fn learned_slots(&self, node: &str, _: &str) -> Option<crate::slots::SlotEstimate> {
+        self.slots.get(node).copied()
+    }
+}
+
+fn some_prefix() -> crate::prefix::Prefix {
+    let mut h = crate::prefix::PrefixHasher::new();
+    h.feed(&[7u8; 1000]);
+    h.finish()
+}
+
+/// Two identical nodes with the model loaded and four slots each; an
+/// 8,000-token prompt of which `a` holds 7,000.
+fn warm_pair() -> (FleetView, CacheObs) {
+    let mut a = node("a", 64);
+    let mut b = node("b", 64);
+    for n in [&mut a, &mut b] {
+        loaded(n, "m:8b", 5);
+        n.parallel_slots = 4;
+    }
+    let mut obs = CacheObs::default();
+    obs.cached.insert("a".into(), (7_000, NOW - 10_000));
+    (view(vec![a, b]), obs)
+}
+
+fn prompt<'a>(p: &'a crate::prefix::Prefix) -> ScoreInput<'a> {
+    ScoreInput {
+        est_prompt_tokens: 8_000,
+        prefix: Some(p),
+        ..input("m:8b", &[])
+    }
+}
+
+#[test]
+fn a_node_holding_the_prompt_wins_while_it_has_room() {
+    let (v, obs) = warm_pair();
+    let p = some_prefix();
+    let r = rank(&v, &obs, &prompt(&p));
+    assert_eq!(&*r.candidates[0].node, "a");
+    let (a, b) = (cand(&r, "a"), cand(&r, "b"));
+    assert_eq!(a.expected_cached_tokens, 7_000);
+    assert_eq!(b.expected_cached_tokens, 0);
+    // 7,000 tokens at 1,000 tokens/s: 7 s of prefill saved, 30·(1−e^−1.4).
+    assert!((a.signals.prefix_hit - 22.6).abs() < 0.1, "{:?}", a.signals);
+    assert_eq!(b.signals.prefix_hit, 0.0);
+    assert!((b.expected_ttft_ms - a.expected_ttft_ms - 7_000.0).abs() < 1.0);
+    // All slots busy: the hit is worth less, but waiting ~2.4 s for a slot
+    // still beats prefilling 7,000 tokens elsewhere.
+    let mut obs = obs;
+    obs.load.insert(
+        "a".into(),
+        Load {
+            in_flight: 4,
+            waiting: 0,
+        },
+    );
+    let r = rank(&v, &obs, &prompt(&p));
+    assert_eq!(&*r.candidates[0].node, "a", "{r:#?}");
+    assert!((cand(&r, "a").signals.prefix_hit - 22.6 * 4.0 / 5.0).abs() < 0.1);
+}
+
+#[test]
+fn a_warm_but_busy_node_does_not_attract_everything() {
+    let (v, mut obs) = warm_pair();
+    let p = some_prefix();
+    obs.load.insert(
+        "a".into(),
+        Load {
+            in_flight: 4,
+            waiting: 8,
+        },
+    );
+    let r = rank(&v, &obs, &prompt(&p));
+    assert_eq!(&*r.candidates[0].node, "b", "{r:#?}");
+    let a = cand(&r, "a");
+    // Its hit counts for the share of a slot a newcomer would get.
+    assert!(
+        (a.signals.prefix_hit - 22.6 * 4.0 / 13.0).abs() < 0.1,
+        "{:?}",
+        a.signals
+    );
+    assert!(a.expected_ttft_ms > cand(&r, "b").expected_ttft_ms);
+}
+
+#[test]
+fn no_hit_without_the_model_loaded_since_or_with_affinity_off() {
+    let p = some_prefix();
+    // Unloaded and loaded again after the prompt was sent: the cache is gone.
+    let (mut v, obs) = warm_pair();
+    let mut a = (*v.nodes["a"]).clone();
+    a.loaded_since.insert("m:8b".into(), NOW - 5_000);
+    v.insert(a);
+    let r = rank(&v, &obs, &prompt(&p));
+    assert_eq!(cand(&r, "a").expected_cached_tokens, 0);
+    // Only on disk: nothing cached either.
+    let (v, obs) = warm_pair();
+    let mut a = (*v.nodes["a"]).clone();
+    a.loaded.clear();
+    let mut v = v;
+    v.insert(a);
+    let r = rank(&v, &obs, &prompt(&p));
+    assert_eq!(cand(&r, "a").expected_cached_tokens, 0);
+    assert_eq!(cand(&r, "a").signals.prefix_hit, 0.0);
+    // Affinity switched off.
+    let (v, obs) = warm_pair();
+    let cfg = ScoringConfig {
+        prefix_affinity: false,
+        ..ScoringConfig::default()
+    };
+    let r = score(&v, &obs, &prompt(&p), &cfg);
+    assert_eq!(cand(&r, "a").expected_cached_tokens, 0);
+    assert_eq!(cand(&r, "a").signals.prefix_hit, 0.0);
+    assert_eq!(cand(&r, "a").score, cand(&r, "b").score);
+    // No prompt known (explain by model name): no hit.
+    let r = rank(&v, &obs, &input("m:8b", &[]));
+    assert_eq!(cand(&r, "a").expected_cached_tokens, 0);
+}
+
+#[test]
+fn slots_come_from_the_report_the_config_what_was_learned_or_one() {
+    use crate::slots::{SlotEstimate, SlotSource};
+    let mut one = node("one", 64);
+    let mut four = node("four", 64);
+    for n in [&mut one, &mut four] {
+        loaded(n, "m:8b", 5);
+        n.parallel_slots = 0; // agentless: nothing reported
+    }
+    let v = view(vec![one, four]);
+    let mut obs = CacheObs::default();
+    for (n, slots) in [("one", 1), ("four", 4)] {
+        obs.slots.insert(
+            n.into(),
+            SlotEstimate {
+                slots,
+                limit: slots,
+                ..SlotEstimate::assumed()
+            },
+        );
+        obs.load.insert(
+            n.into(),
+            Load {
+                in_flight: 1,
+                waiting: 0,
+            },
+        );
+    }
+    // One request in flight on each: the 1-slot node is full, the other is not.
+    let r = rank(&v, &obs, &input("m:8b", &[]));
+    assert_eq!(&*r.candidates[0].node, "four", "{r:#?}");
+    assert_eq!(cand(&r, "one").slots, 1);
+    assert_eq!(cand(&r, "one").slots_source, SlotSource::Learned);
+    assert_eq!(cand(&r, "four").slots, 4);
+    let n = &v.nodes["one"];
+    assert_eq!(
+        slots_for(n, &obs, "m:8b", &ScoringConfig::default()),
+        (1, 1, SlotSource::Learned)
+    );
+    assert_eq!(
+        slots_for(n, &NoObservations, "m:8b", &ScoringConfig::default()),
+        (1, 2, SlotSource::Assumed)
+    );
+    let fixed = ScoringConfig {
+        default_parallel_slots: Some(6),
+        ..ScoringConfig::default()
+    };
+    assert_eq!(
+        slots_for(n, &obs, "m:8b", &fixed),
+        (6, 6, SlotSource::Configured)
+    );
+    let mut reported = (**n).clone();
+    reported.parallel_slots = 3;
+    assert_eq!(
+        slots_for(&reported, &obs, "m:8b", &fixed),
+        (3, 3, SlotSource::Reported)
+    );
+}
+
+fn capable(n: &mut NodeState, model: &str, caps: &[&str]) {
+    on_disk(n, model, 5);
+    n.available.last_mut().unwrap().capabilities = caps.iter().map(|c| c.to_string()).collect();
+}
+
+fn needing<'a>(
+    model: &'a str,
+    endpoint: crate::request::Endpoint,
+    needs: &[&str],
+) -> ScoreInput<'a> {
+    ScoreInput {
+        kind: endpoint.kind(),
+        format: endpoint.dialect(),
+        endpoint,
+        needs: crate::capability::Caps::from_names(needs.iter().copied()),
+        ..input(model, &[])
+    }
+}
+
+#[test]
+fn a_model_that_cannot_do_what_the_request_needs_is_eliminated_with_what_it_lacks() {
+    use crate::request::Endpoint;
+    let mut sees = node("sees", 64);
+    capable(&mut sees, "m:8b", &["completion", "vision", "tools"]);
+    let mut blind = node("blind", 64);
+    capable(&mut blind, "m:8b", &["completion", "tools"]);
+    let mut unknown = node("unknown", 64);
+    on_disk(&mut unknown, "m:8b", 5);
+    let v = view(vec![sees, blind, unknown]);
+    let r = rank(
+        &v,
+        &NoObservations,
+        &needing("m:8b", Endpoint::OllamaChat, &["completion", "vision"]),
+    );
+    let names: Vec<&str> = r.candidates.iter().map(|c| &*c.node).collect();
+    assert!(
+        names.contains(&"sees") && names.contains(&"unknown"),
+        "{names:?}"
+    );
+    match why(&r, "blind") {
+        Elimination::Incapable { lacks, can } => {
+            assert_eq!(lacks.names(), ["vision"]);
+            assert_eq!(can.names(), ["completion", "tools"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = why(&r, "blind").to_string();
+    assert!(text.contains("cannot read images"), "{text}");
+    assert_eq!(r.incapable(), None, "others can: not a refusal");
+    // Plain text: every copy serves it.
+    let r = rank(
+        &v,
+        &NoObservations,
+        &needing("m:8b", Endpoint::OllamaChat, &["completion"]),
+    );
+    assert_eq!(r.candidates.len(), 3);
+
+    // Only the blind copy: the request cannot be served, and says why.
+    let mut blind = node("blind", 64);
+    capable(&mut blind, "m:8b", &["completion"]);
+    let mut other = node("other", 64);
+    on_disk(&mut other, "x:1b", 1);
+    let v = view(vec![blind, other]);
+    let r = rank(
+        &v,
+        &NoObservations,
+        &needing(
+            "m:8b",
+            Endpoint::OllamaChat,
+            &["completion", "tools", "thinking"],
+        ),
+    );
+    let why = r.incapable().expect("a refusal");
+    assert!(why.contains("lacks tools, thinking"), "{why}");
+}
+
+#[test]
+fn media_requests_go_to_engines_that_serve_them() {
+    use crate::request::Endpoint;
+    let mut old = node("old-ollama", 64);
+    old.engine_version = "0.19.2".into();
+    capable(&mut old, "whisper:latest", &["completion", "audio"]);
+    let mut new = node("new-ollama", 64);
+    new.engine_version = "0.20.1".into();
+    capable(&mut new, "whisper:latest", &["completion", "audio"]);
+    let mut llm = node("llm-only", 64);
+    llm.engine_version = "0.20.1".into();
+    capable(&mut llm, "whisper:latest", &["completion"]);
+    let mut stt = node("box/stt", 64);
+    stt.engine = Engine::Stt;
+    on_disk(&mut stt, "whisper:latest", 1);
+    let mut img = node("box/image", 64);
+    img.engine = Engine::Image;
+    on_disk(&mut img, "sd:latest", 4);
+    let v = view(vec![old, new, llm, stt, img]);
+    let r = rank(
+        &v,
+        &NoObservations,
+        &needing("whisper", Endpoint::AudioTranscriptions, &["audio"]),
+    );
+    let mut names: Vec<&str> = r.candidates.iter().map(|c| &*c.node).collect();
+    names.sort();
+    assert_eq!(names, ["box/stt", "new-ollama"], "{r:#?}");
+    assert!(matches!(
+        why(&r, "old-ollama"),
+        Elimination::EngineMismatch {
+            since: Some("Ollama 0.20.0"),
+            ..
+        }
+    ));
+    assert!(matches!(why(&r, "llm-only"), Elimination::Incapable { .. }));
+    assert!(matches!(
+        why(&r, "box/image"),
+        Elimination::EngineMismatch { .. }
+    ));
+    // Translations: no Ollama has them; the speech-to-text engine does.
+    let r = rank(
+        &v,
+        &NoObservations,
+        &needing("whisper", Endpoint::AudioTranslations, &["audio"]),
+    );
+    assert_eq!(r.candidates.len(), 1);
+    assert_eq!(&*r.candidates[0].node, "box/stt");
+    // Images: the image engine, whose models draw without saying so.
+    let r = rank(
+        &v,
+        &NoObservations,
+        &needing("sd", Endpoint::ImageGenerations, &["image"]),
+    );
+    assert_eq!(r.candidates.len(), 1);
+    assert_eq!(&*r.candidates[0].node, "box/image");
+    // A chat to the image engine's model: no node serves it.
+    let r = rank(
+        &v,
+        &NoObservations,
+        &needing("sd", Endpoint::OllamaChat, &["completion"]),
+    );
+    assert!(r.candidates.is_empty());
+}
+
+#[test]
+fn an_openai_only_engine_serves_every_dialect_but_only_openais_natively() {
+    use crate::request::Endpoint;
+    let mut n = node("vllm", 64);
+    n.engine = Engine::OpenAi;
+    loaded(&mut n, "m:8b", 5);
+    let v = view(vec![n]);
+    for ep in [
+        Endpoint::OllamaChat,
+        Endpoint::OpenAiChat,
+        Endpoint::AnthropicMessages,
+        Endpoint::OllamaEmbed,
+    ] {
+        let r = rank(&v, &NoObservations, &needing("m:8b", ep, &[]));
+        assert_eq!(r.candidates.len(), 1, "{ep:?}");
+        let native = ScoreInput {
+            native_only: true,
+            ..needing("m:8b", ep, &[])
+        };
+        let r = rank(&v, &NoObservations, &native);
+        assert_eq!(
+            r.candidates.len(),
+            usize::from(ep == Endpoint::OpenAiChat),
+            "{ep:?} natively"
+        );
+    }
 }

@@ -148,6 +148,8 @@ impl AutoPull {
             only: None,
             endpoint: crate::request::Endpoint::OllamaChat,
             native_only: false,
+            needs: crate::capability::Caps::NONE,
+            prefix: None,
             now_ms: crate::fleet::now_ms(),
         };
         rank::score(&view, &NoObservations, &input, &self.scoring)
@@ -353,6 +355,17 @@ pub struct AutoPullFailed {
     /// Why the pull failed.
     pub reason: String,
 }
+/// A model no node has, which this caller may not have pulled (auto-pull
+/// changes the fleet: the proxy allows it to admin callers only).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "model {model:?} not found on any node; herd pulls a missing model only for an admin caller (from the router's machine, or with an admin key: `herd keys create <name> --scope admin`), or pull it with `POST /api/pull`"
+)]
+pub struct PullNotAllowed {
+    /// The model.
+    pub model: String,
+}
+
 /// `model` as a node would list it on disk, before it has said so: the
 /// size estimated from the name (the real one comes with the next report).
 fn assumed_on_disk(model: &str) -> DiskModel {

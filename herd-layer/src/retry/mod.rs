@@ -31,7 +31,7 @@ use crate::queueing::{Evicted, Shed};
 use crate::rank::NoCandidates;
 use crate::routed::{BoxError, Routed};
 
-pub use autopull::{AutoPull, AutoPullConfig, AutoPullFailed, PullStatus};
+pub use autopull::{AutoPull, AutoPullConfig, AutoPullFailed, PullNotAllowed, PullStatus};
 pub use tower::retry::Retry;
 
 /// Retry tunables.
@@ -143,7 +143,10 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
             Err(e) => e,
         };
         if let Some(up) = err.downcast_ref::<UpstreamError>() {
-            if !up.retryable() {
+            // An upload whose rest already went to the failed node cannot
+            // be sent again: that failure is final.
+            let spent = req.request.upload.as_ref().is_some_and(|u| !u.replayable());
+            if !up.retryable() || spent {
                 return None;
             }
             self.last = Some((up.node.to_string(), up.to_string(), up.status()));
@@ -194,10 +197,24 @@ impl<Res> tower::retry::Policy<Routed, Res, BoxError> for Policy {
                 return None;
             }
             if nc.model_unknown() {
+                let may_pull = self.autopull.as_ref().is_some_and(|a| a.enabled())
+                    && !self.pull_tried
+                    && !req.fallback_used();
+                if may_pull && !req.request.may_pull {
+                    // Pulling changes the fleet: the edge allows it to admins only.
+                    *result = Err(PullNotAllowed {
+                        model: req.model.clone(),
+                    }
+                    .into());
+                    return None;
+                }
                 // Only the client's own model is pulled, never a fallback.
+                // Image models are not Ollama's to pull (it dropped image
+                // generation in 0.32.6): they come with their engine.
                 if let Some(ap) = self.autopull.as_ref().filter(|a| a.enabled())
                     && !self.pull_tried
                     && !req.fallback_used()
+                    && req.request.kind() != crate::request::Kind::Image
                 {
                     // The wait before the next attempt is the pull itself.
                     self.pull_tried = true;

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::rank::{NoCandidates, Observations, ScoreInput, ScoringConfig, score, slots_of};
+use crate::rank::{NoCandidates, Observations, ScoreInput, ScoringConfig, score, slots_for};
 use crate::routed::{BoxError, Pick, Routed};
 
 /// The discovery layer did not run before scoring (a stack built wrongly).
@@ -57,7 +57,9 @@ pub fn pick(
         only: req.only.as_deref(),
         endpoint: req.request.endpoint,
         native_only: req.native_only,
+        needs: req.request.needs,
         now_ms: crate::fleet::now_ms(),
+        prefix: Some(&req.request.prefix).filter(|p| !p.is_empty()),
     };
     let ranking = Arc::new(score(view, obs, &input, cfg));
     let Some(best) = ranking.best() else {
@@ -77,7 +79,8 @@ pub fn pick(
         addr: node.addr,
         engine: node.engine,
         version: node.engine_version.clone(),
-        slots: slots_of(node, cfg),
+        slots: slots_for(node, obs, &req.model, cfg).1,
+        concurrency: 0,
         temperature: best.temperature,
         score: best.score,
         ranking: ranking.clone(),

@@ -10,14 +10,24 @@ use http::StatusCode;
 use crate::error::ClientError;
 use crate::fleet::FleetView;
 use crate::forward::{InvalidRequest, UpstreamError, UpstreamErrorKind};
+use crate::limit::{RateLimited, Which};
 use crate::queueing::{Evicted, QueueTimeout, Shed};
 use crate::rank::NoCandidates;
-use crate::retry::{AutoPullFailed, RetriesExhausted};
+use crate::retry::{AutoPullFailed, PullNotAllowed, RetriesExhausted};
 use crate::routed::BoxError;
 
 /// Map a routing-stack failure to what the client should see.
 pub fn client_error(err: &BoxError, view: &FleetView) -> ClientError {
     if let Some(e) = err.downcast_ref::<NoCandidates>() {
+        if let Some(why) = e.ranking.incapable() {
+            // Every copy of the model lacks what the request needs: asking
+            // again will not help; another model will.
+            return ClientError::bad_request(format!(
+                "model {:?} cannot serve this request on any node: {why}",
+                e.model
+            ))
+            .code("model_not_capable");
+        }
         if e.model_unknown() {
             return ClientError::new(
                 StatusCode::NOT_FOUND,
@@ -40,6 +50,24 @@ pub fn client_error(err: &BoxError, view: &FleetView) -> ClientError {
         .retry_after(Duration::from_secs(5));
     }
     if let Some(e) = err.downcast_ref::<AutoPullFailed>() {
+        return ClientError::new(
+            StatusCode::NOT_FOUND,
+            format!("{e}; {}", where_models_are(view)),
+        )
+        .code("model_not_found");
+    }
+    if let Some(e) = err.downcast_ref::<RateLimited>() {
+        let (status, code) = match e.which {
+            Which::Tenants => (StatusCode::SERVICE_UNAVAILABLE, "too_many_tenants"),
+            _ => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
+        };
+        let mut c = ClientError::new(status, e.message.clone())
+            .code(code)
+            .retry_after(e.retry_after);
+        c.headers = e.headers.pairs();
+        return c;
+    }
+    if let Some(e) = err.downcast_ref::<PullNotAllowed>() {
         return ClientError::new(
             StatusCode::NOT_FOUND,
             format!("{e}; {}", where_models_are(view)),
@@ -79,6 +107,9 @@ pub fn client_error(err: &BoxError, view: &FleetView) -> ClientError {
             }
             _ => ClientError::new(StatusCode::BAD_GATEWAY, e.to_string()).code("upstream_failed"),
         };
+    }
+    if let Some(e) = err.downcast_ref::<crate::dialect::upload::UploadFailed>() {
+        return e.0.clone();
     }
     if let Some(e) = err.downcast_ref::<InvalidRequest>() {
         return ClientError::bad_request(e.to_string());

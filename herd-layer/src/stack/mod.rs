@@ -6,14 +6,19 @@
 //!    proxy's telemetry: span, trace record, metrics); it sits above retry so
 //!    one request is one trace however many attempts it takes, and reports
 //!    when the response body ends, not when headers leave.
-//! 1. **retry/fallback** ([`crate::retry`]): replays an attempt that failed
+//! 1. **limit** ([`crate::limit`]): a tenant's requests, tokens and
+//!    requests at once; under trace so a refusal is traced for its tenant,
+//!    above retry so three attempts are still one request.
+//! 2. **retry/fallback** ([`crate::retry`]): replays an attempt that failed
 //!    before the first byte, excluding the failed node; then fallback models.
-//! 2. **discovery** ([`crate::discovery`]): hands the attempt a fresh fleet
+//! 3. **discovery** ([`crate::discovery`]): hands the attempt a fresh fleet
 //!    snapshot (so a retry sees the fleet as it is now).
-//! 3. **scoring** ([`crate::scoring`]): ranks the snapshot, records the pick.
-//! 4. **queueing** ([`crate::queueing`]): waits for a slot on the picked
-//!    node:model, bounded; the slot lives in the response body.
-//! 5. **forward** ([`crate::forward`]): the leaf; talks to the node, streams
+//! 4. **scoring** ([`crate::scoring`]): ranks the snapshot, records the pick.
+//! 5. **queueing** ([`crate::queueing`]): waits for a slot on the picked
+//!    node:model, bounded; the slot lives in the response body. Once
+//!    admitted, the request's prompt prefix is recorded as sent there
+//!    ([`crate::prefix`]).
+//! 6. **forward** ([`crate::forward`]): the leaf; talks to the node, streams
 //!    the answer back, translated when needed.
 //!
 //! Each request is parsed once above this stack ([`crate::dialect::parse`]);
@@ -33,6 +38,7 @@ use tower::util::BoxCloneSyncService;
 use crate::config::RoutingConfig;
 use crate::discovery::DiscoveryLayer;
 use crate::forward::{Forward, ForwardConfig};
+use crate::limit::LimitLayer;
 use crate::live::Live;
 use crate::queueing::QueueingLayer;
 use crate::retry::RetryLayer;
@@ -64,16 +70,17 @@ where
 {
     let stack = ServiceBuilder::new()
         .option_layer(tracer.map(TraceLayer::new))
+        .layer(LimitLayer::new(live.limits.clone()))
         .layer(RetryLayer::new(Arc::new(cfg.retry.clone())).with_autopull(live.autopull.clone()))
         .layer(DiscoveryLayer::new(fleet))
         .layer(ScoringLayer::new(
             Arc::new(live.clone()),
             Arc::new(cfg.scoring.clone()),
         ))
-        .layer(QueueingLayer::new(
-            live.admission.clone(),
-            Arc::new(cfg.queue.clone()),
-        ))
+        .layer(
+            QueueingLayer::new(live.admission.clone(), Arc::new(cfg.queue.clone()))
+                .with_prefix(cfg.scoring.prefix_affinity.then(|| live.prefix.clone())),
+        )
         .service(leaf);
     BoxCloneSyncService::new(stack)
 }

@@ -13,7 +13,9 @@
 mod future;
 mod layer;
 mod service;
+mod tee;
 
 pub use future::ResponseFuture;
 pub use layer::TraceLayer;
 pub use service::Traced;
+pub use tee::Tee;

@@ -162,6 +162,17 @@ async fn run(a: RunArgs) -> Result<(), String> {
         Some(u) => herd_proto::node::engine_url(u).map_err(|e| format!("--public-url: {e}"))?,
         None => ollama.clone(),
     };
+    let extra = a
+        .engines
+        .iter()
+        .map(|e| herd_proto::engine::parse_engine(e).map_err(|why| format!("--engine-url: {why}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if extra.len() > herd_proto::engine::MAX_EXTRA_ENGINES {
+        return Err(format!(
+            "--engine-url: at most {} engines",
+            herd_proto::engine::MAX_EXTRA_ENGINES
+        ));
+    }
     let client = OllamaClient::new(ollama.clone());
     // A herd router is not an Ollama: reporting it as this node's engine
     // would send the router's requests back to itself.
@@ -180,6 +191,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
             meeting: a.meeting,
             capacity,
             sample_every: Duration::from_secs(a.sample_secs.max(1)),
+            extra,
         },
     ));
     let controls = Arc::new(Controls::default());

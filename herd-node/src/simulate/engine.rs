@@ -19,6 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::content::{KeepAlive, digest_of};
+use super::kv::{SlotRule, Slots, Token};
 use crate::config::{DeviceConfig, Faults, GIB, ModelSpec, Sensors, normalize_model_name};
 
 /// Why the engine would not serve a request.
@@ -87,6 +88,12 @@ pub struct DeviceStats {
     /// paths the device serves are counted, so the map stays small.
     #[serde(default)]
     pub per_path: BTreeMap<String, u64>,
+    /// Prompt tokens of the generations admitted.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Of those, tokens a slot's KV cache already held (not prefilled).
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 /// `modified_at` of the models a device starts with: one fixed date
@@ -165,6 +172,8 @@ struct Loaded {
     last_used: u64,
     keep_alive: KeepAlive,
     expires_at: Option<Instant>,
+    /// Its slots' KV caches (gone with it when it unloads).
+    kv: Slots,
 }
 
 #[derive(Debug)]
@@ -212,6 +221,10 @@ pub struct Admission {
     pub load_duration: Duration,
     /// The model's spec.
     pub spec: ModelSpec,
+    /// The KV cache slot it holds, when it brought a prompt.
+    kv_slot: Option<usize>,
+    /// Prompt pseudo-tokens its slot already held (not prefilled again).
+    pub cached: usize,
 }
 
 /// Holds a model against eviction while a request waits or runs.
@@ -260,6 +273,7 @@ impl Engine {
                         last_used: i as u64,
                         keep_alive,
                         expires_at: expiry(now, keep_alive),
+                        kv: kv_slots(&cfg, &m.spec),
                     },
                 );
             }
@@ -459,6 +473,8 @@ impl Engine {
         let s = &mut st.stats;
         s.served_total = 0;
         s.rejected_busy = 0;
+        s.prompt_tokens = 0;
+        s.cached_tokens = 0;
         s.max_active_seen = s.active;
         s.per_model.retain(|_, m| m.active > 0);
         for m in s.per_model.values_mut() {
@@ -579,7 +595,41 @@ impl Engine {
             _permit: permit,
             load_duration,
             spec,
+            kv_slot: None,
+            cached: 0,
         }
+    }
+
+    /// As [`Engine::admit`], then takes a KV cache slot of the model for
+    /// `prompt` (see [`super::kv`]), which will hold `then` (the prompt and
+    /// what will be generated). The admission says how many of the
+    /// prompt's tokens the slot already held.
+    pub async fn admit_prompt(
+        self: &Arc<Self>,
+        model: &str,
+        keep_alive: Option<KeepAlive>,
+        prompt: &[Token],
+        then: &[Token],
+    ) -> Result<Admission, EngineError> {
+        let mut a = self.admit(model, keep_alive).await?;
+        let rule = SlotRule::for_version(self.cfg.ollama_at_least((0, 30, 0)));
+        let mut st = self.lock();
+        // A held admission means a free slot: there are as many as permits.
+        if let Some(l) = st.loaded.get_mut(&a.model)
+            && let Some((slot, reused)) = l.kv.take(rule, prompt, then)
+        {
+            a.kv_slot = Some(slot);
+            a.cached = reused;
+        }
+        Ok(a)
+    }
+
+    /// Counts a prompt's tokens and those its slot held (see
+    /// [`DeviceStats::prompt_tokens`]).
+    pub fn note_prompt(&self, prompt_tokens: u32, cached_tokens: u32) {
+        let mut st = self.lock();
+        st.stats.prompt_tokens += u64::from(prompt_tokens);
+        st.stats.cached_tokens += u64::from(cached_tokens);
     }
 
     /// Makes sure the model is loaded and marks one more user of it.
@@ -628,6 +678,7 @@ impl Engine {
                             last_used: clock,
                             keep_alive,
                             expires_at: None,
+                            kv: kv_slots(&self.cfg, spec),
                         },
                     );
                     true
@@ -784,6 +835,17 @@ fn progress(status: &str, digest: &str, total: u64, completed: u64) -> Value {
     json!({"status": status, "digest": format!("sha256:{digest}"), "total": total, "completed": completed})
 }
 
+/// The KV cache slots of a model as it loads: one per parallel request,
+/// each as long as the model's context.
+fn kv_slots(cfg: &DeviceConfig, spec: &ModelSpec) -> Slots {
+    let context = if spec.context_length > 0 {
+        spec.context_length
+    } else {
+        4096
+    };
+    Slots::new(cfg.num_parallel as usize, context as usize)
+}
+
 fn default_keep_alive(cfg: &DeviceConfig) -> KeepAlive {
     match u64::try_from(cfg.keep_alive_secs) {
         Ok(s) => KeepAlive::For(Duration::from_secs(s)),
@@ -847,6 +909,11 @@ impl Drop for Admission {
             s.active = s.active.saturating_sub(1);
             if let Some(m) = s.per_model.get_mut(&self.model) {
                 m.active = m.active.saturating_sub(1);
+            }
+            if let Some(slot) = self.kv_slot
+                && let Some(l) = st.loaded.get_mut(&self.model)
+            {
+                l.kv.release(slot);
             }
         }
         self.engine.release_use(&self.model);

@@ -3,7 +3,9 @@
 //! Every end-to-end test and benchmark of herd runs fleets of these, so they
 //! must look like the real thing from outside: a faithful Ollama API on a real
 //! socket, timing that follows the config (cold loads, TTFT, tokens/s, slots,
-//! queue), and reports to the router through the same agent a real node uses.
+//! queue, prompt prefixes reused from each slot's KV cache as Ollama's
+//! runners reuse them: [`kv`]), and reports to the router through the same
+//! agent a real node uses.
 //! Tests steer a running device through [`DeviceHandle`] or the `/_sim/*`
 //! admin API: sensors, faults, kill and revive.
 //!
@@ -14,6 +16,7 @@
 mod api;
 pub mod content;
 pub mod engine;
+pub mod kv;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,6 +91,9 @@ struct Inner {
     /// Set when the router is discovered (mDNS) instead of given.
     routers: Option<watch::Receiver<Option<String>>>,
     controls: Arc<Controls>,
+    /// The engines beside this device's Ollama (`extra_engines`), each a
+    /// device of its own without an agent, reported by this one.
+    extras: Vec<DeviceHandle>,
 }
 
 impl Device {
@@ -126,6 +132,28 @@ impl Device {
         fleet_token: Option<String>,
     ) -> Result<DeviceHandle, SimError> {
         cfg.validate()?;
+        let mut extras: Vec<DeviceHandle> = Vec::new();
+        for (i, e) in cfg.extra_engines.iter().enumerate() {
+            let e = DeviceConfig {
+                name: format!(
+                    "{}-{}{i}",
+                    cfg.name,
+                    herd_proto::engine::kind_name(engine_kind(e.engine))
+                ),
+                bind: cfg.bind,
+                port: 0,
+                ..e.clone()
+            };
+            match Box::pin(Device::start(e, None)).await {
+                Ok(h) => extras.push(h),
+                Err(err) => {
+                    for h in extras {
+                        h.shutdown().await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
         let want = SocketAddr::new(cfg.bind, cfg.port);
         let bind_err = |source| SimError::Bind {
             name: cfg.name.clone(),
@@ -153,6 +181,7 @@ impl Device {
             agent_cfg,
             routers,
             controls: Arc::new(Controls::default()),
+            extras,
         });
         let handle = DeviceHandle { inner };
         let app = router_for(handle.clone());
@@ -284,6 +313,9 @@ impl DeviceHandle {
     /// The device "loses power": open streams are cut, new connections are
     /// dropped, the router attachment goes away.
     pub fn kill(&self) {
+        for e in &self.inner.extras {
+            e.kill();
+        }
         self.inner.killed.store(true, Ordering::SeqCst);
         self.inner.kill_epoch.send_modify(|e| *e += 1);
         if let Some(a) = lock(&self.inner.agent).take() {
@@ -294,6 +326,9 @@ impl DeviceHandle {
 
     /// Undoes [`DeviceHandle::kill`].
     pub fn revive(&self) {
+        for e in &self.inner.extras {
+            e.revive();
+        }
         self.inner.killed.store(false, Ordering::SeqCst);
         self.start_agent();
         tracing::info!(device = %self.name(), "revived");
@@ -301,6 +336,9 @@ impl DeviceHandle {
 
     /// Stops the device for good and waits for its server to end.
     pub async fn shutdown(self) {
+        for e in self.inner.extras.clone() {
+            Box::pin(e.shutdown()).await;
+        }
         self.kill();
         self.inner.shutdown.send_replace(true);
         let server = lock(&self.inner.server).take();
@@ -325,7 +363,21 @@ impl DeviceHandle {
 
     /// The report this device sends to its router.
     pub fn report(&self) -> NodeReport {
-        build_report(&self.inner.engine, &self.url())
+        build_report(&self.inner.engine, &self.url(), &self.extras())
+    }
+
+    /// The engines beside this device's Ollama (`extra_engines`).
+    pub fn extra_engines(&self) -> &[DeviceHandle] {
+        &self.inner.extras
+    }
+
+    /// The extras as the report needs them: engine, URL, whether up.
+    fn extras(&self) -> Vec<(Arc<Engine>, String, bool)> {
+        self.inner
+            .extras
+            .iter()
+            .map(|e| (e.inner.engine.clone(), e.url(), !e.is_killed()))
+            .collect()
     }
 
     fn start_agent(&self) {
@@ -339,6 +391,7 @@ impl DeviceHandle {
         let source = Arc::new(SimSource {
             engine: self.inner.engine.clone(),
             url: self.url(),
+            extras: self.inner.extras.clone(),
         });
         let controls = self.inner.controls.clone();
         *slot = Some(match self.inner.routers.clone() {
@@ -484,11 +537,17 @@ async fn admin_kill(State(h): State<DeviceHandle>) -> StatusCode {
 struct SimSource {
     engine: Arc<Engine>,
     url: String,
+    extras: Vec<DeviceHandle>,
 }
 
 impl StateSource for SimSource {
     async fn report(&self) -> NodeReport {
-        build_report(&self.engine, &self.url)
+        let extras: Vec<_> = self
+            .extras
+            .iter()
+            .map(|e| (e.inner.engine.clone(), e.url(), !e.is_killed()))
+            .collect();
+        build_report(&self.engine, &self.url, &extras)
     }
 
     async fn pull(&self, model: String) -> Result<String, String> {
@@ -516,9 +575,65 @@ fn unix_ms(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// herd.v1's kind for a simulated engine.
+fn engine_kind(e: crate::config::SimEngine) -> EngineKind {
+    match e {
+        crate::config::SimEngine::Ollama => EngineKind::Ollama,
+        crate::config::SimEngine::OpenAi => EngineKind::Openai,
+        crate::config::SimEngine::Stt => EngineKind::Stt,
+        crate::config::SimEngine::Image => EngineKind::Image,
+    }
+}
+
+/// What an engine that is not an Ollama reports: what it serves (its
+/// `/v1/models`), its slots and its URL; no version.
+fn extra_engine_state(engine: &Engine, url: &str, up: bool) -> EngineState {
+    let cfg = engine.config();
+    let kind = engine_kind(cfg.engine);
+    let caps = |m: &crate::config::ModelSpec| match cfg.engine {
+        crate::config::SimEngine::Stt => vec!["audio".to_owned()],
+        crate::config::SimEngine::Image => vec!["image".to_owned()],
+        _ => m.capabilities(),
+    };
+    let disk = engine.disk();
+    EngineState {
+        kind: kind as i32,
+        reachable: up,
+        unreachable_reason: if up {
+            String::new()
+        } else {
+            format!("{url}: connection refused")
+        },
+        url: url.to_owned(),
+        loaded: disk
+            .iter()
+            .map(|m| LoadedModel {
+                name: m.spec.name.clone(),
+                context_length: m.spec.context_length,
+                ..LoadedModel::default()
+            })
+            .collect(),
+        available: disk
+            .iter()
+            .map(|m| DiskModel {
+                name: m.spec.name.clone(),
+                capabilities: caps(&m.spec),
+                ..DiskModel::default()
+            })
+            .collect(),
+        parallel_slots: cfg.num_parallel,
+        ..EngineState::default()
+    }
+}
+
 /// The report of a simulated device: everything a real agent would fill,
-/// from the simulator's state and sensors.
-pub(crate) fn build_report(engine: &Engine, url: &str) -> NodeReport {
+/// from the simulator's state and sensors; `extras` are the engines beside
+/// its Ollama (engine, URL, whether up).
+pub(crate) fn build_report(
+    engine: &Engine,
+    url: &str,
+    extras: &[(Arc<Engine>, String, bool)],
+) -> NodeReport {
     let cfg = engine.config();
     let sensors = engine.sensors();
     let loaded = engine.loaded();
@@ -540,7 +655,7 @@ pub(crate) fn build_report(engine: &Engine, url: &str) -> NodeReport {
         Thermal::Serious => ThermalState::Serious,
         Thermal::Critical => ThermalState::Critical,
     };
-    NodeReport {
+    let mut report = NodeReport {
         ollama_url: url.to_owned(),
         simulated: true,
         hardware: Some(Hardware {
@@ -617,8 +732,17 @@ pub(crate) fn build_report(engine: &Engine, url: &str) -> NodeReport {
             memory_ceiling_bytes: engine.model_budget(),
             reason: "simulated device: availability not learned".to_owned(),
         }),
+        extra_engines: extras
+            .iter()
+            .map(|(e, url, up)| extra_engine_state(e, url, *up))
+            .collect(),
         ..NodeReport::default()
+    };
+    // A device that is not an Ollama reports what such a server shows.
+    if cfg.engine != crate::config::SimEngine::Ollama {
+        report.engine = Some(extra_engine_state(engine, url, true));
     }
+    report
 }
 
 #[cfg(test)]

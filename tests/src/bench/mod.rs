@@ -9,12 +9,19 @@
 //! non-streaming overhead), [`streaming`] (2, streaming overhead),
 //! [`routing`] (3, routing quality), [`adaptation`] (4, a device slows,
 //! dies, comes back), [`epp`] (5, herd-epp behind Envoy) and [`chaos`]
-//! (faults and attacks under load, not in the default list); last
+//! (faults and attacks under load, not in the default list), [`auth`]
+//! (what API keys and per-key limits cost per request, not in the default
+//! list either), [`dashboard`] (what 100 open dashboards cost routing, not
+//! in the default list), [`affinity`] (multi-turn conversations and
+//! prefix-cache affinity, not in the default list); last
 //! [`stats`] and [`report`] (medians of round medians, the markdown and
 //! JSON results).
 
 pub mod adaptation;
+pub mod affinity;
+pub mod auth;
 pub mod chaos;
+pub mod dashboard;
 pub mod echo;
 pub mod epp;
 pub mod load;

@@ -291,6 +291,15 @@ pub fn markdown(b: &Bench, verdicts: &[Verdict]) -> String {
     if let Some(c) = b.extra.get("chaos") {
         out += &chaos_markdown(c);
     }
+    if b.extra.contains_key("auth") {
+        out += &super::auth::markdown(m);
+    }
+    if b.extra.contains_key("dashboard") {
+        out += &super::dashboard::markdown(m, &b.opts.rates);
+    }
+    if let Some(a) = b.extra.get("affinity") {
+        out += &super::affinity::markdown(m, a);
+    }
     if !b.notes.is_empty() {
         out += "### Notes from the run\n\n";
         for n in &b.notes {
@@ -773,6 +782,12 @@ pub fn verdicts(b: &Bench) -> Vec<Verdict> {
             met: Some(sent > 0.0 && ok == sent),
             note: String::new(),
         });
+    }
+    if b.extra.contains_key("dashboard") {
+        v.extend(super::dashboard::verdicts(m, &b.opts.rates));
+    }
+    if let Some(a) = b.extra.get("affinity") {
+        v.extend(super::affinity::verdicts(m, a));
     }
     let rates = &b.opts.rates;
     if m.0.contains_key(&format!(

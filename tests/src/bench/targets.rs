@@ -413,14 +413,24 @@ pub async fn envoy_epp(
     upstreams: &[SocketAddr],
     slots: u32,
 ) -> Result<Target, ProcError> {
+    envoy_epp_with(
+        env,
+        upstreams,
+        &format!("[scoring]\ndefault_parallel_slots = {slots}\n"),
+    )
+    .await
+}
+
+/// [`envoy_epp`] with herd-epp's whole config file given.
+pub async fn envoy_epp_with(
+    env: &Env,
+    upstreams: &[SocketAddr],
+    config_toml: &str,
+) -> Result<Target, ProcError> {
     let id = unique("herd-epp");
     let (grpc, health, metrics) = (free_port(), free_port(), free_port());
     let cfg = env.file(&format!("{id}.toml"));
-    std::fs::write(
-        &cfg,
-        format!("[scoring]\ndefault_parallel_slots = {slots}\n"),
-    )
-    .map_err(|e| ProcError::Other(e.to_string()))?;
+    std::fs::write(&cfg, config_toml).map_err(|e| ProcError::Other(e.to_string()))?;
     let mut args: Vec<String> = [
         "--plaintext",
         "--bind",

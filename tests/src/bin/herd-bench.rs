@@ -15,7 +15,11 @@
 //! `--scenarios chaos` runs the reliability scenario instead (faults on the
 //! devices, slowloris and a connection flood on herd, 10,000 requests of
 //! which none may be lost; see docs/reliability.md); it needs neither
-//! nginx nor Envoy.
+//! nginx nor Envoy. `--scenarios dashboard` measures what 100 open
+//! dashboards (and 100 that never read) cost routing. `--scenarios affinity`
+//! runs multi-turn conversations on fleets whose devices keep a KV cache
+//! per slot: herd with and without prefix affinity, nginx, Envoy, Envoy +
+//! herd-epp.
 
 #[path = "../bench/mod.rs"]
 mod bench;
@@ -49,8 +53,11 @@ struct Cli {
     /// Multiplies every phase's duration.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
-    /// Scenarios to run: 1 to 5, and `chaos` (faults and attacks under
-    /// load; not in the default list).
+    /// Scenarios to run: 1 to 5, `chaos` (faults and attacks under load)
+    /// `auth` (the cost of API keys and limits per request) and
+    /// `dashboard` (what 100 open dashboards cost routing) and `affinity`
+    /// (multi-turn conversations, prefix-cache affinity); the last four are
+    /// not in the default list.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
     scenarios: Vec<String>,
     /// Fixed open-loop rates of scenario 1 (requests/s).
@@ -133,8 +140,23 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
             .to_path_buf(),
     };
     for s in &cli.scenarios {
-        if !["1", "2", "3", "4", "5", "chaos"].contains(&s.as_str()) {
-            return Err(format!("no scenario {s} (there are 1 to 5, and chaos)").into());
+        if ![
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "chaos",
+            "auth",
+            "dashboard",
+            "affinity",
+        ]
+        .contains(&s.as_str())
+        {
+            return Err(format!(
+                "no scenario {s} (there are 1 to 5, chaos, auth, dashboard and affinity)"
+            )
+            .into());
         }
     }
     // Scenario 4 and chaos run herd alone; the others compare it with nginx
@@ -142,8 +164,8 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
     let baselines = cli
         .scenarios
         .iter()
-        .any(|s| ["1", "2", "3", "5"].contains(&s.as_str()));
-    let need_epp = cli.scenarios.iter().any(|s| s == "5");
+        .any(|s| ["1", "2", "3", "5", "affinity"].contains(&s.as_str()));
+    let need_epp = cli.scenarios.iter().any(|s| s == "5" || s == "affinity");
     for b in ["herd", "herd-node", "herd-epp"] {
         if b == "herd-epp" && !need_epp {
             continue;
@@ -210,7 +232,10 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
             "4" => b.s4().await,
             "5" => b.s5().await,
             "chaos" => b.chaos().await,
-            other => Err(format!("no scenario {other} (there are 1 to 5, and chaos)").into()),
+            "auth" => b.auth().await,
+            "dashboard" => b.dashboard().await,
+            "affinity" => b.affinity().await,
+            other => Err(format!("no scenario {other} (there are 1 to 5, chaos and auth)").into()),
         };
         if let Err(e) = r {
             return Err(format!("scenario {s}: {e} (logs in {})", work.display()).into());

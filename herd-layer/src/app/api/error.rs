@@ -18,6 +18,12 @@ pub fn render(e: &ClientError, dialect: Dialect) -> Response {
     {
         rsp.headers_mut().insert(header::RETRY_AFTER, v);
     }
+    for (k, v) in &e.headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            rsp.headers_mut()
+                .insert(http::HeaderName::from_static(k), v);
+        }
+    }
     rsp
 }
 

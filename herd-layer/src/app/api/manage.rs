@@ -8,7 +8,7 @@
 //! | `DELETE /api/delete`, `POST /api/copy` | the node named, else **every** online node that has the model |
 //! | `HEAD`/`POST /api/blobs/:digest` | the node named, else the node that already holds the blob, else the one with the most disk |
 //! | `POST /api/create` | the node named, else the node holding its blobs (`files`, `adapters`), else one with its `from` model, else the one with the most disk |
-//! | unload (`keep_alive: 0`, nothing asked) | every online node with the model loaded |
+//! | unload (`keep_alive: 0`, nothing asked) | the node named (`x-herd-node`), else every online node with the model loaded |
 //!
 //! herd remembers which node took each blob (bounded, [`MAX_BLOBS`]), so
 //! `ollama create` through herd uploads and creates on the same machine.
@@ -728,13 +728,18 @@ pub(super) async fn create(
 
 /// An unload (`keep_alive: 0` and nothing asked): sent to every online node
 /// that has the model loaded, answered as Ollama answers one.
-pub(super) async fn unload(st: &AppState, req: &RouteRequest) -> Response {
+pub(super) async fn unload(st: &AppState, headers: &HeaderMap, req: &RouteRequest) -> Response {
     let view = st.fleet.snapshot();
-    let nodes: Vec<NodeState> = view
-        .online()
-        .filter(|n| n.loaded_model(&req.model).is_some())
-        .cloned()
-        .collect();
+    let named = header_node(headers).and_then(|id| id.map(|id| online(&view, &id)).transpose());
+    let nodes: Vec<NodeState> = match named {
+        Ok(Some(n)) => vec![n],
+        Ok(None) => view
+            .online()
+            .filter(|n| n.loaded_model(&req.model).is_some())
+            .cloned()
+            .collect(),
+        Err(e) => return e.render(Dialect::Ollama),
+    };
     let model = serde_json::to_string(&req.model).unwrap_or_default();
     let body = Bytes::from(
         req.body

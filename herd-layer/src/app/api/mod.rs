@@ -6,7 +6,9 @@
 //! Every response names the node that served it (`x-herd-node`), and every
 //! error is in the caller's own format.
 
+pub mod dashboard;
 pub mod error;
+mod keys;
 pub mod manage;
 mod models;
 pub mod observe;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body as AxumBody;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
@@ -25,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use crate::app::auth::Caller;
 use crate::app::config::RouterConfig;
 use crate::discovery::Attachments;
 use crate::error::ClientError;
@@ -32,7 +35,7 @@ use crate::fleet::{Engine, Fleet};
 use crate::live::Live;
 use crate::proto;
 use crate::rank::{self, ScoreInput};
-use crate::request::{Dialect, ENDPOINTS, Endpoint, Kind};
+use crate::request::{Dialect, ENDPOINTS, Endpoint};
 use crate::routed::Routed;
 use crate::stack::RoutingService;
 use error::Render;
@@ -75,6 +78,10 @@ pub struct AppState {
     >,
     /// Which node took each uploaded blob.
     pub blobs: Arc<manage::Blobs>,
+    /// Client API keys in force (see [`crate::app::auth`]).
+    pub keys: crate::app::auth::Keys,
+    /// The live dashboard (`/dashboard`, `/fleet/events`).
+    pub dashboard: crate::dashboard::Dashboard,
 }
 
 /// The HTTP routes (the gRPC service is merged in by the server).
@@ -83,7 +90,10 @@ pub fn router(state: AppState) -> Router {
     // Every inference endpoint, from the one table of them.
     for spec in ENDPOINTS {
         let endpoint = spec.endpoint;
-        routes = routes.route(spec.path, post(move |s, h, b| infer(s, h, b, endpoint)));
+        routes = routes.route(
+            spec.path,
+            post(move |s, c, h, b| infer(s, c, h, b, endpoint)),
+        );
     }
     routes
         .route("/", get(root).head(root))
@@ -113,9 +123,19 @@ pub fn router(state: AppState) -> Router {
             get(observe::benchmarks).post(observe::benchmark),
         )
         .route("/fleet/status", get(status))
-        .route("/fleet/explain", get(explain))
+        .route("/fleet/explain", get(explain).post(explain_request))
         .route("/fleet/pulls", get(pulls))
         .route("/fleet/nodes/{node}/command", post(command))
+        .route("/fleet/events", get(dashboard::events))
+        .route("/fleet/config", get(dashboard::config))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/info", get(dashboard::info))
+        .route("/dashboard/{file}", get(dashboard::file))
+        .route("/fleet/keys", get(keys::list).post(keys::create))
+        .route("/fleet/keys/{name}", delete(keys::revoke))
+        // Every route above answers only the callers its part allows
+        // (`app::auth::policy`); unknown paths get their 404 unguarded.
+        .route_layer(auth_layer(&state))
         .fallback(not_found)
         .with_state(state)
 }
@@ -146,8 +166,51 @@ async fn read_body(
     Ok(crate::budget::read(body, limit, st.cfg.routing.body_timeout, &st.budget).await?)
 }
 
+/// The auth check for the routes (see [`crate::app::auth`]).
+fn auth_layer(st: &AppState) -> crate::app::auth::AuthLayer {
+    let tls = &st.cfg.app.tls;
+    crate::app::auth::AuthLayer::new(
+        st.keys.clone(),
+        Arc::new(st.cfg.app.auth.clone()),
+        tls.files().is_some() && !tls.allow_plaintext,
+    )
+}
+
+/// What the caller's key says about a parsed request: its tenant (whose
+/// limits the limit layer applies), the models it may use, and whether a
+/// model no node has may be pulled for it (admins only).
+fn admit(
+    st: &AppState,
+    caller: Option<&Caller>,
+    req: &mut crate::request::RouteRequest,
+) -> Result<(), ClientError> {
+    req.may_pull = caller.is_some_and(|c| c.admin);
+    let Some(key) = caller.and_then(|c| c.key.as_ref()) else {
+        return Ok(());
+    };
+    if !key.allows(&req.client_model) && !key.allows(&req.model) {
+        return Err(ClientError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the key {:?} may not use model {:?}; it may use: {}",
+                key.name,
+                req.client_model,
+                key.models.join(", ")
+            ),
+        )
+        .code("model_not_allowed"));
+    }
+    req.fallback_models.retain(|m| key.allows(m));
+    req.tenant = Some(crate::limit::Tenant {
+        id: Arc::from(key.name.as_str()),
+        limits: st.cfg.routing.limits.limits_for(&key.name, key.limits),
+    });
+    Ok(())
+}
+
 async fn infer(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: AxumBody,
     endpoint: Endpoint,
@@ -166,6 +229,23 @@ async fn infer(
         .render(format);
     }
     let parsed = async {
+        if endpoint.multipart() {
+            // Read as far as the form's model; the rest streams to the node.
+            let read = crate::dialect::upload::read(
+                &headers,
+                body,
+                st.cfg.routing.max_body_bytes,
+                st.cfg.routing.body_timeout,
+                &st.budget,
+            )
+            .await?;
+            return crate::dialect::media::upload_request(
+                endpoint,
+                &headers,
+                read,
+                st.cfg.routing.parse_config(),
+            );
+        }
         let (bytes, mut charge) = read_body(&st, body, st.cfg.routing.max_body_bytes).await?;
         st.budget.for_parse(&mut charge, &bytes)?;
         crate::dialect::parse(
@@ -177,11 +257,24 @@ async fn infer(
         )
     };
     let req = match parsed.await {
-        Ok(r) => Arc::new(r),
+        Ok(mut r) => match admit(&st, caller.as_deref(), &mut r) {
+            Ok(()) => Arc::new(r),
+            Err(e) => return e.render(format),
+        },
         Err(e) => return e.render(format),
     };
     if format == Dialect::Ollama && crate::dialect::ollama::is_unload(endpoint, &req.body) {
-        return manage::unload(&st, &req).await;
+        // An unload goes to every node with the model: it changes the
+        // fleet for everyone, so it is an admin's call.
+        if !caller.as_deref().is_some_and(|c| c.admin) {
+            return crate::app::auth::admin_refusal(
+                caller.as_deref(),
+                &st.keys,
+                "unloading a model from every node (keep_alive: 0 with nothing asked)",
+            )
+            .render(format);
+        }
+        return manage::unload(&st, &headers, &req).await;
     }
     let started = tokio::time::Instant::now();
     let id = req.id.clone();
@@ -229,7 +322,8 @@ async fn count_tokens(State(st): State<AppState>, headers: HeaderMap, body: Axum
 }
 
 async fn root() -> &'static str {
-    "Ollama is running (herd)"
+    // Ollama's clients look for this sentence at the start.
+    "Ollama is running (herd) — dashboard: /dashboard"
 }
 
 /// The lowest engine version among online Ollama nodes: what every node supports.
@@ -272,59 +366,89 @@ async fn status(State(st): State<AppState>) -> Response {
         "mdns": st.seen_nodes.is_some(),
         "queues": queues,
         "history": st.live.history.summaries(),
+        "prefix_index": st.live.prefix.stats(),
     }))
     .into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExplainQuery {
-    model: String,
-    #[serde(default)]
-    prompt_tokens: Option<u32>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    kind: Option<String>,
+/// `GET /fleet/explain?model=…`: the ranking scoring would make now (the
+/// core's [`crate::dashboard::views::explain`], which herd-epp serves too).
+async fn explain(State(st): State<AppState>, uri: Uri) -> Response {
+    let view = st.fleet.snapshot();
+    match crate::dashboard::views::explain(uri.query(), &view, &st.live, &st.cfg.routing.scoring) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.render(Dialect::Ollama),
+    }
 }
 
-async fn explain(
+/// The query of `POST /fleet/explain`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainRequestQuery {
+    /// The inference path the body is for (default `/api/chat`).
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// `POST /fleet/explain[?path=/api/chat]` with an inference body: the
+/// ranking that very request would get now — its prompt measured and
+/// hashed as routing does, so each candidate shows the prompt tokens it
+/// probably holds in its KV cache (`expected_cached_tokens`, the
+/// `prefix_hit` signal). Nothing is sent to any node.
+async fn explain_request(
     State(st): State<AppState>,
-    q: Result<Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<ExplainRequestQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: AxumBody,
 ) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return ClientError::bad_request(format!("{e}; use /fleet/explain?model=NAME[&prompt_tokens=N&max_tokens=N&kind=chat|generate|embed]")).render(Dialect::Ollama),
+    let usage = "POST /fleet/explain[?path=/api/chat|/api/generate|/v1/chat/completions|…] with the request's body";
+    let run = async {
+        let q = q.map_err(|e| ClientError::bad_request(format!("{e}; {usage}")))?;
+        let path = q.0.path.as_deref().unwrap_or("/api/chat");
+        let endpoint = Endpoint::from_path(path)
+            .filter(|e| !e.multipart())
+            .ok_or_else(|| {
+                ClientError::bad_request(format!(
+                    "{path:?} is not an inference path with a JSON body; {usage}"
+                ))
+            })?;
+        let (bytes, mut charge) = read_body(&st, body, st.cfg.routing.max_body_bytes).await?;
+        st.budget.for_parse(&mut charge, &bytes)?;
+        let req = crate::dialect::parse(
+            endpoint,
+            &headers,
+            bytes,
+            st.cfg.routing.parse_config(),
+            charge,
+        )?;
+        let view = st.fleet.snapshot();
+        let input = ScoreInput {
+            model: &req.model,
+            kind: req.kind(),
+            format: req.dialect(),
+            est_prompt_tokens: req.est_prompt_tokens,
+            max_output_tokens: req.max_output_tokens,
+            exclude: &[],
+            only: None,
+            endpoint,
+            native_only: false,
+            now_ms: crate::fleet::now_ms(),
+            needs: req.needs,
+            prefix: Some(&req.prefix).filter(|p| !p.is_empty()),
+        };
+        let ranking = rank::score(&view, &st.live, &input, &st.cfg.routing.scoring);
+        Ok::<_, ClientError>(json!({
+            "model": req.model,
+            "prompt_tokens": req.est_prompt_tokens,
+            "prefix_blocks": req.prefix.blocks().len(),
+            "winner": ranking.best().map(|c| &*c.node),
+            "ranking": ranking,
+        }))
     };
-    let kind = match q.kind.as_deref() {
-        None | Some("chat") => Kind::Chat,
-        Some("generate") => Kind::Generate,
-        Some("embed") => Kind::Embed,
-        Some(other) => {
-            return ClientError::bad_request(format!(
-                "kind {other:?} is not one of chat, generate, embed"
-            ))
-            .render(Dialect::Ollama);
-        }
-    };
-    let view = st.fleet.snapshot();
-    let input = ScoreInput {
-        model: &q.model,
-        kind,
-        format: Dialect::Ollama,
-        est_prompt_tokens: q.prompt_tokens.unwrap_or(100),
-        max_output_tokens: q.max_tokens,
-        exclude: &[],
-        only: None,
-        endpoint: crate::request::Endpoint::OllamaChat,
-        native_only: false,
-        now_ms: crate::fleet::now_ms(),
-    };
-    let ranking = rank::score(&view, &st.live, &input, &st.cfg.routing.scoring);
-    axum::Json(
-        json!({"model": q.model, "winner": ranking.best().map(|c| &*c.node), "ranking": ranking}),
-    )
-    .into_response()
+    match run.await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.render(Dialect::Ollama),
+    }
 }
 
 #[derive(Deserialize)]
@@ -333,6 +457,7 @@ enum CommandBody {
     Pull { model: String },
     Warm { model: String },
     Drain,
+    Undrain,
     Mode { mode: String },
 }
 
@@ -346,11 +471,12 @@ async fn command(
         let (bytes, _charge) = read_body(&st, body, 64 * 1024).await?;
         let obj = crate::dialect::object_map(&headers, bytes)?;
         let cmd: CommandBody = serde_json::from_value(Value::Object(obj))
-            .map_err(|e| ClientError::bad_request(format!("{e}; expected {{\"type\":\"pull\"|\"warm\",\"model\":…}}, {{\"type\":\"drain\"}} or {{\"type\":\"mode\",\"mode\":\"full\"|\"paused\"|\"small-only\"}}")))?;
+            .map_err(|e| ClientError::bad_request(format!("{e}; expected {{\"type\":\"pull\"|\"warm\",\"model\":…}}, {{\"type\":\"drain\"}}, {{\"type\":\"undrain\"}} or {{\"type\":\"mode\",\"mode\":\"full\"|\"paused\"|\"small-only\"}}")))?;
         let kind = match cmd {
             CommandBody::Pull { model } => proto::command::Kind::Pull(proto::PullModel { model }),
             CommandBody::Warm { model } => proto::command::Kind::Warm(proto::WarmModel { model }),
             CommandBody::Drain => proto::command::Kind::Drain(proto::Drain {}),
+            CommandBody::Undrain => proto::command::Kind::Undrain(proto::Undrain {}),
             CommandBody::Mode { mode } => {
                 let m = match mode.as_str() {
                     "full" => proto::NodeMode::Full,

@@ -13,8 +13,12 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::Render;
+use crate::app::config::RouterConfig;
 use crate::app::store::{TraceFilter, TraceStatus};
+use crate::app::telemetry::Telemetry;
 use crate::error::ClientError;
+use crate::fleet::Fleet;
+use crate::live::Live;
 use crate::request::Dialect;
 
 fn bad(e: impl std::fmt::Display) -> Response {
@@ -38,7 +42,9 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         m.store_dropped
             .set(s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) as i64);
     }
-    m.health_score.set(i64::from(health_report(&st).score));
+    m.health_score.set(i64::from(
+        health_report(&st.fleet, &st.live, &st.telemetry, &st.cfg).score,
+    ));
     m.body_memory
         .set(i64::try_from(st.budget.in_use()).unwrap_or(i64::MAX));
     m.connections
@@ -53,25 +59,31 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-fn health_report(st: &AppState) -> crate::app::health::Report {
-    let dropped = st.telemetry.store.as_ref().map_or(0, |s| {
+/// The health report as `/fleet/health` answers it.
+pub fn health_report(
+    fleet: &Fleet,
+    live: &Live,
+    telemetry: &Telemetry,
+    cfg: &RouterConfig,
+) -> crate::app::health::Report {
+    let dropped = telemetry.store.as_ref().map_or(0, |s| {
         s.stats().dropped.load(std::sync::atomic::Ordering::Relaxed)
     });
     crate::app::health::evaluate(
-        &st.fleet.snapshot(),
-        &st.live.admission,
-        &st.telemetry.recent,
-        &st.cfg.app.health,
+        &fleet.snapshot(),
+        &live.admission,
+        &telemetry.recent,
+        &cfg.app.health,
         dropped,
-        st.cfg.routing.report_interval.as_millis() as u64,
-        st.cfg.routing.poll_interval.as_millis() as u64,
-        &st.live.history.hung_nodes(),
+        cfg.routing.report_interval.as_millis() as u64,
+        cfg.routing.poll_interval.as_millis() as u64,
+        &live.history.hung_nodes(),
     )
 }
 
 /// `GET /fleet/health`: every check that fires now, and the score.
 pub(super) async fn health(State(st): State<AppState>) -> Response {
-    axum::Json(health_report(&st)).into_response()
+    axum::Json(health_report(&st.fleet, &st.live, &st.telemetry, &st.cfg)).into_response()
 }
 
 /// `GET /fleet/traces`: stored traces that pass the filter, newest first.
@@ -94,11 +106,15 @@ pub(super) async fn traces(
     }
 }
 
+/// What `/fleet/analytics/usage` groups by (`by=`); the dashboard offers
+/// the same list.
+pub const USAGE_BY: &[&str] = &["model", "node", "tag", "key", "hour", "day"];
+
 /// The query of `/fleet/analytics/usage`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UsageQuery {
-    /// model, node, tag, hour or day
+    /// model, node, tag, key (the API key's name), hour or day
     by: String,
     #[serde(default)]
     since_ms: Option<i64>,
@@ -113,6 +129,18 @@ struct Usage {
     latency_ms_sum: f64,
     ttft_ms_sum: f64,
     ttft_n: u64,
+    /// Every TTFT of the group, for its percentiles.
+    ttfts: Vec<f64>,
+}
+
+/// The `q`-quantile (0..=1) of `v`, sorted in place; `None` when empty.
+fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    Some(v[i.min(v.len() - 1)])
 }
 
 /// `GET /fleet/analytics/usage`: requests, errors, tokens and average
@@ -122,12 +150,16 @@ pub(super) async fn usage(
     q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
-        return bad("use /fleet/analytics/usage?by=model|node|tag|hour|day[&since_ms=N]");
-    };
-    if !matches!(q.by.as_str(), "model" | "node" | "tag" | "hour" | "day") {
         return bad(format!(
-            "by={:?} is not one of model, node, tag, hour, day",
-            q.by
+            "use /fleet/analytics/usage?by={}[&since_ms=N]",
+            USAGE_BY.join("|")
+        ));
+    };
+    if !USAGE_BY.contains(&q.by.as_str()) {
+        return bad(format!(
+            "by={:?} is not one of {}",
+            q.by,
+            USAGE_BY.join(", ")
         ));
     }
     let Some(store) = st.telemetry.store.clone() else {
@@ -147,6 +179,12 @@ pub(super) async fn usage(
             "model" => vec![crate::request::normalize_model(&t.model_served)],
             "node" => vec![t.node.clone().unwrap_or_else(|| "(none)".into())],
             "tag" => t.tags.clone(),
+            // The API key's name: each key is a tenant.
+            "key" => vec![
+                t.key
+                    .clone()
+                    .unwrap_or_else(|| crate::app::telemetry::metrics::ANONYMOUS.into()),
+            ],
             "hour" => vec![(t.ts_ms / 3_600_000 * 3_600_000).to_string()],
             _ => vec![(t.ts_ms / 86_400_000 * 86_400_000).to_string()],
         };
@@ -160,13 +198,16 @@ pub(super) async fn usage(
             if let Some(x) = t.ttft_ms {
                 u.ttft_ms_sum += x;
                 u.ttft_n += 1;
+                u.ttfts.push(x);
             }
         }
     }
     let rows: Vec<Value> = groups
         .into_iter()
-        .map(|(k, u)| {
-            json!({"key": k, "requests": u.requests, "errors": u.errors, "prompt_tokens": u.prompt_tokens,
+        .map(|(k, mut u)| {
+            let p50 = quantile(&mut u.ttfts, 0.5);
+            let p90 = quantile(&mut u.ttfts, 0.9);
+            json!({"key": k, "ttft_p50_ms": p50, "ttft_p90_ms": p90, "requests": u.requests, "errors": u.errors, "prompt_tokens": u.prompt_tokens,
                 "output_tokens": u.output_tokens, "avg_latency_ms": u.latency_ms_sum / u.requests.max(1) as f64,
                 "avg_ttft_ms": if u.ttft_n > 0 { Some(u.ttft_ms_sum / u.ttft_n as f64) } else { None }})
         })
@@ -231,6 +272,13 @@ pub(super) async fn benchmark(
         &st.live.history,
         &st.telemetry.recent,
         st.telemetry.store.as_ref(),
+        // The dashboard's Benchmarks view shows how far it is.
+        &|p| {
+            st.dashboard.hub().state_event(
+                "bench",
+                bytes::Bytes::from(serde_json::to_vec(p).unwrap_or_default()),
+            )
+        },
     )
     .await;
     if let Some(s) = &st.telemetry.store {
@@ -239,13 +287,17 @@ pub(super) async fn benchmark(
     axum::Json(json!({"benchmarks": done, "errors": errors})).into_response()
 }
 
-/// `GET /fleet/benchmark`: the stored calibrations.
+/// `GET /fleet/benchmark`: the stored calibrations (the latest of each
+/// node:model) and the runs kept (`runs`, oldest first per node:model).
 pub(super) async fn benchmarks(State(st): State<AppState>) -> Response {
     let Some(store) = st.telemetry.store.clone() else {
         return no_store();
     };
-    match tokio::task::spawn_blocking(move || store.benchmarks()).await {
-        Ok(Ok(b)) => axum::Json(json!({"benchmarks": b})).into_response(),
+    let read = move || {
+        Ok::<_, crate::app::store::StoreError>((store.benchmarks()?, store.benchmark_runs()?))
+    };
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok((b, runs))) => axum::Json(json!({"benchmarks": b, "runs": runs})).into_response(),
         _ => ClientError::new(StatusCode::INTERNAL_SERVER_ERROR, "store read failed")
             .render(Dialect::Ollama),
     }

@@ -10,92 +10,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
 use crate::app::store::{TraceRecord, TraceStatus};
-use crate::fleet::{FleetView, NodeState};
+use crate::fleet::FleetView;
 use crate::queueing::Admission;
 
-mod fleet;
-mod queues;
+pub(super) use crate::health::ratio;
+pub use crate::health::{Check, Checks, HealthConfig, Report, Severity};
+
 mod traffic;
 
-/// `[health]` in the config file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthConfig {
-    /// Requests in the recent window the rate checks read.
-    pub recent: usize,
-    /// Fewest requests before a rate check speaks.
-    pub min_requests: usize,
-    /// Error rate (0..1) above which a node is flagged.
-    pub error_rate: f64,
-    /// Average retries per request above which retries are flagged.
-    pub retry_rate: f64,
-    /// Cold loads of one node in the window that count as thrashing.
-    pub thrash_loads: usize,
-    /// Engine load time (ms) above which a request counts as a cold load.
-    pub cold_load_ms: f64,
-    /// Recent TTFT this many times the node:model baseline is flagged.
-    pub ttft_factor: f64,
-    /// Connection failures in a row (no success between) after which herd
-    /// calls a node's engine unreachable, whatever its agent reports.
-    pub unreachable_after: usize,
-    /// Free disk (bytes) below which a node's disk counts as low.
-    pub disk_min_free_bytes: u64,
-    /// Free disk (share of the total) below which a node's disk counts as low.
-    pub disk_min_free_fraction: f64,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            recent: 200,
-            min_requests: 10,
-            error_rate: 0.05,
-            retry_rate: 0.3,
-            thrash_loads: 3,
-            cold_load_ms: 500.0,
-            ttft_factor: 3.0,
-            unreachable_after: 2,
-            disk_min_free_bytes: 10 * 1024 * 1024 * 1024,
-            disk_min_free_fraction: 0.05,
-        }
-    }
-}
-
-/// How much a finding matters; ordered, so the report lists the worst first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing, nothing is failing (a paused node, a fallback in use).
-    /// Costs the score 3.
-    Info,
-    /// Requests are slowed, retried or shed. Costs the score 10.
-    Warning,
-    /// Requests fail, or a node receives none. Costs the score 20.
-    Critical,
-}
-
-/// One finding.
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    /// Which check fired, one of [`CHECK_IDS`].
-    pub id: &'static str,
-    /// How much it matters.
-    pub severity: Severity,
-    /// What it is about: `fleet`, `store`, a node id, or `node:model`.
-    pub subject: String,
-    /// One sentence for the operator, naming the node or model.
-    pub message: String,
-    /// The numbers behind it (rates, counts, thresholds), as JSON.
-    pub evidence: Value,
-    /// What to do about it.
-    pub fix: &'static str,
-}
-
-/// Every check id herd knows, so an operator can see what is watched.
+/// Every check id herd knows, so an operator can see what is watched: the
+/// fleet-state checks of the core ([`crate::health`]) and the traffic
+/// checks here.
 pub const CHECK_IDS: &[&str] = &[
     "no_nodes_online",
     "node_offline",
@@ -241,23 +167,6 @@ impl Recent {
     }
 }
 
-/// The report `GET /fleet/health` returns.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    /// 100 minus 20 per critical, 10 per warning, 3 per info; at least 0.
-    pub score: u32,
-    /// Every finding, worst first, then by id.
-    pub checks: Vec<Check>,
-    /// Every check id herd runs ([`CHECK_IDS`]), fired or not.
-    pub watched: &'static [&'static str],
-    /// Requests in the recent window the rates were computed over.
-    pub window_requests: usize,
-}
-
-fn ratio(n: usize, d: usize) -> f64 {
-    if d == 0 { 0.0 } else { n as f64 / d as f64 }
-}
-
 fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -266,32 +175,9 @@ fn median(v: &mut [f64]) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-/// Findings as the checks add them.
-pub(super) struct Checks(Vec<Check>);
-
-impl Checks {
-    pub(super) fn add(
-        &mut self,
-        id: &'static str,
-        severity: Severity,
-        subject: &str,
-        message: String,
-        evidence: Value,
-        fix: &'static str,
-    ) {
-        self.0.push(Check {
-            id,
-            severity,
-            subject: subject.to_string(),
-            message,
-            evidence,
-            fix,
-        });
-    }
-}
-
-/// Run every check: the fleet's state ([`fleet`]), its queues ([`queues`])
-/// and the window of recent traffic ([`traffic`]).
+/// Run every check: the fleet's state and its queues
+/// ([`crate::health::check_state`]) and the window of recent traffic
+/// ([`traffic`]).
 pub fn evaluate(
     view: &FleetView,
     admission: &Admission,
@@ -302,60 +188,23 @@ pub fn evaluate(
     poll_interval_ms: u64,
     unresponsive: &[(crate::fleet::NodeId, std::time::Duration)],
 ) -> Report {
-    let mut checks = Checks(Vec::new());
     let w = recent.window();
-    fleet::check(
+    let refused = |node: &str| failed_connects(&w, node);
+    let mut checks = Checks::default();
+    crate::health::check_state(
         view,
-        &w,
-        cfg,
-        report_interval_ms,
-        poll_interval_ms,
+        &crate::health::StateInputs {
+            admission,
+            cfg,
+            report_interval_ms,
+            poll_interval_ms,
+            unresponsive,
+            refused: &refused,
+        },
         &mut checks,
     );
-    for (node, left) in unresponsive {
-        checks.add(
-            "node_unresponsive",
-            Severity::Critical,
-            node,
-            format!(
-                "node {node} sent nothing within its first-byte deadline; requests go elsewhere, and it is tried again in {} s",
-                left.as_secs().max(1)
-            ),
-            serde_json::json!({"retry_in_s": left.as_secs().max(1)}),
-            "check the node's Ollama (a runner may be stuck); restart it if it stays silent",
-        );
-    }
-    queues::check(view, admission, &mut checks);
     traffic::check(view, recent, &w, cfg, store_dropped, &mut checks);
-    let total = w.len();
-    let mut out = checks.0;
-    out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(b.id)));
-    let penalty: u32 = out
-        .iter()
-        .map(|c| match c.severity {
-            Severity::Critical => 20,
-            Severity::Warning => 10,
-            Severity::Info => 3,
-        })
-        .sum();
-    Report {
-        score: 100u32.saturating_sub(penalty),
-        checks: out,
-        watched: CHECK_IDS,
-        window_requests: total,
-    }
-}
-
-pub(super) const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-
-/// A node's free disk share when it is low (unknown disks never are).
-fn disk_low(n: &NodeState, cfg: &HealthConfig) -> Option<f64> {
-    if n.disk_total_bytes == 0 {
-        return None;
-    }
-    let free = n.disk_available_bytes as f64 / n.disk_total_bytes as f64;
-    (n.disk_available_bytes < cfg.disk_min_free_bytes || free < cfg.disk_min_free_fraction)
-        .then_some(free)
+    Report::new(checks, CHECK_IDS, w.len())
 }
 
 /// How many of the newest attempts on `node` failed to connect, counting
@@ -381,7 +230,7 @@ pub fn recommended_num_ctx(max_tokens: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::Source;
+    use crate::fleet::{NodeState, Source};
 
     #[test]
     fn recommendation_has_headroom() {
@@ -475,20 +324,6 @@ mod tests {
         assert_eq!(failed_connects(&r.window(), "b"), 0);
         r.push(&ok, Attempts::default());
         assert_eq!(failed_connects(&r.window(), "a"), 0);
-    }
-
-    #[test]
-    fn disk_is_low_by_bytes_or_by_share_and_unknown_is_not() {
-        let cfg = HealthConfig::default();
-        let mut n = NodeState::new("a".into(), Source::Attached, "http://127.0.0.1:1".into());
-        assert_eq!(disk_low(&n, &cfg), None);
-        let gib = 1024 * 1024 * 1024;
-        (n.disk_total_bytes, n.disk_available_bytes) = (1000 * gib, 100 * gib);
-        assert_eq!(disk_low(&n, &cfg), None);
-        n.disk_available_bytes = 40 * gib; // 4%
-        assert_eq!(disk_low(&n, &cfg), Some(0.04));
-        (n.disk_total_bytes, n.disk_available_bytes) = (100 * gib, 9 * gib); // 9%, under 10 GiB
-        assert_eq!(disk_low(&n, &cfg), Some(0.09));
     }
 
     #[test]

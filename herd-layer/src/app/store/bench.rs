@@ -84,7 +84,25 @@ async fn generate(client: &Client, url: &str, model: &str, tokens: u32) -> Resul
     })
 }
 
-/// Calibrate, store and feed scoring. Returns what was measured and what failed.
+/// How far a run is, as it goes (the dashboard shows it).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Progress {
+    /// Whether the run is still going.
+    pub running: bool,
+    /// node:models measured (or failed) so far.
+    pub done: usize,
+    /// node:models the run measures.
+    pub total: usize,
+    /// The node:model being measured now.
+    pub current: Option<String>,
+    /// Failures so far.
+    pub errors: usize,
+    /// When the run started, ms since the Unix epoch.
+    pub started_ms: i64,
+}
+
+/// Calibrate, store and feed scoring, telling `progress` before each
+/// node:model and at the end. Returns what was measured and what failed.
 pub async fn run(
     client: &Client,
     view: &FleetView,
@@ -92,59 +110,76 @@ pub async fn run(
     history: &History,
     recent: &Recent,
     store: Option<&Store>,
+    progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> (Vec<Benchmark>, Vec<String>) {
     let tokens = req.tokens.unwrap_or(32).clamp(4, 512);
     let mut done = Vec::new();
     let mut errors = Vec::new();
+    let mut plan = Vec::new();
     for n in view.online() {
         if n.engine != Engine::Ollama || req.node.as_deref().is_some_and(|x| x != &*n.id) {
             continue;
         }
-        let models: Vec<String> = match &req.model {
-            Some(m) if n.has_model(m) => vec![m.clone()],
-            Some(_) => continue,
-            None => n.loaded.iter().map(|m| m.name.clone()).collect(),
-        };
-        for model in models {
-            let single = match generate(client, &n.url, &model, tokens).await {
-                Ok(o) => o,
-                Err(e) => {
-                    errors.push(format!("{}:{model}: {e}", n.id));
-                    continue;
-                }
-            };
-            // The first request may have loaded the model; measure warm.
-            let single = generate(client, &n.url, &model, tokens)
-                .await
-                .unwrap_or(single);
-            let parallel = n.parallel_slots.max(1);
-            let started = Instant::now();
-            let all = futures::future::join_all(
-                (0..parallel).map(|_| generate(client, &n.url, &model, tokens)),
-            )
-            .await;
-            let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let total: u64 = all
-                .iter()
-                .filter_map(|r| r.as_ref().ok())
-                .map(|o| o.tokens)
-                .sum();
-            let b = Benchmark {
-                node: n.id.to_string(),
-                model: crate::request::normalize_model(&model),
-                ts_ms: crate::fleet::now_ms(),
-                ttft_ms: single.ttft_ms,
-                tokens_per_s_single: single.tokens as f64 / (single.gen_ms / 1000.0),
-                tokens_per_s_parallel: total as f64 / (wall_ms / 1000.0),
-                parallel,
-            };
-            history.calibrate(&b.node, &b.model, b.ttft_ms, b.tokens_per_s_single);
-            recent.set_baseline(&b.node, &b.model, b.ttft_ms);
-            if let Some(s) = store {
-                s.submit(Write::Bench(b.clone()));
-            }
-            done.push(b);
+        match &req.model {
+            Some(m) if n.has_model(m) => plan.push((n, m.clone())),
+            Some(_) => {}
+            None => plan.extend(n.loaded.iter().map(|m| (n, m.name.clone()))),
         }
     }
+    let mut p = Progress {
+        running: true,
+        total: plan.len(),
+        started_ms: crate::fleet::now_ms(),
+        ..Progress::default()
+    };
+    for (i, (n, model)) in plan.into_iter().enumerate() {
+        p.done = i;
+        p.errors = errors.len();
+        p.current = Some(format!("{}:{model}", n.id));
+        progress(&p);
+        let single = match generate(client, &n.url, &model, tokens).await {
+            Ok(o) => o,
+            Err(e) => {
+                errors.push(format!("{}:{model}: {e}", n.id));
+                continue;
+            }
+        };
+        // The first request may have loaded the model; measure warm.
+        let single = generate(client, &n.url, &model, tokens)
+            .await
+            .unwrap_or(single);
+        let parallel = n.parallel_slots.max(1);
+        let started = Instant::now();
+        let all = futures::future::join_all(
+            (0..parallel).map(|_| generate(client, &n.url, &model, tokens)),
+        )
+        .await;
+        let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let total: u64 = all
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|o| o.tokens)
+            .sum();
+        let b = Benchmark {
+            node: n.id.to_string(),
+            model: crate::request::normalize_model(&model),
+            ts_ms: crate::fleet::now_ms(),
+            ttft_ms: single.ttft_ms,
+            tokens_per_s_single: single.tokens as f64 / (single.gen_ms / 1000.0),
+            tokens_per_s_parallel: total as f64 / (wall_ms / 1000.0),
+            parallel,
+        };
+        history.calibrate(&b.node, &b.model, b.ttft_ms, b.tokens_per_s_single);
+        recent.set_baseline(&b.node, &b.model, b.ttft_ms);
+        if let Some(s) = store {
+            s.submit(Write::Bench(b.clone()));
+        }
+        done.push(b);
+    }
+    p.running = false;
+    p.done = p.total;
+    p.errors = errors.len();
+    p.current = None;
+    progress(&p);
     (done, errors)
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use schema::SCHEMA_VERSION;
-use schema::{BENCH, META, PERF, SETTINGS, TAGS, TRACES};
+use schema::{BENCH, BENCH_RUNS, KEYS, META, PERF, SETTINGS, TAGS, TRACES};
 
 use crate::history::BookSnapshot;
 
@@ -149,6 +149,8 @@ pub enum TraceStatus {
     /// body the node rejected, a model no node has); never counted against
     /// a node.
     Rejected,
+    /// Refused by its API key's limits (429); never counted against a node.
+    RateLimited,
 }
 
 impl TraceStatus {
@@ -163,6 +165,7 @@ impl TraceStatus {
             TraceStatus::ClientDisconnected => "client_disconnected",
             TraceStatus::Incomplete => "incomplete",
             TraceStatus::Rejected => "rejected",
+            TraceStatus::RateLimited => "rate_limited",
         }
     }
     /// Whether the client got the whole answer (`Completed` or `Retried`).
@@ -180,6 +183,10 @@ pub struct ScoreSummary {
     pub score: f64,
     /// The per-signal breakdown ([`crate::rank::Signals`]).
     pub signals: serde_json::Value,
+    /// Prompt tokens scoring expected the node to hold in its KV cache
+    /// (prefix-cache affinity; 0 in records from before it).
+    #[serde(default)]
+    pub expected_cached_tokens: u32,
 }
 
 /// One request as herd remembers it.
@@ -242,6 +249,10 @@ pub struct TraceRecord {
     /// `stripped`; `None` when it left the request alone.
     #[serde(default)]
     pub context_action: Option<String>,
+    /// The name of the API key that made the request (its tenant); `None`
+    /// without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A calibration of one node:model.
@@ -305,6 +316,8 @@ pub struct TraceFilter {
     pub tag: Option<String>,
     /// Only traces that ended this way ([`TraceStatus::as_str`], e.g. `shed`).
     pub status: Option<String>,
+    /// Only traces of this API key (by name).
+    pub key: Option<String>,
     /// Only traces at or after this time (ms since the epoch).
     pub since_ms: Option<i64>,
     /// Most traces returned: 100 when unset, never more than 10 000.
@@ -325,6 +338,10 @@ impl TraceFilter {
                 .as_ref()
                 .is_none_or(|g| t.tags.iter().any(|x| x == g))
             && self.status.as_ref().is_none_or(|s| t.status.as_str() == s)
+            && self
+                .key
+                .as_ref()
+                .is_none_or(|k| t.key.as_deref() == Some(k.as_str()))
     }
 }
 
@@ -582,6 +599,27 @@ impl Store {
         })
     }
 
+    /// Every benchmark run kept (the last [`BENCH_RUNS_KEPT`] of each
+    /// node:model), oldest first per node:model.
+    pub fn benchmark_runs(&self) -> Result<Vec<Benchmark>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let t = match txn.open_table(BENCH_RUNS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(StoreError::db(e)),
+            };
+            let mut out = Vec::new();
+            for row in t.iter().map_err(StoreError::db)? {
+                let (_, v) = row.map_err(StoreError::db)?;
+                if let Ok(b) = serde_json::from_slice(v.value()) {
+                    out.push(b);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// A setting stored with [`Write::Setting`]; `None` when unset or
     /// unreadable.
     pub fn setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
@@ -591,6 +629,58 @@ impl Store {
             Ok(t.get(key)
                 .map_err(StoreError::db)?
                 .and_then(|v| serde_json::from_slice(v.value()).ok()))
+        })
+    }
+
+    /// The client API keys (their hashes), by name.
+    pub fn keys(&self) -> Result<Vec<crate::app::auth::KeyRecord>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let t = txn.open_table(KEYS).map_err(StoreError::db)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(StoreError::db)? {
+                let (_, v) = row.map_err(StoreError::db)?;
+                match serde_json::from_slice(v.value()) {
+                    Ok(k) => out.push(k),
+                    Err(e) => return Err(StoreError::db(format!("unreadable API key: {e}"))),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Store a key, committed before this returns (not through the
+    /// batching writer: a key shown to its owner must survive a crash).
+    pub fn put_key(&self, k: &crate::app::auth::KeyRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(k).map_err(StoreError::db)?;
+        self.write_now(|txn| {
+            txn.open_table(KEYS)
+                .map_err(StoreError::db)?
+                .insert(k.name.as_str(), bytes.as_slice())
+                .map_err(StoreError::db)?;
+            Ok(())
+        })
+    }
+
+    /// Delete the key named `name`, committed before this returns.
+    pub fn delete_key(&self, name: &str) -> Result<(), StoreError> {
+        self.write_now(|txn| {
+            txn.open_table(KEYS)
+                .map_err(StoreError::db)?
+                .remove(name)
+                .map_err(StoreError::db)?;
+            Ok(())
+        })
+    }
+
+    fn write_now(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.read(|db| {
+            let txn = db.begin_write().map_err(StoreError::db)?;
+            f(&txn)?;
+            txn.commit().map_err(StoreError::db)
         })
     }
 
@@ -630,6 +720,15 @@ impl Store {
 
 fn perf_key(node: &str, model: &str) -> String {
     format!("{node}\t{model}")
+}
+
+/// Benchmark runs kept per node:model (older ones are deleted).
+pub const BENCH_RUNS_KEPT: usize = 100;
+
+/// A benchmark run's key: node, model, then the time, zero-padded so runs
+/// sort oldest first.
+fn run_key(b: &Benchmark) -> String {
+    format!("{}\t{:020}", perf_key(&b.node, &b.model), b.ts_ms.max(0))
 }
 
 /// The writer thread: one transaction per batch.
@@ -699,6 +798,7 @@ fn commit(
         let mut tags = txn.open_multimap_table(TAGS).map_err(StoreError::db)?;
         let mut perf = txn.open_table(PERF).map_err(StoreError::db)?;
         let mut bench = txn.open_table(BENCH).map_err(StoreError::db)?;
+        let mut runs = txn.open_table(BENCH_RUNS).map_err(StoreError::db)?;
         let mut settings = txn.open_table(SETTINGS).map_err(StoreError::db)?;
         for w in batch {
             match w {
@@ -724,6 +824,23 @@ fn commit(
                     bench
                         .insert(perf_key(&b.node, &b.model).as_str(), bytes.as_slice())
                         .map_err(StoreError::db)?;
+                    runs.insert(run_key(&b).as_str(), bytes.as_slice())
+                        .map_err(StoreError::db)?;
+                    // Keep the newest runs of this node:model only.
+                    let from = format!("{}\t", perf_key(&b.node, &b.model));
+                    let to = format!("{}\n", perf_key(&b.node, &b.model));
+                    let old: Vec<String> = {
+                        let all: Vec<String> = runs
+                            .range(from.as_str()..to.as_str())
+                            .map_err(StoreError::db)?
+                            .filter_map(|r| r.ok().map(|(k, _)| k.value().to_string()))
+                            .collect();
+                        let extra = all.len().saturating_sub(BENCH_RUNS_KEPT);
+                        all.into_iter().take(extra).collect()
+                    };
+                    for k in old {
+                        runs.remove(k.as_str()).map_err(StoreError::db)?;
+                    }
                 }
                 Write::Setting { key, value } => {
                     let bytes = serde_json::to_vec(&value).map_err(StoreError::db)?;

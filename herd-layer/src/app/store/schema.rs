@@ -2,7 +2,10 @@
 //!
 //! Version 1 had traces, history, benchmarks and settings. Version 2 added the
 //! tag index (`trace_tags`); opening a version-1 file builds it from the
-//! traces. A file from a newer herd is refused rather than misread.
+//! traces. Version 3 added the client API keys (`api_keys`, by name; only
+//! their hashes) and the history of benchmark runs (`benchmark_runs`, by
+//! node, model and time; `benchmarks` keeps the latest of each). A file from a newer herd is refused rather than misread:
+//! an older herd would not see the keys and would leave the router open.
 
 use std::path::Path;
 
@@ -11,7 +14,7 @@ use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, T
 use super::{StoreError, TraceRecord};
 
 /// The schema version this herd writes, and the newest it reads.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 pub(super) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 pub(super) const TRACES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("traces");
@@ -20,6 +23,9 @@ pub(super) const TAGS: MultimapTableDefinition<'_, &str, u64> =
 pub(super) const PERF: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("perf");
 pub(super) const BENCH: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("benchmarks");
 pub(super) const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("settings");
+pub(super) const KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("api_keys");
+pub(super) const BENCH_RUNS: TableDefinition<'_, &str, &[u8]> =
+    TableDefinition::new("benchmark_runs");
 
 fn db(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
@@ -59,6 +65,10 @@ pub(super) fn prepare(database: &Database, path: &Path) -> Result<(), StoreError
         txn.open_table(PERF).map_err(db)?;
         txn.open_table(BENCH).map_err(db)?;
         txn.open_table(SETTINGS).map_err(db)?;
+        // 2 → 3: the keys table (created empty).
+        txn.open_table(KEYS).map_err(db)?;
+        // …and the benchmark history (created empty).
+        txn.open_table(BENCH_RUNS).map_err(db)?;
         let mut tags = txn.open_multimap_table(TAGS).map_err(db)?;
         if found == 1 {
             // 1 → 2: build the tag index from the stored traces.

@@ -37,6 +37,7 @@ pub(crate) fn trace(id: &str, ts_ms: i64, tags: &[&str]) -> TraceRecord {
         error: None,
         num_ctx: None,
         context_action: None,
+        key: None,
     }
 }
 
@@ -98,7 +99,8 @@ async fn a_newer_schema_is_refused_and_an_older_one_migrated() {
         &[trace("old", 5, &["t1"]), trace("old2", 6, &[])],
     );
     let s = Store::open(&d, &StoreConfig::default()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    assert!(s.keys().unwrap().is_empty(), "the keys table is made");
     let t = s
         .traces(&TraceFilter {
             tag: Some("t1".into()),
@@ -223,4 +225,44 @@ async fn records_are_dropped_and_counted_when_the_writer_is_behind() {
     let dropped = s.stats().dropped.load(Ordering::Relaxed);
     assert!(dropped >= 100 - 17, "dropped {dropped}");
     assert_eq!(s.all_traces(None).unwrap().len() as u64, 100 - dropped);
+}
+
+#[tokio::test]
+async fn benchmark_runs_are_kept_over_time_newest_hundred_per_node_model() {
+    let d = dir("bench-runs");
+    let s = Store::open(&d, &StoreConfig::default()).unwrap();
+    let run = |node: &str, ts_ms: i64, ttft_ms: f64| {
+        Write::Bench(super::Benchmark {
+            node: node.into(),
+            model: "m:latest".into(),
+            ts_ms,
+            ttft_ms,
+            tokens_per_s_single: 10.0,
+            tokens_per_s_parallel: 20.0,
+            parallel: 2,
+        })
+    };
+    for i in 0..(super::BENCH_RUNS_KEPT as i64 + 5) {
+        s.submit(run("a", 1_000 + i, i as f64));
+    }
+    s.submit(run("b", 5, 1.0));
+    s.flush().await;
+    let runs = s.benchmark_runs().unwrap();
+    let a: Vec<f64> = runs
+        .iter()
+        .filter(|b| b.node == "a")
+        .map(|b| b.ttft_ms)
+        .collect();
+    assert_eq!(a.len(), super::BENCH_RUNS_KEPT);
+    assert_eq!(a[0], 5.0, "the oldest five are gone");
+    assert_eq!(*a.last().unwrap(), super::BENCH_RUNS_KEPT as f64 + 4.0);
+    assert_eq!(runs.iter().filter(|b| b.node == "b").count(), 1);
+    // The latest per node:model is still what scoring is calibrated from.
+    let latest = s.benchmarks().unwrap();
+    assert_eq!(latest.len(), 2);
+    assert!(
+        latest
+            .iter()
+            .any(|b| b.node == "a" && b.ttft_ms == super::BENCH_RUNS_KEPT as f64 + 4.0)
+    );
 }

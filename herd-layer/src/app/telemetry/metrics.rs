@@ -59,6 +59,50 @@ pub struct NodeModelLabels {
     pub model: String,
 }
 
+/// Labels of a per-key request count. Per-key series are bounded: names
+/// of keys in force (`[auth] max_keys`, and a revoked key's series are
+/// removed) plus `anonymous`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyStatusLabels {
+    /// The key's name (`anonymous` without one).
+    pub key: String,
+    /// How the request ended.
+    pub status: String,
+}
+
+/// Labels of a per-key token count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyTokenLabels {
+    /// The key's name (`anonymous` without one).
+    pub key: String,
+    /// `input` or `output`.
+    pub token_type: String,
+}
+
+/// Labels of a per-key refusal count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLimitLabels {
+    /// The key's name.
+    pub key: String,
+    /// `requests`, `tokens`, `concurrent` or `tenants`.
+    pub limit: String,
+}
+
+/// The label value for requests without a key.
+pub const ANONYMOUS: &str = "anonymous";
+
+const STATUSES: &[&str] = &[
+    "completed",
+    "retried",
+    "failed",
+    "shed",
+    "client_disconnected",
+    "incomplete",
+    "rejected",
+    "rate_limited",
+];
+const LIMITS: &[&str] = &["requests", "tokens", "concurrent", "tenants"];
+
 /// Labels of the per-node gauge (node up).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
@@ -115,6 +159,12 @@ pub struct Metrics {
     pub body_memory: Gauge,
     /// HTTP connections open; set when scraped.
     pub connections: Gauge,
+    /// Requests per API key, by outcome (`herd_key_requests_total{key,status}`).
+    pub key_requests: Family<KeyStatusLabels, Counter>,
+    /// Tokens per API key (`herd_key_tokens_total{key,token_type}`).
+    pub key_tokens: Family<KeyTokenLabels, Counter>,
+    /// Requests refused by a key's limits (`herd_rate_limited_total{key,limit}`).
+    pub rate_limited: Family<KeyLimitLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -151,6 +201,9 @@ impl Metrics {
             health_score: Gauge::default(),
             body_memory: Gauge::default(),
             connections: Gauge::default(),
+            key_requests: Family::default(),
+            key_tokens: Family::default(),
+            rate_limited: Family::default(),
         };
         r.register(
             "herd_requests",
@@ -228,9 +281,48 @@ impl Metrics {
             "HTTP connections open",
             m.connections.clone(),
         );
+        r.register(
+            "herd_key_requests",
+            "Requests per API key (anonymous without one), by outcome",
+            m.key_requests.clone(),
+        );
+        r.register(
+            "herd_key_tokens",
+            "Tokens per API key, input and output",
+            m.key_tokens.clone(),
+        );
+        r.register(
+            "herd_rate_limited",
+            "Requests refused by an API key's limits, by limit",
+            m.rate_limited.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             ..m
+        }
+    }
+
+    /// Drop a revoked key's series (keeps the label set bounded by the
+    /// keys in force).
+    pub fn forget_key(&self, key: &str) {
+        let key = key.to_string();
+        for s in STATUSES {
+            self.key_requests.remove(&KeyStatusLabels {
+                key: key.clone(),
+                status: (*s).to_string(),
+            });
+        }
+        for t in ["input", "output"] {
+            self.key_tokens.remove(&KeyTokenLabels {
+                key: key.clone(),
+                token_type: t.to_string(),
+            });
+        }
+        for l in LIMITS {
+            self.rate_limited.remove(&KeyLimitLabels {
+                key: key.clone(),
+                limit: (*l).to_string(),
+            });
         }
     }
 

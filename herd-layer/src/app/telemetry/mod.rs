@@ -57,6 +57,23 @@ impl Telemetry {
             status: rec.status.as_str().into(),
         };
         m.requests.get_or_create(&labels).inc();
+        let key = rec.key.as_deref().unwrap_or(metrics::ANONYMOUS);
+        m.key_requests
+            .get_or_create(&metrics::KeyStatusLabels {
+                key: key.to_string(),
+                status: rec.status.as_str().into(),
+            })
+            .inc();
+        for (ty, n) in [("input", rec.prompt_tokens), ("output", rec.output_tokens)] {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                m.key_tokens
+                    .get_or_create(&metrics::KeyTokenLabels {
+                        key: key.to_string(),
+                        token_type: ty.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
         m.duration
             .get_or_create(&labels)
             .observe(rec.latency_ms / 1000.0);
@@ -101,6 +118,7 @@ impl Telemetry {
                 KeyValue::new("gen_ai.response.model", model.clone()),
                 KeyValue::new("herd.node", node),
                 KeyValue::new("herd.status", rec.status.as_str()),
+                KeyValue::new("herd.key", key.to_string()),
             ];
             i.duration.record(rec.latency_ms / 1000.0, &attrs);
             i.requests.add(1, &attrs);

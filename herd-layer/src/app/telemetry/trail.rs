@@ -69,6 +69,9 @@ pub fn operation(kind: Kind) -> &'static str {
         Kind::Chat => "chat",
         Kind::Generate => "text_completion",
         Kind::Embed => "embeddings",
+        // Not GenAI's own names (it has none for these yet).
+        Kind::Transcribe => "transcription",
+        Kind::Image => "image_generation",
     }
 }
 
@@ -88,6 +91,7 @@ fn summary(c: &crate::rank::Candidate) -> ScoreSummary {
         node: c.node.to_string(),
         score: c.score,
         signals: serde_json::to_value(c.signals).unwrap_or_default(),
+        expected_cached_tokens: c.expected_cached_tokens,
     }
 }
 
@@ -106,6 +110,13 @@ impl RequestTrail {
                             KeyValue::new("gen_ai.request.model", req.model.clone()),
                             KeyValue::new("gen_ai.provider.name", "ollama"),
                             KeyValue::new("herd.request_id", req.id.clone()),
+                            KeyValue::new(
+                                "herd.key",
+                                req.tenant.as_ref().map_or_else(
+                                    || super::metrics::ANONYMOUS.to_string(),
+                                    |t| t.id.to_string(),
+                                ),
+                            ),
                         ]),
                     &parent,
                 );
@@ -187,6 +198,13 @@ impl Trail for RequestTrail {
             attrs.push(KeyValue::new("server.address", a.ip().to_string()));
             attrs.push(KeyValue::new("server.port", i64::from(a.port())));
         }
+        if let Some(c) = pick.ranking.candidates.iter().find(|c| c.node == pick.node) {
+            // Prefix-cache affinity: what scoring expected the node to hold.
+            attrs.push(KeyValue::new(
+                "herd.expected_cached_tokens",
+                i64::from(c.expected_cached_tokens),
+            ));
+        }
         drop(d);
         let span = self.child("herd.upstream", attrs);
         let tp = match &span {
@@ -229,7 +247,17 @@ impl Trail for RequestTrail {
 
     /// The stack answered with an error.
     fn failed(&self, error: &BoxError) {
-        let status = if error.downcast_ref::<crate::queueing::Shed>().is_some()
+        let status = if let Some(r) = error.downcast_ref::<crate::limit::RateLimited>() {
+            self.tel
+                .metrics
+                .rate_limited
+                .get_or_create(&super::metrics::KeyLimitLabels {
+                    key: r.tenant.to_string(),
+                    limit: r.which.as_str().into(),
+                })
+                .inc();
+            TraceStatus::RateLimited
+        } else if error.downcast_ref::<crate::queueing::Shed>().is_some()
             || error
                 .downcast_ref::<crate::queueing::QueueTimeout>()
                 .is_some()
@@ -309,6 +337,7 @@ impl RequestTrail {
             error,
             num_ctx: self.req.num_ctx,
             context_action: d.context_action.take(),
+            key: self.req.tenant.as_ref().map(|t| t.id.to_string()),
         }
     }
 }
@@ -425,6 +454,7 @@ mod tests {
             engine: Engine::Ollama,
             version: String::new(),
             slots: 1,
+            concurrency: 1,
             temperature: Temperature::Hot,
             score: 1.0,
             ranking: Arc::new(Ranking {

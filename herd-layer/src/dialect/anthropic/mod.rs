@@ -91,7 +91,8 @@ fn image_data(path: &str, b: &Value) -> Result<String, ClientError> {
             .map(str::to_string)
             .ok_or_else(|| bad(format!("{path}.source.data must be base64 image data"))),
         Some("url") => Err(bad(format!(
-            "{path}: image URLs are not supported (herd does not fetch on a client's behalf); send the image as base64"
+            "{path}: {}",
+            super::REMOTE_IMAGE.replace("a base64 `data:` URL", "base64 (`source.type: base64`)")
         ))),
         other => Err(bad(format!(
             "{path}.source.type {other:?} is not supported; use base64"

@@ -35,6 +35,7 @@
 //! * Model "thinking" is returned as a non-standard `reasoning` field on the message (or
 //!   stream delta), only when non-empty.
 
+pub mod engine;
 mod request;
 mod response;
 mod stream;

@@ -358,9 +358,7 @@ pub(super) fn image_data(path: &str, url: &str) -> Result<String> {
     if lower.starts_with("http://") || lower.starts_with("https://") {
         return Err(TranslateError::unsupported(
             path,
-            format!(
-                "{path}: remote image URLs are not supported; herd does not fetch URLs, send the image inline as a base64 `data:` URL"
-            ),
+            format!("{path}: {}", crate::dialect::REMOTE_IMAGE),
         ));
     }
     if !lower.starts_with("data:") {

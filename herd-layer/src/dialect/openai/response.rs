@@ -14,7 +14,8 @@ pub(super) fn usage(ollama: &Value) -> Value {
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        // A node's counts are its own business; their sum must not overflow.
+        "total_tokens": prompt.saturating_add(completion),
     })
 }
 

@@ -100,14 +100,20 @@ fn chat_request_rejects_remote_image_urls() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "messages[0].content[0].image_url.url: remote image URLs are not supported; herd does not fetch URLs, send the image inline as a base64 `data:` URL"
+        format!(
+            "messages[0].content[0].image_url.url: {}",
+            crate::dialect::REMOTE_IMAGE
+        )
     );
     assert_eq!(err.param(), "messages[0].content[0].image_url.url");
     assert_eq!(
         chat_err(json!({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "HTTP://example.com/cat.png"}},
         ]}]})),
-        "messages[0].content[0].image_url.url: remote image URLs are not supported; herd does not fetch URLs, send the image inline as a base64 `data:` URL"
+        format!(
+            "messages[0].content[0].image_url.url: {}",
+            crate::dialect::REMOTE_IMAGE
+        )
     );
 }
 

@@ -39,9 +39,7 @@ pub fn max_output_tokens(obj: &RawObject) -> Option<u32> {
 /// A data URL's base64 payload.
 fn data_url(path: &str, url: &str) -> Result<String, ClientError> {
     let Some(rest) = url.strip_prefix("data:") else {
-        return Err(bad(format!(
-            "{path}: image URLs are not supported (herd does not fetch on a client's behalf); send a data: URL"
-        )));
+        return Err(bad(format!("{path}: {}", super::REMOTE_IMAGE)));
     };
     let (meta, data) = rest
         .split_once(',')

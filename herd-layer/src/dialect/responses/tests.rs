@@ -65,7 +65,7 @@ fn state_and_unsupported_inputs_are_refused() {
     let e = native(json!({"model": "m", "input": [{"role": "user", "content": [
         {"type": "input_image", "image_url": "https://x/a.png"}]}]}))
     .unwrap_err();
-    assert!(e.message.contains("data: URL"), "{}", e.message);
+    assert!(e.message.contains("`data:` URL"), "{}", e.message);
     let e =
         native(json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]})).unwrap_err();
     assert!(e.message.contains("function"), "{}", e.message);

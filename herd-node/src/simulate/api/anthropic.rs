@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::plan::{
-    Chunk, GenInput, Plan, Reply, apply_stop, chat_prompt, chat_reply, check_model, check_tools,
-    decide_think, start, thinking_for,
+    Chunk, GenInput, Plan, Reply, apply_stop, cache_text, chat_prompt, chat_reply, check_model,
+    check_tools, decide_think, start, thinking_for,
 };
 use super::stream::{Events, event_stream_response};
 use super::wire::{Message, function_tool, nullable, parse, random_hex, sse_event, tool_call_id};
@@ -548,6 +548,7 @@ async fn messages_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError>
             thinking: thinking_for(&name, &prompt, thinks),
             model: name,
             prompt_tokens,
+            prompt: cache_text(&prompt),
             reply,
             keep_alive: None,
         },

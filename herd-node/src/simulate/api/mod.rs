@@ -34,6 +34,7 @@
 mod anthropic;
 mod embed;
 mod manage;
+mod media;
 mod ollama;
 mod openai;
 mod plan;
@@ -52,6 +53,7 @@ use serde_json::json;
 
 use super::engine::{Engine, EngineError};
 use crate::agent::Controls;
+use crate::config::SimEngine;
 
 /// The first Ollama with `POST /v1/responses` (commit 1eb5e759).
 pub(crate) const RESPONSES_SINCE: (u64, u64, u64) = (0, 13, 3);
@@ -76,6 +78,31 @@ pub(super) fn router(engine: Arc<Engine>, controls: Arc<Controls>) -> Router {
         controls,
         next_id: AtomicU64::new(1),
     });
+    // A server that speaks only OpenAI's API has just its routes.
+    let only = match cfg.engine {
+        SimEngine::Ollama => None,
+        SimEngine::OpenAi => Some(
+            Router::new()
+                .route("/v1/chat/completions", post(openai::chat_completions))
+                .route("/v1/embeddings", post(openai::embeddings)),
+        ),
+        SimEngine::Stt => Some(
+            Router::new()
+                .route("/v1/audio/transcriptions", post(media::transcriptions))
+                .route("/v1/audio/translations", post(media::translations)),
+        ),
+        SimEngine::Image => Some(
+            Router::new()
+                .route("/v1/images/generations", post(media::generations))
+                .route("/v1/images/edits", post(media::edits)),
+        ),
+    };
+    if let Some(r) = only {
+        return r
+            .route("/v1/models", get(media::models))
+            .fallback(page_not_found)
+            .with_state(state);
+    }
     let mut r = Router::new()
         .route("/", get(ollama::root))
         .route("/api/version", get(ollama::version))
@@ -103,6 +130,9 @@ pub(super) fn router(engine: Arc<Engine>, controls: Arc<Controls>) -> Router {
     }
     if cfg.ollama_at_least(MESSAGES_SINCE) {
         r = r.route("/v1/messages", post(anthropic::messages));
+    }
+    if cfg.ollama_at_least(media::TRANSCRIPTIONS_SINCE) {
+        r = r.route("/v1/audio/transcriptions", post(media::transcriptions));
     }
     r.fallback(page_not_found).with_state(state)
 }

@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 
 use super::embed::{EmbedRequest, embed_core, inputs};
 use super::plan::{
-    GenInput, Reply, apply_stop, chat_prompt, chat_reply, check_model, check_tools, decide_think,
-    limit, parse_think, start, text_reply, thinking_for,
+    GenInput, Reply, apply_stop, cache_text, chat_prompt, chat_reply, check_model, check_tools,
+    decide_think, limit, parse_think, start, text_reply, thinking_for,
 };
 use super::stream::{Wire, streaming_response};
 use super::wire::{Message, nanos, now_str, ollama_tool_calls, parse};
@@ -344,6 +344,7 @@ async fn chat_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
         "chat",
         &req.tools,
     )?;
+    super::media::check_vision(&spec, super::media::has_images(body))?;
     let model = spec.name.clone();
     let keep_alive = keep_alive_of(req.keep_alive.as_ref())?;
     let _ = (req.options.num_ctx, req.options.temperature);
@@ -362,6 +363,7 @@ async fn chat_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
             thinking: thinking_for(&model, &prompt, thinks),
             model,
             prompt_tokens,
+            prompt: cache_text(&prompt),
             reply,
             keep_alive,
         },
@@ -412,6 +414,7 @@ async fn generate_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError>
             thinking: thinking_for(&model, &prompt, thinks),
             model,
             prompt_tokens,
+            prompt: format!("{system}{prompt}"),
             reply,
             keep_alive,
         },

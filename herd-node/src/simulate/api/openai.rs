@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use super::embed::{EmbedRequest, embed_core, inputs};
 use super::plan::{
-    GenInput, Reply, apply_stop, chat_prompt, chat_reply, check_model, check_tools, decide_think,
-    limit, start, thinking_for,
+    GenInput, Reply, apply_stop, cache_text, chat_prompt, chat_reply, check_model, check_tools,
+    decide_think, limit, start, thinking_for,
 };
 use super::stream::{Wire, streaming_response};
 use super::wire::{Message, openai_tool_calls, parse};
@@ -134,6 +134,7 @@ async fn chat_completions_inner(s: &AppState, body: &[u8]) -> Result<Response, A
     let thinks = decide_think(&s.engine, &found, asked, &req.model, false)?;
     let spec = check_model(&s.engine, &req.model, "chat")?;
     check_tools(&spec, &req.tools)?;
+    super::media::check_vision(&spec, super::media::has_images(body))?;
     let model = spec.name.clone();
     if req.messages.is_empty() {
         return Err(ApiError::bad_request("[] is too short - 'messages'"));
@@ -169,6 +170,7 @@ async fn chat_completions_inner(s: &AppState, body: &[u8]) -> Result<Response, A
             thinking: thinking_for(&model, &prompt, thinks),
             model,
             prompt_tokens,
+            prompt: cache_text(&prompt),
             reply,
             keep_alive: None,
         },

@@ -21,6 +21,7 @@ use crate::simulate::content::{
     tool_arguments,
 };
 use crate::simulate::engine::{Admission, Engine, EngineError};
+use crate::simulate::kv;
 
 /// What the model will answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,9 @@ pub(super) enum Reply {
 pub(super) struct GenInput {
     pub(super) model: String,
     pub(super) prompt_tokens: u32,
+    /// The prompt as the runner renders it, which a slot's KV cache holds
+    /// (see [`cache_text`]); empty: nothing to reuse.
+    pub(super) prompt: String,
     /// What a reasoning model thinks first (empty when it does not).
     pub(super) thinking: Vec<String>,
     pub(super) reply: Reply,
@@ -292,6 +296,18 @@ pub(super) fn apply_stop(reply: Reply, stops: &[String]) -> Reply {
     }
 }
 
+/// What a chat's rendered prompt ends with: the assistant's turn, which the
+/// model's reply then continues.
+const GENERATION_PROMPT: &str = "assistant: ";
+
+/// The rendered prompt of a chat ([`chat_prompt`]'s text) as a runner's
+/// slot holds it: the conversation, then the assistant's turn. Its reply
+/// and a newline follow, which is how the next turn renders it — so the
+/// next turn's prompt starts with everything the slot holds.
+pub(super) fn cache_text(chat: &str) -> String {
+    format!("{chat}{GENERATION_PROMPT}")
+}
+
 /// The prompt a chat makes and its approximate token count.
 pub(super) fn chat_prompt(messages: &[Message]) -> (String, u32) {
     let text: String = messages
@@ -404,8 +420,29 @@ pub(super) fn text_reply(
 pub(super) async fn start(engine: &Arc<Engine>, input: GenInput) -> Result<Plan, ApiError> {
     let arrival = Instant::now();
     injected_failure(engine)?;
-    let admission = engine.admit(&input.model, input.keep_alive).await?;
-    let (ttft, interval) = engine.timing(&admission.spec, input.prompt_tokens);
+    // The slot will hold the prompt, the thinking and the reply.
+    let prompt = kv::tokenize(&input.prompt);
+    let reply = match &input.reply {
+        Reply::Text { tokens, .. } => tokens.concat(),
+        Reply::ToolCall { .. } => String::new(),
+    };
+    let then = kv::tokenize(&format!(
+        "{}{}{reply}\n",
+        input.prompt,
+        input.thinking.concat()
+    ));
+    let admission = engine
+        .admit_prompt(&input.model, input.keep_alive, &prompt, &then)
+        .await?;
+    // Pseudo-tokens reused, as a share of the prompt's counted tokens.
+    let cached = if prompt.is_empty() {
+        0
+    } else {
+        let share = admission.cached as f64 / prompt.len() as f64;
+        ((f64::from(input.prompt_tokens) * share) as u32).min(input.prompt_tokens.saturating_sub(1))
+    };
+    engine.note_prompt(input.prompt_tokens, cached);
+    let (ttft, interval) = engine.timing(&admission.spec, input.prompt_tokens - cached);
     let first_at = Instant::now() + ttft;
     Ok(Plan {
         admission,
@@ -447,6 +484,121 @@ mod tests {
             &["zzz".into(), String::new()],
         );
         assert_eq!(same, Reply::Text { tokens, cut: false });
+    }
+
+    mod kv_reuse {
+        use super::*;
+        use crate::config::DeviceConfig;
+
+        fn engine(num_parallel: u32, version: &str) -> Arc<Engine> {
+            Engine::new(DeviceConfig {
+                ttft_base_ms: 10,
+                ttft_ms_per_prompt_token: 1.0,
+                num_parallel,
+                ollama_version: version.into(),
+                models: vec![ModelSpec {
+                    name: "m:1".into(),
+                    context_length: 65_536,
+                    ..ModelSpec::default()
+                }],
+                loaded: vec!["m:1".into()],
+                ..DeviceConfig::default()
+            })
+        }
+
+        fn msg(role: &str, text: &str) -> Message {
+            Message {
+                role: role.into(),
+                content: Some(json!(text)),
+            }
+        }
+
+        /// One turn of `history`; returns its time to first token and the
+        /// history with the reply added.
+        async fn turn(e: &Arc<Engine>, history: &[Message]) -> (Duration, Vec<Message>) {
+            let (prompt, prompt_tokens) = chat_prompt(history);
+            let plan = start(
+                e,
+                GenInput {
+                    model: "m:1".into(),
+                    prompt_tokens,
+                    prompt: cache_text(&prompt),
+                    thinking: Vec::new(),
+                    reply: Reply::Text {
+                        tokens: split_tokens("an answer of a few words "),
+                        cut: false,
+                    },
+                    keep_alive: None,
+                },
+            )
+            .await
+            .expect("admitted");
+            let mut next = history.to_vec();
+            next.push(msg("assistant", &plan.content()));
+            (plan.ttft, next)
+        }
+
+        fn conversation(system: &str) -> Vec<Message> {
+            vec![msg("system", &system.repeat(1000)), msg("user", "first")]
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_follow_up_prefills_only_what_is_new() {
+            let e = engine(1, "0.12.6");
+            let (t1, mut h) = turn(&e, &conversation("You are terse. ")).await;
+            // 15,000 characters of system prompt: ~3,750 tokens at 1 ms each.
+            assert!(t1 > Duration::from_millis(3_500), "{t1:?}");
+            h.push(msg("user", "second"));
+            let (t2, _) = turn(&e, &h).await;
+            assert!(t2 < Duration::from_millis(40), "{t2:?}");
+            let s = e.stats();
+            assert!(
+                s.cached_tokens > 3_700 && s.cached_tokens < s.prompt_tokens,
+                "{s:?}"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn another_conversation_overwrites_the_only_slot_and_an_unload_clears_all() {
+            let e = engine(1, "0.12.6");
+            let (_, mut a) = turn(&e, &conversation("Agent A. ")).await;
+            turn(&e, &conversation("Agent B, different. ")).await;
+            a.push(msg("user", "second"));
+            let (t, mut a) = turn(&e, &a).await;
+            assert!(t > Duration::from_millis(2_000), "B took the slot: {t:?}");
+            // Cached again now; an unload takes it.
+            e.unload("m:1");
+            a.push(msg("user", "third"));
+            let (t, _) = turn(&e, &a).await;
+            assert!(t > Duration::from_millis(2_000), "unloaded: {t:?}");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn llama_server_keeps_two_conversations_in_two_slots() {
+            for (version, both_kept) in [("0.30.0", true), ("0.12.6", false)] {
+                let e = engine(2, version);
+                let (_, mut a) = turn(&e, &conversation("Agent A. ")).await;
+                let (_, mut b) = turn(&e, &conversation("Agent B, different. ")).await;
+                a.push(msg("user", "second"));
+                b.push(msg("user", "second"));
+                let (ta, _) = turn(&e, &a).await;
+                let (tb, _) = turn(&e, &b).await;
+                // llama-server gives B the least recently used (empty) slot;
+                // the Go runner gives it the free slot with the longest
+                // match — A's, which shares "system: Agen" — and from then
+                // on each conversation overwrites the other there.
+                assert_eq!(
+                    ta < Duration::from_millis(100),
+                    both_kept,
+                    "{version}: {ta:?}"
+                );
+                assert_eq!(
+                    tb < Duration::from_millis(100),
+                    both_kept,
+                    "{version}: {tb:?}"
+                );
+            }
+        }
     }
 
     #[test]

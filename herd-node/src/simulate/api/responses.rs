@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use super::openai::think_from_effort;
 use super::plan::{
-    Chunk, GenInput, Plan, Reply, chat_prompt, chat_reply, check_model, check_tools, decide_think,
-    start, thinking_for,
+    Chunk, GenInput, Plan, Reply, cache_text, chat_prompt, chat_reply, check_model, check_tools,
+    decide_think, start, thinking_for,
 };
 use super::stream::{Events, event_stream_response};
 use super::wire::{Message, function_tool, sse_event, tool_call_id, wall};
@@ -665,6 +665,7 @@ async fn responses_inner(s: &AppState, body: &[u8]) -> Result<Response, ApiError
             thinking: thinking_for(&name, &prompt, thinks),
             model: name,
             prompt_tokens,
+            prompt: cache_text(&prompt),
             reply,
             keep_alive: None,
         },

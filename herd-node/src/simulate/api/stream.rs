@@ -246,6 +246,7 @@ mod tests {
         GenInput {
             model: "m:1".into(),
             prompt_tokens: 40,
+            prompt: String::new(),
             thinking: Vec::new(),
             reply: Reply::Text { tokens, cut: false },
             keep_alive: None,

@@ -5,18 +5,12 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Checks, GIB, HealthConfig, Seen, Severity, disk_low, failed_connects};
+use super::{Checks, GIB, Severity, StateInputs, disk_low};
 use crate::fleet::{FleetView, Mode, Pressure, Source, Thermal};
 
 /// Adds the fleet-state findings.
-pub(super) fn check(
-    view: &FleetView,
-    w: &[Seen],
-    cfg: &HealthConfig,
-    report_interval_ms: u64,
-    poll_interval_ms: u64,
-    c: &mut Checks,
-) {
+pub(super) fn check(view: &FleetView, i: &StateInputs<'_>, c: &mut Checks) {
+    let cfg = i.cfg;
     // Fleet state.
     if !view.nodes.is_empty() && view.online().count() == 0 {
         c.add(
@@ -48,8 +42,8 @@ pub(super) fn check(
         }
         // Agentless nodes are polled, attached ones report: each has its own beat.
         let interval_ms = match n.source {
-            Source::Attached => report_interval_ms,
-            Source::Agentless => poll_interval_ms,
+            Source::Attached => i.report_interval_ms,
+            Source::Agentless => i.poll_interval_ms,
         };
         if interval_ms > 0 && silent_ms > interval_ms * 3 {
             c.add(
@@ -61,7 +55,7 @@ pub(super) fn check(
                 "the node may be sleeping or its network flaky; check herd-node's log",
             );
         }
-        let refused = failed_connects(w, id);
+        let refused = (i.refused)(id);
         if !n.engine_reachable || refused >= cfg.unreachable_after.max(1) {
             c.add(
                 "engine_unreachable",
