@@ -556,10 +556,18 @@ impl Exchange {
                         self.limits.first_byte_factor,
                         self.limits.first_byte_min,
                         self.limits.response_timeout,
-                    )
+                    ) + herd_layer::forward::upload_allowance(self.upload_len())
                 }),
             Phase::Responding => self.limits.idle_timeout,
         }
+    }
+
+    /// An upload's declared size (its answer takes time in proportion).
+    fn upload_len(&self) -> Option<u64> {
+        Endpoint::from_path(&self.path)
+            .filter(|e| e.multipart())
+            .and(self.headers.get(http::header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok()?.parse().ok())
     }
 
     /// Envoy sent nothing for `wait`.
@@ -1198,7 +1206,10 @@ fn immediate(rej: &Rejection) -> ProcessingResponse {
         header(DROPPED_REASON, rej.dropped_reason),
     ];
     if let Some(d) = rej.retry_after {
-        set.push(header("retry-after", &d.as_secs().max(1).to_string()));
+        set.push(header(
+            "retry-after",
+            &herd_layer::error::retry_after_secs(d).to_string(),
+        ));
     }
     for (k, v) in &rej.headers {
         set.push(header(k, v));

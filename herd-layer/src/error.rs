@@ -62,8 +62,27 @@ impl ClientError {
         self
     }
 
-    /// The `Retry-After` header value (whole seconds, at least 1).
+    /// The `Retry-After` header value: whole seconds, rounded up (a client
+    /// that waits exactly that long must find room), at least 1.
     pub fn retry_after_secs(&self) -> Option<u64> {
-        self.retry_after.map(|d| d.as_secs().max(1))
+        self.retry_after.map(retry_after_secs)
+    }
+}
+
+/// A wait as `Retry-After` says it: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(d: std::time::Duration) -> u64 {
+    let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    whole.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(super::retry_after_secs(Duration::from_millis(31_600)), 32);
+        assert_eq!(super::retry_after_secs(Duration::from_secs(5)), 5);
+        assert_eq!(super::retry_after_secs(Duration::ZERO), 1);
     }
 }

@@ -3,7 +3,9 @@
 //! hyper serves each connection; this loop decides which connections it
 //! gets and for how long. A client that sends its headers slowly is cut
 //! after `header_timeout` (slowloris), a connection that sits idle between
-//! requests is closed after `idle_timeout`, and no more than
+//! requests is closed after `idle_timeout`, a client that stops reading
+//! what herd writes (a stalled dashboard tab, a slow-read attack holding a
+//! node's slot) is cut once a write has waited `send_timeout`, and no more than
 //! `max_connections` are open at once — the next one is answered
 //! `503 Service Unavailable` with a sentence saying why, then closed, so a
 //! flood of idle sockets cannot take every file descriptor and leave the
@@ -52,6 +54,10 @@ pub struct ServeConfig {
     /// A connection with no request in flight is closed after this long.
     #[serde(with = "crate::duration")]
     pub idle_timeout: Duration,
+    /// A connection whose client has not taken a byte of what herd has to
+    /// send for this long is closed (the client stopped reading).
+    #[serde(with = "crate::duration")]
+    pub send_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -60,6 +66,7 @@ impl Default for ServeConfig {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -83,6 +90,9 @@ struct Activity {
     heard: std::sync::atomic::AtomicBool,
     /// Milliseconds since `born` at the last read or write.
     last: AtomicU64,
+    /// Milliseconds since `born` (plus one, so 0 means none) when a write
+    /// first found the socket full and has not got through since.
+    blocked: AtomicU64,
     born: Instant,
 }
 
@@ -90,6 +100,36 @@ impl Activity {
     fn touch(&self) {
         let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Note how a write went: blocked (the client's receive window and
+    /// our send buffer are full) or through.
+    fn wrote<T>(&self, r: &Poll<std::io::Result<T>>) {
+        match r {
+            Poll::Pending => {
+                let _ = self.blocked.compare_exchange(
+                    0,
+                    self.now_ms().saturating_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Poll::Ready(_) => self.blocked.store(0, Ordering::Relaxed),
+        }
+    }
+
+    /// How long a write has waited for the client to read, if one is.
+    fn blocked_for(&self) -> Option<Duration> {
+        match self.blocked.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                self.now_ms().saturating_sub(since - 1),
+            )),
+        }
     }
 
     fn idle_for(&self) -> Duration {
@@ -132,6 +172,7 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let r = this.io.poll_write(cx, buf);
+        this.activity.wrote(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
@@ -150,6 +191,7 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let r = this.io.poll_write_vectored(cx, bufs);
+        this.activity.wrote(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
@@ -299,6 +341,7 @@ pub async fn serve_tls<S, B>(
             in_flight: AtomicUsize::new(0),
             heard: std::sync::atomic::AtomicBool::new(false),
             last: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
             born: Instant::now(),
         });
         let per_conn = {
@@ -333,6 +376,7 @@ pub async fn serve_tls<S, B>(
         let open = open.clone();
         let idle = cfg.idle_timeout;
         let silent_for = cfg.header_timeout;
+        let send_timeout = cfg.send_timeout;
         open.0.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let io = match tls {
@@ -354,6 +398,7 @@ pub async fn serve_tls<S, B>(
             let mut conn = std::pin::pin!(conn);
             let every = (idle / 4)
                 .min(silent_for / 2)
+                .min(send_timeout / 4)
                 .max(Duration::from_millis(50));
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -373,6 +418,15 @@ pub async fn serve_tls<S, B>(
                             && activity.born.elapsed() >= silent_for
                         {
                             tracing::debug!(%peer, ?silent_for, "closing a connection that sent nothing");
+                            break;
+                        }
+                        // Bytes to send that the client has not taken for
+                        // this long: it stopped reading. Its answer (and
+                        // the node slot or dashboard stream behind it)
+                        // would otherwise be held for as long as the
+                        // client likes.
+                        if activity.blocked_for().is_some_and(|d| d >= send_timeout) {
+                            tracing::debug!(%peer, ?send_timeout, "closing a connection whose client stopped reading");
                             break;
                         }
                         if activity.in_flight.load(Ordering::Relaxed) == 0
@@ -589,4 +643,83 @@ async fn refuse(mut tcp: TcpStream, max: usize) {
         tcp.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// A response body without end, that says when it is dropped.
+    struct Endless(Arc<AtomicBool>);
+
+    static CHUNK: [u8; 65536] = [b'x'; 65536];
+
+    impl http_body::Body for Endless {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK)))))
+        }
+    }
+
+    impl Drop for Endless {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A client that asks and then reads nothing has its connection cut
+    /// once a write has waited `send_timeout`, and what herd was sending
+    /// it is dropped (a slot or a dashboard stream behind it is freed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_is_cut() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let d = dropped.clone();
+        let svc = tower::service_fn(move |_: http::Request<Incoming>| {
+            let d = d.clone();
+            async move { Ok::<_, Infallible>(http::Response::new(Endless(d))) }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = ServeConfig {
+            send_timeout: Duration::from_millis(300),
+            ..ServeConfig::default()
+        };
+        let (_stop, rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, svc, cfg, Open::default(), rx));
+
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: herd\r\n\r\n")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dropped.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "the answer to a client that stopped reading is still held"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The socket is closed: what was already buffered drains, then it
+        // ends (an endless answer would never end).
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (mut total, mut buf) = (0usize, vec![0u8; 65536]);
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n;
+                    assert!(total < 512 << 20, "still sending after the cut");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the connection was not closed: {e}"),
+            }
+        }
+        server.abort();
+    }
 }

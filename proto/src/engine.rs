@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! openai+http://10.0.0.5:8080                       models from its /v1/models
+//! openai+http://10.0.0.5:8080?caps=vision,tools     …which can see and call tools
 //! stt+http://10.0.0.5:9000?model=whisper-1&slots=2  models declared
 //! image+http://10.0.0.5:7860?model=sdxl-turbo&ctx=0
 //! http://10.0.0.5:11434                             an Ollama (the default kind)
@@ -17,7 +18,10 @@
 //!
 //! Keys: `model` (repeated; the models it serves, beyond or instead of what
 //! `/v1/models` lists), `slots` (requests it serves at once), `ctx` (its
-//! context window, tokens). Models are read from `/v1/models` when the
+//! context window, tokens), `caps` (what its models can do, in Ollama's
+//! capability names, comma-separated: OpenAI-compatible servers do not
+//! say, and a model whose abilities are unknown is never eliminated for
+//! lacking one). Models are read from `/v1/models` when the
 //! engine has it, with the context length servers put there (vLLM's
 //! `max_model_len`, llama.cpp's `meta.n_ctx_train`, LM Studio's
 //! `max_context_length`).
@@ -45,7 +49,20 @@ pub struct EngineDecl {
     pub slots: u32,
     /// Its context window, tokens; 0 when not declared.
     pub context: u32,
+    /// What its models can do (Ollama's capability names), declared.
+    pub caps: Vec<String>,
 }
+
+/// Capability names a declaration may give (Ollama's).
+pub const CAPABILITY_NAMES: [&str; 7] = [
+    "completion",
+    "tools",
+    "vision",
+    "thinking",
+    "embedding",
+    "audio",
+    "image",
+];
 
 /// The kind's name in declarations and node ids (`<node>/<kind>`).
 pub fn kind_name(kind: proto::EngineKind) -> &'static str {
@@ -95,6 +112,7 @@ pub fn parse_engine(text: &str) -> Result<EngineDecl, String> {
         models: Vec::new(),
         slots: 0,
         context: 0,
+        caps: Vec::new(),
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -120,9 +138,23 @@ pub fn parse_engine(text: &str) -> Result<EngineDecl, String> {
             }
             "slots" => decl.slots = number(64)?,
             "ctx" => decl.context = number(16 * 1024 * 1024)?,
+            "caps" => {
+                for c in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                    let c = c.to_ascii_lowercase();
+                    if !CAPABILITY_NAMES.contains(&c.as_str()) {
+                        return Err(format!(
+                            "{text:?}: caps: {c:?} is not one of {}",
+                            CAPABILITY_NAMES.join(", ")
+                        ));
+                    }
+                    if !decl.caps.contains(&c) {
+                        decl.caps.push(c);
+                    }
+                }
+            }
             other => {
                 return Err(format!(
-                    "{text:?}: {other:?} is not one of model, slots, ctx"
+                    "{text:?}: {other:?} is not one of model, slots, ctx, caps"
                 ));
             }
         }
@@ -203,6 +235,16 @@ pub fn openai_engine_state(decl: &EngineDecl, listed: Option<OpenAiModels>) -> p
             models.push((m.clone(), 0, Vec::new()));
         }
     }
+    // What the declaration says every model can do, beside what the list
+    // says (bounded: the list's own entries are cut to the known names).
+    for (_, _, caps) in &mut models {
+        caps.retain(|c| CAPABILITY_NAMES.contains(&c.as_str()));
+        for c in &decl.caps {
+            if !caps.contains(c) {
+                caps.push(c.clone());
+            }
+        }
+    }
     proto::EngineState {
         kind: decl.kind as i32,
         reachable: true,
@@ -251,6 +293,24 @@ mod tests {
         assert_eq!(d.url, "http://10.0.0.5:9000");
         assert_eq!(d.models, ["whisper-1", "large-v3"]);
         assert_eq!((d.slots, d.context), (2, 0));
+        let d = parse_engine("openai+http://h:8080?caps=Vision,tools&caps=tools").unwrap();
+        assert_eq!(d.caps, ["vision", "tools"]);
+        let e = parse_engine("openai+http://h:8080?caps=telepathy").unwrap_err();
+        assert!(e.contains("telepathy") && e.contains("vision"), "{e}");
+        let state = openai_engine_state(
+            &d,
+            Some(OpenAiModels {
+                data: vec![OpenAiModel {
+                    id: "llava".into(),
+                    capabilities: Some(vec!["completion".into(), "x".repeat(99)]),
+                    ..Default::default()
+                }],
+            }),
+        );
+        assert_eq!(
+            state.available[0].capabilities,
+            ["completion", "vision", "tools"]
+        );
         let d = parse_engine("http://mac.local").unwrap();
         assert_eq!(
             (d.kind, d.url.as_str()),

@@ -231,6 +231,54 @@ async fn explain_shows_the_tokens_each_node_holds_and_the_switch_turns_it_off() 
     }
 }
 
+/// A turn that had to load the model first still leaves its prompt
+/// counted where it went: the load takes seconds, the fleet learns the
+/// model is loaded only after it, and the cache is no older than the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_loaded_the_model_is_remembered_there() {
+    // 5 GB at 500 ms/GB: a load spans many 100 ms reports.
+    let one = |name: &str| DeviceConfig {
+        loaded: Vec::new(),
+        ..one_slot(name)
+    };
+    let fleet = start(router_config(), vec![one("a"), one("b")]).await;
+    let c = client();
+    let mut conv = Conversation::new("L");
+    let r = post(&c, &format!("{}/api/chat", fleet.url()), conv.ask("q1", 10)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let home = r.header("x-herd-node").unwrap();
+    conv.keep("q1", &r);
+    // Once the fleet shows the model loaded there, explain counts the
+    // prompt the first turn left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        let e = post(
+            &c,
+            &format!("{}/fleet/explain", fleet.url()),
+            conv.ask("q2", 10),
+        )
+        .await
+        .json();
+        let cand = e["ranking"]["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["node"] == home.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{e:#}"));
+        if cand["temperature"] == "hot" {
+            break cand["expected_cached_tokens"].as_u64().unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never loaded: {e:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(held > 3_000, "the first turn's prompt is counted: {held}");
+    fleet.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herd_epp_sends_turns_back_to_the_node_that_holds_them() {
     use herd_tests::envoy::*;

@@ -130,6 +130,15 @@ async fn with_keys_every_part_needs_one_of_the_right_scope() {
     )
     .await;
 
+    // The dashboard's page stays open (a browser cannot send a key when it
+    // opens a page); what it reads needs one.
+    for page in ["/dashboard", "/dashboard/info"] {
+        let r = send_with(&c, "GET", &format!("{url}{page}"), &[], None).await;
+        assert_eq!(r.status, 200, "{page}: {}", r.text());
+    }
+    let r = send_with(&c, "GET", &format!("{url}/fleet/status"), &[], None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
     // No key: 401 in each API's own shape.
     let r = post(&c, &format!("{url}/api/chat"), chat("m1", "hi", false)).await;
     assert_eq!(r.status, 401, "{}", r.text());

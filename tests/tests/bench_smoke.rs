@@ -195,18 +195,16 @@ fn smoke_run_reports_every_scenario_completely() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// The `auth` scenario (not in the default list) in miniature: three herds
-/// answer every request and the report has its table; never timings.
-#[test]
-fn smoke_run_of_the_auth_scenario() {
-    let out = std::env::temp_dir().join(format!("herd-bench-auth-{}", std::process::id()));
+/// Runs one scenario of herd-bench in smoke mode; its results and report.
+fn smoke_scenario(scenario: &str) -> (Value, String) {
+    let out = std::env::temp_dir().join(format!("herd-bench-{scenario}-{}", std::process::id()));
     let run = Command::new(env!("CARGO_BIN_EXE_herd-bench"))
         .args([
             "--smoke",
             "--rounds",
             "1",
             "--scenarios",
-            "auth",
+            scenario,
             "--no-pin",
         ])
         .arg("--bin-dir")
@@ -224,11 +222,66 @@ fn smoke_run_of_the_auth_scenario() {
         .expect("herd-bench prints the result path last");
     let j: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("results file"))
         .expect("results are JSON");
+    let md = std::fs::read_to_string(PathBuf::from(&path).with_extension("md")).expect("markdown");
+    let _ = std::fs::remove_dir_all(out);
+    (j, md)
+}
+
+/// The `auth` scenario (not in the default list) in miniature: three herds
+/// answer every request and the report has its table; never timings.
+#[test]
+fn smoke_run_of_the_auth_scenario() {
+    let (j, md) = smoke_scenario("auth");
     for l in ["off", "key", "key+limits"] {
         assert!(metric(&j, &format!("auth/{l}/p50")) > 0.0, "{l}");
         assert!(metric(&j, &format!("auth/{l}/rps")) > 0.0, "{l}");
     }
-    let md = std::fs::read_to_string(PathBuf::from(&path).with_extension("md")).expect("markdown");
     assert!(md.contains("Scenario auth"), "{md}");
-    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The `dashboard` scenario in miniature: routing measured with no tab,
+/// 100 reading tabs and 100 that never read; no request lost, the reading
+/// tabs got events.
+#[test]
+fn smoke_run_of_the_dashboard_scenario() {
+    let (j, md) = smoke_scenario("dashboard");
+    for phase in ["0 tabs", "100 tabs", "100 slow tabs"] {
+        assert!(
+            metric(&j, &format!("dash/{phase}/max_rps")) > 0.0,
+            "{phase}"
+        );
+        assert_eq!(
+            metric(&j, &format!("dash/{phase}/max_errors")),
+            0.0,
+            "{phase}"
+        );
+    }
+    assert!(metric(&j, "dash/100 tabs/events_per_tab_s") > 0.0);
+    // Tabs were open while routing was measured (how many had their
+    // stream up by then depends on the machine), and herd ended none.
+    assert!(metric(&j, "dash/100 tabs/subscribers") > 0.0);
+    assert_eq!(metric(&j, "dash/100 tabs/ended_early"), 0.0);
+    assert!(md.contains("Scenario dashboard"), "{md}");
+}
+
+/// The `affinity` scenario in miniature: every target answers every turn
+/// of every conversation, and with affinity the devices found part of the
+/// prompts in their caches.
+#[test]
+fn smoke_run_of_the_affinity_scenario() {
+    let (j, md) = smoke_scenario("affinity");
+    for label in [
+        "herd",
+        "herd-no-affinity",
+        "nginx-rr",
+        "envoy-least_request",
+        "envoy+herd-epp",
+    ] {
+        let key = format!("aff/{label}/c=4");
+        assert!(metric(&j, &format!("{key}/turns")) > 0.0, "{label}");
+        assert_eq!(metric(&j, &format!("{key}/errors")), 0.0, "{label}");
+    }
+    assert!(metric(&j, "aff/herd/c=4/cached_share") > 0.0);
+    assert!(metric(&j, "affu/herd/c=4/turns") > 0.0);
+    assert!(md.contains("Scenario affinity"), "{md}");
 }

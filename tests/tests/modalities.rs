@@ -480,6 +480,9 @@ async fn image_jobs_queue_for_their_engines_slot_held_to_the_end() {
     );
     let s = image.stats();
     assert_eq!((s.served_total, s.max_active_seen), (3, 1), "{s:?}");
+    // herd held each job's slot to its end: it never sent the engine a
+    // job while another was running there (the engine would have queued it).
+    assert_eq!(s.waited_for_slot, 0, "{s:?}");
     assert!(
         took >= Duration::from_millis(3 * 400),
         "one slot: the jobs ran one after another ({took:?})"

@@ -76,6 +76,13 @@ pub struct Upload {
     _charge: Charge,
 }
 
+impl Upload {
+    /// The body's size as its `Content-Length` said (none when chunked).
+    pub fn declared_len(&self) -> Option<u64> {
+        self.length
+    }
+}
+
 impl std::fmt::Debug for Upload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upload")

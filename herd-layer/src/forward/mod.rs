@@ -451,7 +451,8 @@ impl Forward {
         // taken as hung, and the request goes elsewhere.
         // A media answer comes whole, when the work is done.
         let whole = !plan.mode.upstream_streams() || plan.mode == dialect::Mode::Opaque;
-        let first_byte = self.first_byte_deadline(&pick, whole);
+        let first_byte = self.first_byte_deadline(&pick, whole)
+            + upload_allowance(req.request.upload.as_ref().and_then(|u| u.declared_len()));
         let mut deadline = started + first_byte;
 
         // An upload's first-byte deadline starts once it is sent: the node
@@ -731,6 +732,18 @@ pub fn first_byte_deadline(
         });
     let d = Duration::from_secs_f64((expected_ms * factor / 1000.0).clamp(0.0, 1e9));
     d.max(min).min(cap)
+}
+
+/// Upload bytes a node works through per second at the least: an upload's
+/// answer (a transcription) takes time in proportion to its size, which
+/// the learned pace of earlier, maybe shorter, uploads does not know. 32
+/// KiB/s is real time for 16 kHz 16-bit mono audio, the largest common
+/// speech format; a node slower than real time is taken as hung.
+const UPLOAD_BYTES_PER_S: u64 = 32 * 1024;
+
+/// Time added to the first-byte deadline for an upload of `len` bytes.
+pub fn upload_allowance(len: Option<u64>) -> Duration {
+    Duration::from_secs(len.unwrap_or(0) / UPLOAD_BYTES_PER_S)
 }
 
 /// What one attempt sends the node.

@@ -84,6 +84,11 @@ where
             if let Some(t) = &req.trail {
                 t.queued(waited.elapsed());
             }
+            // Recorded again once the node answers when the model was not
+            // loaded: the cache is only as old as the load, and a record
+            // made before it finished would not count (see
+            // `FleetView::loaded_since_ms`).
+            let mut again = None;
             if let Some(index) = &prefix
                 && !req.request.prefix.is_empty()
             {
@@ -96,6 +101,15 @@ where
                     capacity,
                     crate::fleet::now_ms(),
                 );
+                if pick.temperature != crate::rank::Temperature::Hot {
+                    again = Some((
+                        index.clone(),
+                        pick.node.clone(),
+                        req.model.clone(),
+                        req.request.prefix.clone(),
+                        capacity,
+                    ));
+                }
             }
             if let Some(p) = req.pick.as_mut() {
                 p.concurrency = permit.concurrency();
@@ -105,6 +119,9 @@ where
                 .await?
                 .call(req)
                 .await?;
+            if let Some((index, node, model, prefix, capacity)) = again {
+                index.record(&node, &model, &prefix, capacity, crate::fleet::now_ms());
+            }
             Ok(rsp.map(|body| Guarded::new(body, permit).boxed()))
         };
         ResponseFuture::new(fut)

@@ -742,14 +742,12 @@ fn rate(
     let ahead = (busy + 1).saturating_sub(slots) as f64;
     let wait_ms = ahead / slots as f64 * service_ms;
     // The prefill a hit saves, worth full points while a slot is free; with
-    // none free, only the share of a slot the request would get (it waits,
-    // and the slot holding its prefix may be given to another prompt).
+    // none free, nothing beyond what `expected_wait` already weighs (the
+    // saved prefill against the wait for a slot): a bonus on top made the
+    // first node to hold a shared prompt collect a queue of everyone's
+    // conversations while the others sat idle.
     let saved_ms = cached as f64 / prefill_rate * 1000.0;
-    let room = if busy < slots {
-        1.0
-    } else {
-        slots as f64 / (busy + 1) as f64
-    };
+    let room = if busy < slots { 1.0 } else { 0.0 };
     s.prefix_hit = 30.0 * (1.0 - (-saved_ms / 5_000.0).exp()) * room;
     let cold_ms = match temperature {
         Temperature::Hot => 0.0,

@@ -94,6 +94,10 @@ pub struct DeviceStats {
     /// Of those, tokens a slot's KV cache already held (not prefilled).
     #[serde(default)]
     pub cached_tokens: u64,
+    /// Requests that found every slot of their model busy and waited for
+    /// one (a router sent more than the device could run at once).
+    #[serde(default)]
+    pub waited_for_slot: u64,
 }
 
 /// `modified_at` of the models a device starts with: one fixed date
@@ -475,6 +479,7 @@ impl Engine {
         s.rejected_busy = 0;
         s.prompt_tokens = 0;
         s.cached_tokens = 0;
+        s.waited_for_slot = 0;
         s.max_active_seen = s.active;
         s.per_model.retain(|_, m| m.active > 0);
         for m in s.per_model.values_mut() {
@@ -563,10 +568,16 @@ impl Engine {
         let started = Instant::now();
         let (slots, mut use_guard) = self.ensure_loaded(&name, &spec, keep_alive).await;
         let load_duration = started.elapsed();
-        let permit = match slots.acquire_owned().await {
+        let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            // The semaphore is never closed.
-            Err(_) => return Err(EngineError::Busy),
+            Err(_) => {
+                self.lock().stats.waited_for_slot += 1;
+                match slots.acquire_owned().await {
+                    Ok(p) => p,
+                    // The semaphore is never closed.
+                    Err(_) => return Err(EngineError::Busy),
+                }
+            }
         };
         use_guard.armed = false;
         Ok(self.admitted(name, permit, load_duration, spec))

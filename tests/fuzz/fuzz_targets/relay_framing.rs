@@ -388,6 +388,7 @@ fuzz_target!(|data: &[u8]| {
         engine,
         version: version.to_string(),
         slots: 1,
+        concurrency: 1,
         temperature: Temperature::Hot,
         score: 0.0,
         ranking: Arc::new(Ranking {

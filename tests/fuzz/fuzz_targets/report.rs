@@ -340,6 +340,12 @@ fuzz_target!(|data: &[u8]| {
             endpoint: spec.endpoint,
             native_only: bits >> 37 & 1 == 1,
             now_ms,
+            // Any set of needs, from the high bits.
+            needs: herd_layer::capability::Capability::ALL
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| bits >> (40 + j) & 1 == 1)
+                .fold(herd_layer::capability::Caps::NONE, |c, (_, x)| c.with(*x)),
             prefix: None,
         };
         let ranking = rank::score(&view, &obs, &input, &cfg);

@@ -235,7 +235,10 @@ async fn run(cli: Cli, pin: bool) -> Result<PathBuf, Box<dyn std::error::Error +
             "auth" => b.auth().await,
             "dashboard" => b.dashboard().await,
             "affinity" => b.affinity().await,
-            other => Err(format!("no scenario {other} (there are 1 to 5, chaos and auth)").into()),
+            other => Err(format!(
+                "no scenario {other} (there are 1 to 5, chaos, auth, dashboard and affinity)"
+            )
+            .into()),
         };
         if let Err(e) = r {
             return Err(format!("scenario {s}: {e} (logs in {})", work.display()).into());

@@ -164,6 +164,12 @@ pub fn record(new: &NewKey, key: &str) -> Result<KeyRecord, KeyError> {
     if !ok {
         return Err(KeyError::BadName(new.name.clone()));
     }
+    // The metrics label of requests without a key.
+    if name.eq_ignore_ascii_case("anonymous") {
+        return Err(KeyError::Invalid(
+            "\"anonymous\" names the requests without a key in metrics; choose another name".into(),
+        ));
+    }
     if new.models.len() > 256 {
         return Err(KeyError::Invalid(
             "a key may list at most 256 models".into(),
@@ -196,6 +202,9 @@ pub fn record(new: &NewKey, key: &str) -> Result<KeyRecord, KeyError> {
 struct Table {
     by_hash: HashMap<Digest, Arc<KeyRecord>>,
     by_name: BTreeMap<String, Digest>,
+    /// Names being created (reserved before the store write, so two
+    /// concurrent creates of one name cannot both succeed).
+    pending: std::collections::BTreeSet<String>,
 }
 
 /// The keys in force, in memory, backed by the store. Cheap to clone.
@@ -262,20 +271,24 @@ impl Keys {
         let key = generate()?;
         let rec = record(new, &key)?;
         {
-            let t = self.read();
-            if t.by_name.contains_key(&rec.name) {
+            let mut t = self.write();
+            if t.by_name.contains_key(&rec.name) || t.pending.contains(&rec.name) {
                 return Err(KeyError::Exists(rec.name));
             }
-            if t.by_name.len() >= self.max {
+            if t.by_name.len() + t.pending.len() >= self.max {
                 return Err(KeyError::TooMany(self.max));
             }
+            t.pending.insert(rec.name.clone());
         }
         let stored = rec.clone();
-        tokio::task::spawn_blocking(move || store.put_key(&stored))
+        let put = tokio::task::spawn_blocking(move || store.put_key(&stored))
             .await
-            .map_err(|e| KeyError::Invalid(e.to_string()))??;
-        let rec = Arc::new(rec);
+            .map_err(|e| KeyError::Invalid(e.to_string()))
+            .and_then(|r| r.map_err(KeyError::from));
         let mut t = self.write();
+        t.pending.remove(&rec.name);
+        put?;
+        let rec = Arc::new(rec);
         let d = digest(&key);
         t.by_name.insert(rec.name.clone(), d);
         t.by_hash.insert(d, rec.clone());
@@ -353,6 +366,7 @@ mod tests {
         };
         assert!(record(&new("a b", &[]), "k").is_err());
         assert!(record(&new(&"x".repeat(65), &[]), "k").is_err());
+        assert!(record(&new("Anonymous", &[]), "k").is_err());
         assert!(record(&new("ok", &["qwen3:*", "llama3.2"]), "k").is_ok());
         assert!(record(&new("ok", &["a*b*"]), "k").is_err());
         assert!(record(&new("ok", &["bad model"]), "k").is_err());

@@ -23,11 +23,6 @@ pub const ROUTES: &[(&str, &str, Part)] = &[
     ("GET", "/v1/models", Part::Inference),
     ("GET", "/v1/models/{*id}", Part::Inference),
     ("POST", "/v1/messages/count_tokens", Part::Inference),
-    // The dashboard's page is as open as inference; what it shows comes
-    // from the routes below, each under its own part.
-    ("GET", "/dashboard", Part::Inference),
-    ("GET", "/dashboard/info", Part::Inference),
-    ("GET", "/dashboard/{file}", Part::Inference),
     ("GET", "/metrics", Part::Fleet),
     ("GET", "/fleet/status", Part::Fleet),
     ("GET", "/fleet/explain", Part::Fleet),
@@ -40,8 +35,9 @@ pub const ROUTES: &[(&str, &str, Part)] = &[
     // or keys), and the config in effect with its secrets redacted.
     ("GET", "/fleet/events", Part::Fleet),
     ("GET", "/fleet/config", Part::Fleet),
-    ("GET", "/fleet/events", Part::Fleet),
-    ("GET", "/fleet/config", Part::Fleet),
+    // The dashboard's page and files: always open (a browser cannot send
+    // a key when it opens a page); what it shows comes from the routes
+    // above and below, each under its own part.
     ("GET", "/dashboard", Part::Public),
     ("GET", "/dashboard/info", Part::Public),
     ("GET", "/dashboard/{file}", Part::Public),
@@ -105,6 +101,26 @@ mod tests {
             Part::Admin,
             "unlisted"
         );
+    }
+
+    /// A route listed twice would have its second row silently ignored
+    /// (the first match wins).
+    #[test]
+    fn no_route_is_listed_twice() {
+        for (i, (m, p, _)) in ROUTES.iter().enumerate() {
+            assert!(
+                !ROUTES[i + 1..].iter().any(|(m2, p2, _)| m2 == m && p2 == p),
+                "{m} {p} is listed twice"
+            );
+        }
+    }
+
+    #[test]
+    fn the_dashboard_page_is_public() {
+        for p in ["/dashboard", "/dashboard/info", "/dashboard/{file}"] {
+            assert_eq!(part_of(&Method::GET, p), Part::Public, "{p}");
+        }
+        assert_eq!(part_of(&Method::GET, "/fleet/events"), Part::Fleet);
     }
 
     /// Every route the app registers (`.route("…"` in `src/app`) is in

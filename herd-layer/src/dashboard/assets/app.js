@@ -261,7 +261,9 @@ function buildTabs(views) {
     panels.append(panel);
     v.mount(panel, state);
   }
-  tabs.addEventListener("keydown", (e) => {
+  // The tab list element outlives a rebuild (entering a key boots again):
+  // one listener, however often the tabs are built.
+  tabs.onkeydown = (e) => {
     const all = [...tabs.querySelectorAll('[role="tab"]')];
     const i = all.indexOf(document.activeElement);
     if (i < 0) return;
@@ -274,7 +276,7 @@ function buildTabs(views) {
     e.preventDefault();
     all[j].focus();
     select(all[j].dataset.view, true);
-  });
+  };
 }
 
 function select(id, push) {

@@ -11,7 +11,7 @@ import { api, toast, rerender } from "./app.js";
 
 const GIB = 1024 ** 3;
 const SIGNALS = ["model_temperature", "memory_fit", "queue_depth", "expected_wait", "generation_speed",
-  "role_affinity", "availability", "context_fit", "device_thermal", "memory_pressure", "reliability"];
+  "role_affinity", "availability", "context_fit", "device_thermal", "memory_pressure", "reliability", "prefix_hit"];
 
 // ---- small helpers ------------------------------------------------------
 
@@ -262,7 +262,8 @@ const routing = {
       h("div", { class: "field" }, h("label", { for: "explain-prompt" }, "Prompt tokens"), h("input", { id: "explain-prompt", name: "prompt_tokens", type: "number", min: 0, value: 100 })),
       h("div", { class: "field" }, h("label", { for: "explain-max" }, "Max output tokens"), h("input", { id: "explain-max", name: "max_tokens", type: "number", min: 1, placeholder: "any" })),
       h("div", { class: "field" }, h("label", { for: "explain-kind" }, "Kind"),
-        h("select", { id: "explain-kind", name: "kind" }, ["chat", "generate", "embed"].map((k) => h("option", { value: k }, k)))),
+        h("select", { id: "explain-kind", name: "kind" }, ["chat", "generate", "embed", "transcribe", "image"].map((k) => h("option", { value: k }, k)))),
+      h("div", { class: "field" }, h("label", { for: "explain-needs" }, "Needs"), h("input", { id: "explain-needs", name: "needs", placeholder: "vision,tools", autocomplete: "off" })),
       h("button", { type: "submit", class: "primary" }, "Explain"));
     const out = h("div", { id: "explain-out", "aria-live": "polite" });
     form.addEventListener("submit", async (e) => {
@@ -270,6 +271,7 @@ const routing = {
       const q = new URLSearchParams({ model: model.value.trim(), kind: form.kind.value });
       if (form.prompt_tokens.value) q.set("prompt_tokens", form.prompt_tokens.value);
       if (form.max_tokens.value) q.set("max_tokens", form.max_tokens.value);
+      if (form.needs.value.trim()) q.set("needs", form.needs.value.trim());
       put(out, h("p", { class: "muted" }, "ranking…"));
       try {
         put(out, ...explainResult(await api("/fleet/explain?" + q)));
