@@ -165,6 +165,14 @@ impl FromIterator<Capability> for Caps {
 mod tests {
     use super::*;
 
+    /// Engine declarations (herd-proto, below this crate) check `caps=`
+    /// against their own list of the names: it must be this one.
+    #[test]
+    fn declarations_know_the_same_names() {
+        let names: Vec<&str> = Capability::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names, herd_proto::engine::CAPABILITY_NAMES);
+    }
+
     #[test]
     fn names_round_trip_and_unknown_ones_are_left_out() {
         let c = Caps::from_names(["completion", "Vision", "insert", "tools", ""]);

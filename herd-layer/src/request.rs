@@ -291,19 +291,14 @@ impl RouteRequest {
     }
 }
 
-/// The longest model name herd accepts (Ollama's own names are far shorter).
-pub const MAX_MODEL_NAME: usize = 256;
+pub use herd_proto::node::MAX_MODEL_NAME;
 
 /// A model name as a client may send it: `[host[:port]/][namespace/]name[:tag]`
 /// or a digest, in letters, digits and `._-:/@+`, at most
 /// [`MAX_MODEL_NAME`] bytes. Anything else cannot name a model on any node,
 /// and must not grow herd's maps either.
 pub fn check_model_name(m: &str) -> Result<(), crate::error::ClientError> {
-    let ok = !m.is_empty()
-        && m.len() <= MAX_MODEL_NAME
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b));
-    if ok {
+    if herd_proto::node::model_name_ok(m) {
         Ok(())
     } else {
         let shown: String = m.chars().take(64).collect();

@@ -28,6 +28,7 @@
 
 use serde::Deserialize;
 
+use crate::node::model_name_ok;
 use crate::v1 as proto;
 
 /// The most models one declaration may name.
@@ -72,13 +73,6 @@ pub fn kind_name(kind: proto::EngineKind) -> &'static str {
         proto::EngineKind::Image => "image",
         proto::EngineKind::Ollama | proto::EngineKind::Unspecified => "ollama",
     }
-}
-
-fn model_name_ok(m: &str) -> bool {
-    !m.is_empty()
-        && m.len() <= 256
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b))
 }
 
 /// Read a declaration (see the module docs).

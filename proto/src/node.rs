@@ -3,6 +3,20 @@
 
 use std::net::SocketAddr;
 
+/// The longest model name herd accepts (Ollama's own names are far shorter).
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// Whether `m` can be a model name: 1 to [`MAX_MODEL_NAME`] bytes of
+/// letters, digits and `._-:/@+` (registry, namespace, tag and digest
+/// forms included). Everything a client or a node names a model by is
+/// checked with this before it is used as a key.
+pub fn model_name_ok(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= MAX_MODEL_NAME
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b))
+}
+
 /// Node ids are names people read: 1–128 printable characters without spaces.
 pub fn valid_node_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 128 {

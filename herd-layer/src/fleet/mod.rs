@@ -457,7 +457,7 @@ impl NodeState {
         let loaded = e
             .loaded
             .iter()
-            .filter(|m| model_name_ok(&m.name))
+            .filter(|m| herd_proto::node::model_name_ok(&m.name))
             .take(MAX_LOADED)
             .map(|m| LoadedModel {
                 name: m.name.clone(),
@@ -472,7 +472,7 @@ impl NodeState {
         self.available = e
             .available
             .iter()
-            .filter(|m| model_name_ok(&m.name))
+            .filter(|m| herd_proto::node::model_name_ok(&m.name))
             .take(MAX_ON_DISK)
             .map(|m| DiskModel {
                 name: m.name.clone(),
@@ -583,13 +583,6 @@ fn sane(x: f64, max: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-fn model_name_ok(m: &str) -> bool {
-    !m.is_empty()
-        && m.len() <= 256
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:/@+".contains(&b))
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

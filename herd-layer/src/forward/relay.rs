@@ -20,6 +20,12 @@ use crate::routed::Body;
 /// The longest line (or SSE event) herd holds while waiting for its end.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
 
+/// Bytes of a node's stream herd translates at most. A converter keeps the
+/// answer for its closing event (Responses' `response.completed`, an
+/// engine's tool-call arguments), so a translated stream is bounded like a
+/// whole answer (`max_response_bytes`' default) rather than by the node.
+const MAX_CONVERTED: usize = 256 * 1024 * 1024;
+
 /// What the relay needs to know about the request.
 #[derive(Clone, Debug)]
 pub struct Meta {
@@ -182,6 +188,9 @@ struct Relay {
     /// Output chunks relayed and not yet reported to the meter (a chunk is
     /// about one token: Ollama streams one per line).
     chunks: u64,
+    /// Bytes still to be translated before the stream is cut
+    /// ([`MAX_CONVERTED`]).
+    convert_budget: usize,
 }
 
 impl Relay {
@@ -221,6 +230,7 @@ impl Relay {
             errored: false,
             outcome: Outcome::default(),
             chunks: 0,
+            convert_budget: MAX_CONVERTED,
         }
     }
 
@@ -266,6 +276,15 @@ impl Relay {
                 out.push(complete);
             }
             _ => {
+                if complete.len() > self.convert_budget {
+                    self.convert_budget = 0;
+                    self.fail(
+                        "the node's answer is larger than herd translates (256 MiB)",
+                        out,
+                    );
+                    return;
+                }
+                self.convert_budget -= complete.len();
                 let mut rest = complete;
                 while rest.has_remaining() && !self.errored {
                     let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
@@ -702,6 +721,20 @@ mod tests {
         assert!(r.finished);
         assert_eq!(event_end(b"x\n\ny", 0), Some(3));
         assert_eq!(event_end(b"x\ny\n", 0), None);
+    }
+
+    #[test]
+    fn a_translated_stream_is_bounded() {
+        let mut r = Relay::new(Mode::ResponsesToSse, meta(Dialect::OpenAi));
+        r.convert_budget = 200;
+        let mut out = Vec::new();
+        let line = b"{\"message\":{\"content\":\"0123456789\"},\"done\":false}\n";
+        for _ in 0..10 {
+            r.feed(line, &mut out);
+        }
+        assert!(r.errored, "a stream past the budget is cut");
+        let text = String::from_utf8(out.concat()).unwrap();
+        assert!(text.contains("larger than herd translates"), "{text}");
     }
 
     #[test]

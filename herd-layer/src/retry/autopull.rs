@@ -185,7 +185,11 @@ impl AutoPull {
         }
         let this = self.clone();
         let model = model.to_string();
-        let fut = async move {
+        // A task of its own: the pull runs to its end (or timeout) and frees
+        // its place even when every request waiting for it goes away —
+        // driven only by their polls, an abandoned pull would hold one of
+        // the MAX_PULLS places for ever.
+        let task = tokio::spawn(async move {
             let out = match this.choose(&model, kind) {
                 None => Err("no online node can take a new model".to_string()),
                 Some(node) => {
@@ -205,6 +209,10 @@ impl AutoPull {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&normalize_model(&model));
             out
+        });
+        let fut = async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("the pull stopped: {e}")))
         }
         .boxed()
         .shared();
@@ -423,5 +431,25 @@ mod tests {
         // With no node at all, a pull fails at once (nothing to pull to).
         let e = ap.pull("other:1b", Kind::Chat).await.unwrap_err();
         assert!(e.contains("no online node"), "{e}");
+    }
+
+    /// A pull nobody waits for any more still ends and gives its place
+    /// back (it used to live only in its waiters' polls).
+    #[tokio::test]
+    async fn an_abandoned_pull_still_frees_its_place() {
+        let ap = AutoPull::new(Fleet::new(), AutoPullConfig::default(), Arc::default());
+        for i in 0..MAX_PULLS {
+            drop(ap.pull(&format!("m{i}:1b"), Kind::Chat));
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !ap.in_flight.lock().unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "abandoned pulls still hold their places"
+            );
+            tokio::task::yield_now().await;
+        }
+        let e = ap.pull("next:1b", Kind::Chat).await.unwrap_err();
+        assert!(!e.contains("already"), "{e}");
     }
 }

@@ -232,6 +232,17 @@ mod tests {
     use super::*;
     use crate::fleet::{NodeState, Source};
 
+    /// The full list repeats the core's state checks in report order: a
+    /// state check added to the core must be listed here too.
+    #[test]
+    fn every_state_check_is_listed() {
+        for id in crate::health::STATE_CHECK_IDS {
+            assert!(CHECK_IDS.contains(id), "{id} is missing from CHECK_IDS");
+        }
+        let mut seen = std::collections::HashSet::new();
+        assert!(CHECK_IDS.iter().all(|id| seen.insert(id)), "an id twice");
+    }
+
     #[test]
     fn recommendation_has_headroom() {
         assert_eq!(recommended_num_ctx(100.0), 2048);
